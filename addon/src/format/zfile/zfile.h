@@ -1,0 +1,50 @@
+// ZFile: overlaybd's seekable block-compressed container (spec: overlaybd-format.md §2).
+// Public API used by the LSMT/stack code and the binding. Implementation in this folder.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "io/file.h"
+
+namespace obd::zfile {
+
+enum class Algorithm : uint8_t { kLz4 = 1, kZstd = 2 };
+
+struct CompressOptions {
+  Algorithm algorithm = Algorithm::kLz4;
+  uint32_t blockSize = 4096;     // 4 KiB .. 64 KiB, power of two
+  bool verify = true;            // per-block crc32c (tools always set it)
+  bool overwriteHeader = false;  // `overlaybd-commit -z` style header (flags 0x1B)
+};
+
+struct Info {
+  Algorithm algorithm;
+  uint32_t blockSize;
+  bool verify;
+  bool headerOverwritten;
+  bool hasDigest;
+  uint64_t blockCount;
+  uint64_t originalSize;
+  uint64_t indexOffset;
+};
+
+// True when the first bytes (>= 512 needed) carry both ZFile magics and the HEADER bit.
+bool looksLikeZFile(const void* first, size_t n);
+
+// Validates header, trailer (or overwritten header), jump table and its crc; the returned file
+// presents the decompressed bytes. With verifyBlocks, every block's crc32c is checked on read.
+Result<std::shared_ptr<ReadableFile>> open(std::shared_ptr<ReadableFile> compressed, bool verifyBlocks);
+Result<Info> inspect(ReadableFile& compressed);
+
+// Streaming writer: append uncompressed bytes in any chunk sizes, then finish().
+class Writer {
+ public:
+  virtual ~Writer() = default;
+  static Result<std::unique_ptr<Writer>> create(const std::string& path, const CompressOptions& opts);
+  virtual Status append(const void* data, size_t n) = 0;
+  virtual Status finish() = 0;  // writes last block, jump table, trailer (and header overwrite), fsyncs
+};
+
+}  // namespace obd::zfile

@@ -1,0 +1,6 @@
+// `obd snapshotter …` commands.
+import { Command } from 'commander';
+
+export function registerSnapshotterCommand(program: Command): void {
+  void program;
+}
