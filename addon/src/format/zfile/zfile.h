@@ -47,4 +47,10 @@ class Writer {
   virtual Status finish() = 0;  // writes last block, jump table, trailer (and header overwrite), fsyncs
 };
 
+// Whole-file conversions behind `obd layer zfile|unzfile` (blocking; run them off the JS thread).
+// On failure the partial output file is removed.
+Status compressFile(ReadableFile& in, const std::string& outPath, const CompressOptions& opts);
+// `zfile` is what open() returned (or any ReadableFile): its bytes are copied to outPath.
+Status decompressFile(ReadableFile& zfile, const std::string& outPath);
+
 }  // namespace obd::zfile
