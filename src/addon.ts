@@ -35,6 +35,11 @@ export interface AddonError extends Error {
   errno: number;
 }
 
+/** Raw CRC-32C register update (Castagnoli, no inversion) as ZFile uses it; `portable` forces the table path. */
+export function crc32c(data: Buffer, seed = 0, portable = false): number {
+  return native.crc32c(data, seed, portable);
+}
+
 /** Compresses a local file into a ZFile (removes the partial output on failure). */
 export function zfileCompress(input: string, output: string, opts: ZFileCompressOptions = {}): Promise<void> {
   return native.zfileCompress(input, output, opts);

@@ -9,6 +9,7 @@
 
 #include "format/zfile/zfile.h"
 #include "io/local_file.h"
+#include "util/crc32c.h"
 
 namespace {
 
@@ -195,7 +196,22 @@ class Reader : public Napi::ObjectWrap<Reader> {
   std::shared_ptr<obd::ReadableFile> file_;
 };
 
+// crc32c(buf, seed, portable) → raw register update (no inversion), as ZFile checksums use it.
+Napi::Value Crc32c(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer()) {
+    toError(env, obd::InvalidArg("crc32c(buffer, seed, portable)")).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto b = info[0].As<Napi::Buffer<uint8_t>>();
+  uint32_t seed = info.Length() > 1 ? info[1].ToNumber().Uint32Value() : 0;
+  bool portable = info.Length() > 2 && info[2].ToBoolean();
+  uint32_t crc = portable ? obd::crc32cUpdateTable(seed, b.Data(), b.Length()) : obd::crc32cUpdate(seed, b.Data(), b.Length());
+  return Napi::Number::New(env, crc);
+}
+
 void registerAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("crc32c", Napi::Function::New(env, Crc32c));
   exports.Set("zfileCompress", Napi::Function::New(env, Compress));
   exports.Set("zfileDecompress", Napi::Function::New(env, Decompress));
   exports.Set("zfileInspect", Napi::Function::New(env, Inspect));
