@@ -125,7 +125,7 @@ export class TestRegistry {
     loc.searchParams.set('digest', digest);
     const put = await fetch(loc, {
       method: 'PUT',
-      headers: { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(data.byteLength) },
+      headers: { ...headers, 'content-type': 'application/octet-stream' },
       body: data,
     });
     await put.arrayBuffer();

@@ -1,0 +1,8 @@
+// Public surface of the registry client.
+export * from './errors';
+export * from './credentials';
+export * from './hosts';
+export * from './auth';
+export * from './retry';
+export * from './client';
+export * from './range-reader';

@@ -1,0 +1,206 @@
+// Random-access reads of one blob with HTTP Range requests — the lazy data path. Each read is one
+// operation with its own deadline (retries with backoff inside it). Blob redirects (object stores)
+// are resolved by hand rather than with undici's redirect interceptor because the target URL is
+// worth keeping: later reads go straight to it, without Authorization, until it expires; a refusal
+// from it (403/404/410) drops it and the next attempt asks the registry again.
+import type { Dispatcher } from 'undici';
+import { repositoryScope } from './auth';
+import type { RegistryClient } from './client';
+import { wrapTransport } from './client';
+import { RegistryError, RegistryProtocolError } from './errors';
+import type { Endpoint } from './hosts';
+
+export interface RangeReaderOptions {
+  size?: number;             // known blob size (labels/manifest); else probed with bytes=0-0
+  readDeadlineMs?: number;   // per read() including retries; default: client's operationDeadlineMs
+  redirectTtlMs?: number;    // reuse of a redirect without an expiry in its URL, default 300 s
+}
+
+interface Location {
+  url: URL;
+  expiresAt: number;
+}
+
+export interface RangeReaderStats {
+  reads: number;
+  requests: number;
+  bytes: number;
+  redirects: number;
+}
+
+export class RangeReader {
+  private location?: Location;
+  private endpointIndex = 0;
+  private readonly endpoints: Endpoint[];
+  private knownSize?: number;
+  readonly stats: RangeReaderStats = { reads: 0, requests: 0, bytes: 0, redirects: 0 };
+
+  constructor(private readonly client: RegistryClient, readonly host: string, readonly repo: string, readonly digest: string,
+    private readonly opts: RangeReaderOptions = {}) {
+    this.endpoints = client.hosts.pullEndpoints(host);
+    this.knownSize = opts.size;
+  }
+
+  get registry(): string {
+    return this.endpoints[this.endpointIndex].host;
+  }
+
+  async size(signal?: AbortSignal): Promise<number> {
+    if (this.knownSize === undefined) {
+      const r = await this.run(0, 1, signal, true);
+      this.knownSize = r.total;
+    }
+    return this.knownSize!;
+  }
+
+  /** Exactly `length` bytes at `offset` (clamped to the blob's end). */
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new RangeError(`${this.digest}: bad range ${offset}+${length}`);
+    }
+    const size = await this.size(signal);
+    const n = Math.max(0, Math.min(length, size - offset));
+    if (n === 0) return Buffer.alloc(0);
+    this.stats.reads++;
+    return (await this.run(offset, n, signal, false)).data;
+  }
+
+  private async run(offset: number, length: number, signal: AbortSignal | undefined, probe: boolean) {
+    const what = `GET blob ${this.repo}@${this.digest} bytes ${offset}-${offset + length - 1}`;
+    const deadline = Date.now() + (this.opts.readDeadlineMs ?? this.client.operationDeadlineMs);
+    return this.client.retry.run((sig) => this.attempt(offset, length, sig, probe, what), {
+      deadline, signal, registry: this.host, what,
+      onRetry: (err) => {
+        if (err instanceof RegistryError && err.status !== undefined && err.status !== 429 && err.status < 500) this.location = undefined;
+        if (err instanceof RegistryProtocolError) this.location = undefined;
+      },
+    });
+  }
+
+  private async attempt(offset: number, length: number, signal: AbortSignal, probe: boolean, what: string) {
+    for (;;) {
+      const ep = this.endpoints[this.endpointIndex];
+      try {
+        const res = await this.request(ep, offset, length, signal);
+        return await this.take(res, ep, offset, length, probe, what);
+      } catch (err) {
+        // A mirror that fails is left for the rest of this reader's life; the origin gets retries.
+        if (!ep.mirror || signal.aborted) throw err;
+        this.endpointIndex++;
+        this.location = undefined;
+      }
+    }
+  }
+
+  private async request(ep: Endpoint, offset: number, length: number, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const range = `bytes=${offset}-${offset + length - 1}`;
+    const loc = this.location;
+    if (loc && loc.expiresAt > Date.now()) return this.requestLocation(loc.url, ep, range, signal);
+    this.location = undefined;
+    this.stats.requests++;
+    const res = await this.client.send(ep, this.repo, { method: 'GET', path: `/v2/${this.repo}/blobs/${this.digest}`,
+      scope: repositoryScope(this.repo, 'pull'), headers: { range }, signal });
+    if (res.statusCode < 300 || res.statusCode >= 400 || !res.headers.location) return res;
+    await res.body.dump().catch(() => undefined);
+    const url = new URL(String(res.headers.location), ep.origin);
+    this.location = { url, expiresAt: redirectExpiry(url, this.opts.redirectTtlMs ?? 300_000) };
+    this.stats.redirects++;
+    return this.requestLocation(url, ep, range, signal);
+  }
+
+  private async requestLocation(url: URL, ep: Endpoint, range: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    this.stats.requests++;
+    // Same origin as the registry: it is the registry's own URL, so it keeps our credentials.
+    if (url.origin === ep.origin) {
+      return this.client.send(ep, this.repo, { method: 'GET', path: url.pathname + url.search, scope: repositoryScope(this.repo, 'pull'),
+        headers: { range }, signal });
+    }
+    try {
+      return await this.client.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET',
+        headers: { range, 'user-agent': this.client.userAgent }, signal });
+    } catch (err) {
+      throw wrapTransport(err, url.host, `GET redirected blob ${this.digest}`);
+    }
+  }
+
+  private async take(res: Dispatcher.ResponseData, ep: Endpoint, offset: number, length: number, probe: boolean, what: string) {
+    const host = ep.host;
+    if (res.statusCode === 200) {
+      const cl = Number(res.headers['content-length']);
+      if (offset !== 0 || !(cl === length || probe)) {
+        res.body.destroy();
+        throw new RegistryProtocolError(`${host}: ${what}: server ignored Range (200 with ${res.headers['content-length'] ?? '?'} bytes)`, { registry: host, status: 200 });
+      }
+      if (probe) {
+        res.body.destroy();
+        if (!Number.isSafeInteger(cl)) throw new RegistryProtocolError(`${host}: ${what}: no size in answer`, { registry: host, status: 200 });
+        return { data: Buffer.alloc(0), total: cl };
+      }
+      const data = await readExactly(res.body, length, host, what);
+      this.stats.bytes += data.length;
+      return { data, total: cl };
+    }
+    if (res.statusCode !== 206) {
+      if (this.location && res.statusCode !== 429 && res.statusCode < 500) {
+        this.location = undefined; // the redirect target refused: resolve again next attempt
+        await res.body.dump().catch(() => undefined);
+        throw new RegistryProtocolError(`${host}: ${what}: redirect target answered ${res.statusCode}`, { registry: host, status: res.statusCode });
+      }
+      return this.client.fail(res, ep, what);
+    }
+    const cr = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
+    if (!cr || Number(cr[1]) !== offset || Number(cr[2]) !== offset + length - 1) {
+      res.body.destroy();
+      throw new RegistryProtocolError(`${host}: ${what}: wrong Content-Range "${res.headers['content-range'] ?? ''}"`, { registry: host, status: 206 });
+    }
+    const total = cr[3] === '*' ? undefined : Number(cr[3]);
+    if (total !== undefined && this.knownSize !== undefined && total !== this.knownSize) {
+      res.body.destroy();
+      throw new RegistryProtocolError(`${host}: ${what}: blob size is ${total}, expected ${this.knownSize}`, { registry: host, status: 206 });
+    }
+    const data = await readExactly(res.body, length, host, what);
+    this.stats.bytes += data.length;
+    return { data, total: total ?? this.knownSize ?? offset + length };
+  }
+}
+
+/** Reads exactly n bytes; fewer (truncated) or more is a protocol error, which is retried. */
+async function readExactly(body: Dispatcher.ResponseData['body'], n: number, host: string, what: string): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(n);
+  let got = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (got + chunk.length > n) {
+        body.destroy();
+        throw new RegistryProtocolError(`${host}: ${what}: more bytes than requested`, { registry: host });
+      }
+      chunk.copy(out, got);
+      got += chunk.length;
+    }
+  } catch (err) {
+    if (err instanceof RegistryError) throw err;
+    throw wrapTransport(err, host, `${what} (after ${got} of ${n} bytes)`);
+  }
+  if (got !== n) throw new RegistryProtocolError(`${host}: ${what}: truncated body (${got} of ${n} bytes)`, { registry: host });
+  return out;
+}
+
+/** When a presigned URL stops working: X-Amz-Date+X-Amz-Expires, Expires (epoch s), se (ISO). */
+export function redirectExpiry(url: URL, fallbackMs: number, now = Date.now()): number {
+  const q = url.searchParams;
+  const margin = 30_000;
+  let at: number | undefined;
+  const amzDate = q.get('X-Amz-Date');
+  const amzExp = q.get('X-Amz-Expires');
+  if (amzDate && amzExp) {
+    const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate);
+    if (m) at = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]) + Number(amzExp) * 1000;
+  } else if (q.get('Expires') && /^\d+$/.test(q.get('Expires')!)) {
+    at = Number(q.get('Expires')) * 1000;
+  } else if (q.get('se')) {
+    const t = Date.parse(q.get('se')!);
+    if (!Number.isNaN(t)) at = t;
+  }
+  if (at === undefined) return now + fallbackMs;
+  return Math.min(now + fallbackMs, at - margin);
+}
