@@ -7,7 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "format/lsmt/commit.h"
+#include "format/lsmt/writable.h"
 #include "format/zfile/zfile.h"
+#include "image/layer_info.h"
+#include "image/stack.h"
 #include "io/local_file.h"
 #include "util/crc32c.h"
 
@@ -15,18 +19,33 @@ namespace {
 
 Napi::Value Version(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "0.1.0"); }
 
-// ---- zfile ----
-namespace zfile_binding {
+// ---- common (shared by every section) ----
+namespace common {
 
-using obd::Status;
-
-Napi::Error toError(Napi::Env env, const Status& st) {
+// A Status as a JS Error: message, `code` = errno name, `errno` = number.
+Napi::Error toError(Napi::Env env, const obd::Status& st) {
   Napi::Error err = Napi::Error::New(env, st.message());
   const char* name = strerrorname_np(st.code());
   err.Set("code", Napi::String::New(env, name ? name : "EIO"));
   err.Set("errno", Napi::Number::New(env, st.code()));
   return err;
 }
+
+// Throws and returns undefined, for `return fail(env, st);` in synchronous functions.
+Napi::Value fail(Napi::Env env, const obd::Status& st) {
+  toError(env, st).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+}  // namespace common
+// ---- end common ----
+
+// ---- zfile ----
+namespace zfile_binding {
+
+using obd::Status;
+
+using common::toError;
 
 bool parseOptions(const Napi::Value& v, obd::zfile::CompressOptions* o, std::string* bad) {
   if (v.IsUndefined() || v.IsNull()) return true;
@@ -151,7 +170,8 @@ class Reader : public Napi::ObjectWrap<Reader> {
  public:
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "ZFileReader",
-                       {InstanceMethod("read", &Reader::Read), InstanceAccessor("size", &Reader::Size, nullptr)});
+                       {InstanceMethod("read", &Reader::Read), InstanceMethod("close", &Reader::Close),
+                        InstanceAccessor("size", &Reader::Size, nullptr)});
   }
   // new ZFileReader(path, verifyBlocks)
   explicit Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) {
@@ -177,10 +197,15 @@ class Reader : public Napi::ObjectWrap<Reader> {
   Napi::Value Size(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), file_ ? static_cast<double>(file_->size()) : 0);
   }
+  // close(): drops the file (reads in flight keep it alive until they finish).
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    file_.reset();
+    return info.Env().Undefined();
+  }
   // read(offset, length) → Promise<Buffer>; runs on the libuv pool.
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!file_) return rejectWith(env, obd::InvalidArg("reader is not open"));
+    if (!file_) return rejectWith(env, obd::InvalidArg("ZFileReader: read after close"));
     double off = info[0].ToNumber().DoubleValue(), len = info[1].ToNumber().DoubleValue();
     if (!(off >= 0) || !(len >= 0) || len > (1 << 30) || off > 9007199254740991.0)
       return rejectWith(env, obd::InvalidArg("read: bad offset/length"));
@@ -222,9 +247,285 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 }  // namespace zfile_binding
 // ---- end zfile ----
 
+// ---- layer (lsmt, stack) ----
+namespace layer_binding {
+
+using common::fail;
+using common::toError;
+using obd::Status;
+
+// Argument helpers: a missing or mistyped value becomes EINVAL naming the argument.
+bool getString(const Napi::Object& o, const char* key, std::string* out) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return false;
+  *out = v.ToString().Utf8Value();
+  return true;
+}
+
+bool toU64(const Napi::Value& v, uint64_t* out) {
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    *out = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    return lossless;
+  }
+  if (!v.IsNumber()) return false;
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+Napi::Object headerObject(Napi::Env env, const obd::lsmt::HeaderTrailer& h) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("flags", h.flags);
+  o.Set("indexOffset", static_cast<double>(h.indexOffset));
+  o.Set("indexSize", static_cast<double>(h.indexSize));
+  o.Set("virtualSize", static_cast<double>(h.virtualSize));
+  o.Set("uuid", h.uuidText());
+  o.Set("parentUuid", h.parentUuidText());
+  o.Set("userTag", h.userTagText());
+  o.Set("version", h.version);
+  o.Set("subVersion", h.subVersion);
+  return o;
+}
+
+// layerInfo(path) → what the file is and what its headers say.
+Napi::Value LayerInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return fail(env, obd::InvalidArg("layerInfo(path)"));
+  auto r = obd::describeLayer(info[0].As<Napi::String>());
+  if (!r.ok()) return fail(env, r.status());
+  const obd::LayerDescription& d = r.value();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array formats = Napi::Array::New(env, d.formats.size());
+  for (size_t i = 0; i < d.formats.size(); ++i) formats.Set(i, d.formats[i]);
+  o.Set("formats", formats);
+  o.Set("fileSize", static_cast<double>(d.fileSize));
+  if (d.zfile) {
+    Napi::Object z = Napi::Object::New(env);
+    z.Set("algorithm", d.zfile->algorithm == obd::zfile::Algorithm::kLz4 ? "lz4" : "zstd");
+    z.Set("blockSize", d.zfile->blockSize);
+    z.Set("verify", d.zfile->verify);
+    z.Set("headerOverwritten", d.zfile->headerOverwritten);
+    z.Set("blockCount", static_cast<double>(d.zfile->blockCount));
+    z.Set("originalSize", static_cast<double>(d.zfile->originalSize));
+    o.Set("zfile", z);
+  }
+  if (d.header) o.Set("header", headerObject(env, *d.header));
+  if (d.trailer) o.Set("trailer", headerObject(env, *d.trailer));
+  o.Set("extentCount", static_cast<double>(d.extentCount));
+  o.Set("zeroedCount", static_cast<double>(d.zeroedCount));
+  o.Set("dataBytes", static_cast<double>(d.dataBytes));
+  return o;
+}
+
+// createWritableLayer(data, index, {vsize, uuid?, parentUuid?})
+Napi::Value CreateWritableLayer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsObject())
+    return fail(env, obd::InvalidArg("createWritableLayer(data, index, {vsize, uuid, parentUuid})"));
+  Napi::Object opts = info[2].As<Napi::Object>();
+  obd::lsmt::CreateOptions co;
+  if (!toU64(opts.Get("vsize"), &co.virtualSize)) return fail(env, obd::InvalidArg("vsize must be a byte count"));
+  getString(opts, "uuid", &co.uuid);
+  getString(opts, "parentUuid", &co.parentUuid);
+  auto r = obd::lsmt::WritableLayer::create(info[0].As<Napi::String>(), info[1].As<Napi::String>(), co);
+  if (!r.ok()) return fail(env, r.status());
+  return Napi::String::New(env, r.value()->header().uuidText());
+}
+
+// commitLayer(data, index, out, {uuid?, parentUuid?, userTag?, zfile?: {algorithm, blockSize}})
+Napi::Value CommitLayer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString())
+    return fail(env, obd::InvalidArg("commitLayer(data, index, out, options)"));
+  obd::lsmt::CommitOptions co;
+  if (info.Length() > 3 && info[3].IsObject()) {
+    Napi::Object o = info[3].As<Napi::Object>();
+    getString(o, "uuid", &co.uuid);
+    std::string parent;
+    if (getString(o, "parentUuid", &parent)) co.parentUuid = parent;
+    getString(o, "userTag", &co.userTag);
+    Napi::Value z = o.Get("zfile");
+    if (z.IsObject()) {
+      obd::zfile::CompressOptions zo;
+      zo.overwriteHeader = true;  // what `overlaybd-commit -z` writes
+      Napi::Object zobj = z.As<Napi::Object>();
+      std::string alg;
+      if (getString(zobj, "algorithm", &alg)) {
+        if (alg == "lz4") zo.algorithm = obd::zfile::Algorithm::kLz4;
+        else if (alg == "zstd") zo.algorithm = obd::zfile::Algorithm::kZstd;
+        else return fail(env, obd::InvalidArg("zfile algorithm must be lz4 or zstd, got " + alg));
+      }
+      Napi::Value bs = zobj.Get("blockSize");
+      if (!bs.IsUndefined()) {
+        uint64_t v = 0;
+        if (!toU64(bs, &v) || v > UINT32_MAX) return fail(env, obd::InvalidArg("zfile blockSize must be a byte count"));
+        zo.blockSize = static_cast<uint32_t>(v);
+      }
+      co.zfile = zo;
+    }
+  }
+  auto src = obd::lsmt::WritableLayer::open(info[0].As<Napi::String>(), info[1].As<Napi::String>(), true);
+  if (!src.ok()) return fail(env, src.status());
+  auto r = obd::lsmt::commit(*src.value(), info[2].As<Napi::String>(), co);
+  if (!r.ok()) return fail(env, r.status());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("bytes", static_cast<double>(r.value().bytes));
+  o.Set("extents", static_cast<double>(r.value().extents));
+  o.Set("indexEntries", static_cast<double>(r.value().indexEntries));
+  return o;
+}
+
+// A layer stack over local files, for tools and tests: every call blocks (local files only).
+class Stack : public Napi::ObjectWrap<Stack> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "LayerStack",
+                       {InstanceMethod("read", &Stack::Read), InstanceMethod("write", &Stack::Write),
+                        InstanceMethod("discard", &Stack::Discard), InstanceMethod("flush", &Stack::Flush),
+                        InstanceMethod("size", &Stack::Size), InstanceMethod("readOnly", &Stack::ReadOnly),
+                        InstanceMethod("extents", &Stack::Extents), InstanceMethod("exportRaw", &Stack::ExportRaw),
+                        InstanceMethod("close", &Stack::Close)});
+  }
+
+  // new LayerStack({lowers: string[], upper?: {data, index}, verify?: boolean})
+  explicit Stack(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Stack>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) {
+      fail(env, obd::InvalidArg("new LayerStack({lowers, upper})"));
+      return;
+    }
+    Napi::Object spec = info[0].As<Napi::Object>();
+    obd::StackSpec ss;
+    Napi::Value lowers = spec.Get("lowers");
+    if (lowers.IsArray()) {
+      Napi::Array arr = lowers.As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        auto f = obd::LocalFile::open(arr.Get(i).ToString().Utf8Value());
+        if (!f.ok()) {
+          fail(env, f.status());
+          return;
+        }
+        ss.lowers.push_back(f.take());
+      }
+    }
+    Napi::Value upper = spec.Get("upper");
+    if (upper.IsObject()) {
+      getString(upper.As<Napi::Object>(), "data", &ss.upperData);
+      getString(upper.As<Napi::Object>(), "index", &ss.upperIndex);
+    }
+    Napi::Value verify = spec.Get("verify");
+    if (verify.IsBoolean()) ss.verifyZFileBlocks = verify.As<Napi::Boolean>();
+    auto st = obd::LayerStack::open(ss);
+    if (!st.ok()) {
+      fail(env, st.status());
+      return;
+    }
+    stack_ = st.take();
+  }
+
+ private:
+  bool open(Napi::Env env) {
+    if (stack_) return true;
+    fail(env, Status(EBADF, "layer stack is closed"));
+    return false;
+  }
+  bool range(const Napi::CallbackInfo& info, uint64_t* off, uint64_t* len) {
+    if (info.Length() < 2 || !toU64(info[0], off) || !toU64(info[1], len)) {
+      fail(info.Env(), obd::InvalidArg("expected (offset, length) byte counts"));
+      return false;
+    }
+    return true;
+  }
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    uint64_t off, len;
+    if (!open(info.Env()) || !range(info, &off, &len)) return info.Env().Undefined();
+    if (len > (uint64_t(1) << 30)) return fail(info.Env(), obd::InvalidArg("read of more than 1 GiB"));
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(info.Env(), static_cast<size_t>(len));
+    Status st = stack_->read(buf.Data(), buf.Length(), off);
+    if (!st.ok()) return fail(info.Env(), st);
+    return buf;
+  }
+  // write(offset, buffer)
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    uint64_t off;
+    if (!open(info.Env())) return info.Env().Undefined();
+    if (info.Length() < 2 || !toU64(info[0], &off) || !info[1].IsBuffer())
+      return fail(info.Env(), obd::InvalidArg("write(offset, buffer)"));
+    auto b = info[1].As<Napi::Buffer<uint8_t>>();
+    Status st = stack_->write(b.Data(), b.Length(), off);
+    if (!st.ok()) return fail(info.Env(), st);
+    return info.Env().Undefined();
+  }
+  Napi::Value Discard(const Napi::CallbackInfo& info) {
+    uint64_t off, len;
+    if (!open(info.Env()) || !range(info, &off, &len)) return info.Env().Undefined();
+    Status st = stack_->discard(off, len);
+    if (!st.ok()) return fail(info.Env(), st);
+    return info.Env().Undefined();
+  }
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    if (!open(info.Env())) return info.Env().Undefined();
+    Status st = stack_->flush();
+    if (!st.ok()) return fail(info.Env(), st);
+    return info.Env().Undefined();
+  }
+  Napi::Value Size(const Napi::CallbackInfo& info) {
+    if (!open(info.Env())) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), static_cast<double>(stack_->size()));
+  }
+  Napi::Value ReadOnly(const Napi::CallbackInfo& info) {
+    if (!open(info.Env())) return info.Env().Undefined();
+    return Napi::Boolean::New(info.Env(), stack_->readOnly());
+  }
+  // extents() → [{offset, length, zeroed, layer}] of mapped runs, ascending.
+  Napi::Value Extents(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open(env)) return env.Undefined();
+    auto ext = stack_->extents();
+    Napi::Array arr = Napi::Array::New(env, ext.size());
+    for (size_t i = 0; i < ext.size(); ++i) {
+      Napi::Object e = Napi::Object::New(env);
+      e.Set("offset", static_cast<double>(ext[i].offset));
+      e.Set("length", static_cast<double>(ext[i].length));
+      e.Set("zeroed", ext[i].zeroed);
+      e.Set("layer", ext[i].layer);
+      arr.Set(i, e);
+    }
+    return arr;
+  }
+  // exportRaw(path) → data bytes written (the file is sparse, full virtual size).
+  Napi::Value ExportRaw(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open(env)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsString()) return fail(env, obd::InvalidArg("exportRaw(path)"));
+    auto r = obd::exportRaw(*stack_, info[0].As<Napi::String>());
+    if (!r.ok()) return fail(env, r.status());
+    return Napi::Number::New(env, static_cast<double>(r.value()));
+  }
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    stack_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<obd::LayerStack> stack_;
+};
+
+void registerAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("layerInfo", Napi::Function::New(env, LayerInfo));
+  exports.Set("createWritableLayer", Napi::Function::New(env, CreateWritableLayer));
+  exports.Set("commitLayer", Napi::Function::New(env, CommitLayer));
+  exports.Set("LayerStack", Stack::define(env));
+}
+
+}  // namespace layer_binding
+// ---- end layer ----
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, Version));
   zfile_binding::registerAll(env, exports);
+  layer_binding::registerAll(env, exports);
   return exports;
 }
 

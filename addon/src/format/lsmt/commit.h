@@ -1,0 +1,29 @@
+// Commit (compact) a writable layer into a sealed layer blob, byte-identical to overlaybd-commit
+// (spec §1.9), optionally streamed through a ZFile writer (`overlaybd-commit -z`).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "format/lsmt/writable.h"
+#include "format/zfile/zfile.h"
+
+namespace obd::lsmt {
+
+struct CommitOptions {
+  std::string uuid;                       // "" → null uuid (as upstream without --uuid)
+  std::optional<std::string> parentUuid;  // unset → copied from the writable layer's header
+  std::string userTag;
+  std::optional<zfile::CompressOptions> zfile;
+};
+
+struct CommitStats {
+  uint64_t bytes = 0;         // size of the LSMT blob (before ZFile)
+  uint64_t extents = 0;       // live index entries
+  uint64_t indexEntries = 0;  // incl. padding
+};
+
+// Writes `outPath` (replacing it); a partial output is removed on failure.
+Result<CommitStats> commit(const WritableLayer& src, const std::string& outPath, const CommitOptions& opts);
+
+}  // namespace obd::lsmt

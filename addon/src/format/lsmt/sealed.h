@@ -1,0 +1,33 @@
+// A sealed (read-only) LSMT layer, as stored in a registry blob (spec §1.5).
+#pragma once
+
+#include <memory>
+
+#include "format/lsmt/header.h"
+#include "format/lsmt/index.h"
+#include "io/file.h"
+
+namespace obd::lsmt {
+
+class SealedLayer {
+ public:
+  // Validates header, trailer and every index entry (§1.4, §1.5). Errors name the file.
+  static Result<std::shared_ptr<SealedLayer>> open(std::shared_ptr<ReadableFile> file);
+
+  const HeaderTrailer& header() const { return header_; }
+  const HeaderTrailer& trailer() const { return trailer_; }
+  const SegmentIndex& index() const { return index_; }
+  ReadableFile& file() const { return *file_; }
+  const std::shared_ptr<ReadableFile>& fileRef() const { return file_; }
+
+ private:
+  SealedLayer() = default;
+  std::shared_ptr<ReadableFile> file_;
+  HeaderTrailer header_, trailer_;
+  SegmentIndex index_;
+};
+
+// True when the first bytes look like any LSMT file (magic only).
+bool looksLikeLsmt(const void* first, size_t n);
+
+}  // namespace obd::lsmt
