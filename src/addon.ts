@@ -70,3 +70,95 @@ export function openZFile(path: string, verifyBlocks = true): ZFileReader {
   return new native.ZFileReader(path, verifyBlocks);
 }
 // ---- end zfile ----
+
+// ---- layer (lsmt, stack) ----
+export interface LsmtHeader {
+  flags: number;
+  indexOffset: number; // bytes
+  indexSize: number; // entries (trailer)
+  virtualSize: number; // bytes
+  uuid: string;
+  parentUuid: string;
+  userTag: string;
+  version: number;
+  subVersion: number;
+}
+
+export interface LayerInfo {
+  /** Wrappers found by magic bytes, outermost first; the last is what the payload is:
+   *  'lsmt-sealed' | 'lsmt-rw-data' | 'lsmt-rw-data-sparse' | 'lsmt-rw-index' | 'unknown'. */
+  formats: string[];
+  fileSize: number;
+  zfile?: { algorithm: ZFileAlgorithm; blockSize: number; verify: boolean; headerOverwritten: boolean; blockCount: number; originalSize: number };
+  header?: LsmtHeader;
+  trailer?: LsmtHeader;
+  extentCount: number;
+  zeroedCount: number;
+  dataBytes: number;
+}
+
+/** Identifies and validates a layer file (tar wrapper → ZFile → LSMT). Throws AddonError on damage. */
+export function layerInfo(path: string): LayerInfo {
+  return native.layerInfo(path);
+}
+
+export interface CreateLayerOptions {
+  vsize: number; // bytes, multiple of 512
+  uuid?: string; // default: random v4
+  parentUuid?: string; // default: null uuid
+}
+
+/** Creates a writable LSMT layer (data + index file, both must not exist); returns its uuid. */
+export function createWritableLayer(data: string, index: string, opts: CreateLayerOptions): string {
+  return native.createWritableLayer(data, index, opts);
+}
+
+export interface CommitLayerOptions {
+  uuid?: string; // default: null uuid, as overlaybd-commit without --uuid
+  parentUuid?: string; // default: copied from the writable layer
+  userTag?: string; // ≤ 256 bytes
+  zfile?: { algorithm?: ZFileAlgorithm; blockSize?: number };
+}
+
+export interface CommitResult {
+  bytes: number; // size of the LSMT blob (before ZFile)
+  extents: number; // live index entries
+  indexEntries: number; // including padding
+}
+
+/** Seals a writable layer into a layer blob, byte-identical to overlaybd-commit. */
+export function commitLayer(data: string, index: string, out: string, opts: CommitLayerOptions = {}): CommitResult {
+  return native.commitLayer(data, index, out, opts);
+}
+
+export interface StackSpec {
+  lowers: string[]; // bottom-most first; each may be tar-wrapped and/or ZFile
+  upper?: { data: string; index: string };
+  verify?: boolean; // per-block ZFile crc (default true)
+}
+
+export interface StackExtent {
+  offset: number;
+  length: number;
+  zeroed: boolean;
+  layer: number; // index into lowers; lowers.length for the upper
+}
+
+/** A layer stack over local files. Every call blocks: for tools and tests, not for served devices. */
+export interface LayerStack {
+  read(offset: number, length: number): Buffer;
+  write(offset: number, data: Buffer): void;
+  discard(offset: number, length: number): void;
+  flush(): void;
+  size(): number;
+  readOnly(): boolean;
+  extents(): StackExtent[];
+  /** Writes the virtual disk as a sparse raw file; returns data bytes written. */
+  exportRaw(path: string): number;
+  close(): void;
+}
+
+export function openStack(spec: StackSpec): LayerStack {
+  return new native.LayerStack(spec);
+}
+// ---- end layer ----
