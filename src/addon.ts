@@ -64,6 +64,8 @@ export function looksLikeZFile(first: Buffer): boolean {
 export interface ZFileReader {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /** Closes the file now instead of at garbage collection; later reads reject. */
+  close(): void;
 }
 
 export function openZFile(path: string, verifyBlocks = true): ZFileReader {

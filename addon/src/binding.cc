@@ -2,6 +2,12 @@
 // Errors become JS Errors with `code` (errno name) set; no C++ exception crosses this boundary.
 #include <napi.h>
 
+#include <sys/mount.h>
+#include <sys/sysmacros.h>
+
+#include <functional>
+#include <thread>
+
 #include <cstring>
 #include <memory>
 #include <string>
@@ -10,6 +16,8 @@
 #include "format/lsmt/commit.h"
 #include "format/lsmt/writable.h"
 #include "format/zfile/zfile.h"
+#include "transport/fuse_loop/device_stack.h"
+#include "transport/fuse_loop/fuse_loop_device.h"
 #include "image/layer_info.h"
 #include "image/stack.h"
 #include "io/local_file.h"
@@ -522,10 +530,194 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 }  // namespace layer_binding
 // ---- end layer ----
 
+// ---- device ----
+namespace device_binding {
+
+using obd::Status;
+
+Napi::Error toError(Napi::Env env, const Status& st) {
+  Napi::Error err = Napi::Error::New(env, st.message());
+  const char* name = strerrorname_np(st.code());
+  err.Set("code", Napi::String::New(env, name ? name : "EIO"));
+  err.Set("errno", Napi::Number::New(env, st.code()));
+  return err;
+}
+
+// Attach and detach wait on the kernel, which waits on our FUSE threads (and, for remote layers, on
+// JS). They run on a thread of their own — not the JS thread, and not the libuv pool that DNS and
+// undici need — and settle their promise through a thread-safe function.
+template <typename T>
+Napi::Value runOnOwnThread(Napi::Env env, const char* name, std::function<obd::Result<T>()> work,
+                           std::function<Napi::Value(Napi::Env, T&)> toJs) {
+  auto deferred = std::make_shared<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
+  Napi::Promise promise = deferred->Promise();
+  auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), name, 0, 1);
+  std::thread([tsfn, deferred, work = std::move(work), toJs = std::move(toJs)]() mutable {
+    auto result = std::make_shared<obd::Result<T>>(work());
+    tsfn.BlockingCall([deferred, result, toJs](Napi::Env env, Napi::Function) {
+      if (!result->ok()) return deferred->Reject(toError(env, result->status()).Value());
+      deferred->Resolve(toJs(env, result->value()));
+    });
+    tsfn.Release();
+  }).detach();
+  return promise;
+}
+
+struct Handle {
+  std::shared_ptr<obd::FuseLoopDevice> dev;
+};
+
+std::string getString(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+}
+
+// deviceAttach({id, mountDir, lowers: [path…], upperData, upperIndex, rawFile, rawWritable,
+//               loopDirectIo, threads}) → Promise<{handle, path, loopIndex, major, minor, …}>
+Napi::Value Attach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto reject = [env](const Status& st) {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Reject(toError(env, st).Value());
+    return d.Promise();
+  };
+  if (info.Length() < 1 || !info[0].IsObject()) return reject(obd::InvalidArg("deviceAttach(options)"));
+  Napi::Object o = info[0].As<Napi::Object>();
+  obd::FuseLoopOptions opts;
+  opts.id = getString(o, "id");
+  opts.mountDir = getString(o, "mountDir");
+  if (opts.id.empty() || opts.mountDir.empty()) return reject(obd::InvalidArg("deviceAttach: id and mountDir are required"));
+  if (o.Get("loopDirectIo").IsBoolean()) opts.loopDirectIo = o.Get("loopDirectIo").ToBoolean();
+  if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").ToNumber().Int32Value();
+  auto src = std::make_shared<obd::DeviceSource>();
+  src->rawFile = getString(o, "rawFile");
+  src->rawWritable = o.Get("rawWritable").ToBoolean();
+  src->stack.upperData = getString(o, "upperData");
+  src->stack.upperIndex = getString(o, "upperIndex");
+  std::vector<std::string> lowerFiles;
+  if (o.Get("lowers").IsArray()) {
+    Napi::Array a = o.Get("lowers").As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) lowerFiles.push_back(a.Get(i).ToString().Utf8Value());
+  }
+  return runOnOwnThread<std::shared_ptr<obd::FuseLoopDevice>>(
+      env, "obd.deviceAttach",
+      [src, lowerFiles, opts]() -> obd::Result<std::shared_ptr<obd::FuseLoopDevice>> {
+        for (size_t i = 0; i < lowerFiles.size(); i++) {
+          auto f = obd::LocalFile::open(lowerFiles[i]);
+          if (!f.ok()) return f.status().wrap("lower " + std::to_string(i));
+          src->stack.lowers.push_back(f.take());
+        }
+        auto bd = obd::openDeviceSource(*src);
+        if (!bd.ok()) return bd.status();
+        auto dev = obd::FuseLoopDevice::create(std::shared_ptr<obd::BlockDevice>(bd.take()), opts);
+        if (!dev.ok()) return dev.status();
+        return std::shared_ptr<obd::FuseLoopDevice>(dev.take());
+      },
+      [](Napi::Env env, std::shared_ptr<obd::FuseLoopDevice>& dev) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(env);
+        auto* holder = new Handle{dev};
+        // GC of a handle that was never detached: close off the JS thread (it may wait on I/O).
+        r.Set("handle", Napi::External<Handle>::New(env, holder, [](Napi::Env, Handle* h) {
+                auto d = std::move(h->dev);
+                delete h;
+                if (d) std::thread([d]() { (void)d->close(true); }).detach();
+              }));
+        r.Set("path", dev->path());
+        r.Set("loopIndex", dev->loopIndex());
+        r.Set("major", static_cast<double>(major(dev->rdev())));
+        r.Set("minor", static_cast<double>(minor(dev->rdev())));
+        r.Set("size", static_cast<double>(dev->size()));
+        r.Set("readOnly", dev->readOnly());
+        r.Set("directIo", dev->directIo());
+        r.Set("backingFile", dev->backingFile());
+        return r;
+      });
+}
+
+Handle* handleOf(const Napi::Value& v) { return v.IsExternal() ? v.As<Napi::External<Handle>>().Data() : nullptr; }
+
+// deviceDetach(handle, force) → Promise<void>
+Napi::Value Detach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Handle* h = info.Length() > 0 ? handleOf(info[0]) : nullptr;
+  auto dev = h ? h->dev : nullptr;
+  bool force = info.Length() > 1 && info[1].ToBoolean();
+  return runOnOwnThread<bool>(
+      env, "obd.deviceDetach",
+      [dev, force]() -> obd::Result<bool> {
+        if (!dev) return obd::InvalidArg("deviceDetach: not a device handle");
+        Status st = dev->close(force);
+        if (!st.ok()) return st;
+        return true;
+      },
+      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Handle* h = info.Length() > 0 ? handleOf(info[0]) : nullptr;
+  if (!h || !h->dev) {
+    toError(env, obd::InvalidArg("deviceStats: not a device handle")).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  obd::DeviceStats s = h->dev->stats();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("readOps", static_cast<double>(s.readOps));
+  r.Set("readBytes", static_cast<double>(s.readBytes));
+  r.Set("writeOps", static_cast<double>(s.writeOps));
+  r.Set("writeBytes", static_cast<double>(s.writeBytes));
+  r.Set("discardOps", static_cast<double>(s.discardOps));
+  r.Set("discardBytes", static_cast<double>(s.discardBytes));
+  r.Set("flushOps", static_cast<double>(s.flushOps));
+  r.Set("coalescedReads", static_cast<double>(s.coalescedReads));
+  r.Set("inFlight", static_cast<double>(s.inFlight));
+  r.Set("errors", static_cast<double>(s.errors));
+  return r;
+}
+
+// loopClear(path): unbinds a loop device a previous deviced left behind. Throws (EBUSY) while mounted.
+Napi::Value LoopClear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    toError(env, obd::InvalidArg("loopClear(path)")).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Status st = obd::clearLoopDevice(info[0].As<Napi::String>().Utf8Value());
+  if (!st.ok()) toError(env, st).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+// unmountLazy(dir): detaches a (stale) mount; its connection dies with its last user.
+Napi::Value UnmountLazy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    toError(env, obd::InvalidArg("unmountLazy(dir)")).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string dir = info[0].As<Napi::String>().Utf8Value();
+  if (::umount2(dir.c_str(), MNT_DETACH) != 0) toError(env, obd::SysError(dir + ": umount")).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+void registerAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("deviceStackAvailable", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return Napi::Boolean::New(info.Env(), obd::layerStackAvailable());
+              }));
+  exports.Set("deviceAttach", Napi::Function::New(env, Attach));
+  exports.Set("deviceDetach", Napi::Function::New(env, Detach));
+  exports.Set("deviceStats", Napi::Function::New(env, Stats));
+  exports.Set("loopClear", Napi::Function::New(env, LoopClear));
+  exports.Set("unmountLazy", Napi::Function::New(env, UnmountLazy));
+}
+
+}  // namespace device_binding
+// ---- end device ----
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, Version));
   zfile_binding::registerAll(env, exports);
   layer_binding::registerAll(env, exports);
+  device_binding::registerAll(env, exports);
   return exports;
 }
 
