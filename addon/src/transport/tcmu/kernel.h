@@ -1,0 +1,73 @@
+// The kernel side of a TCMU device, reached through sysfs/configfs (spec/tcmu.md §1, §2, §4, §6):
+// support detection, the configfs backstore (core/user_<hba>/<name>), the tcm_loop LUN that turns it
+// into /dev/sdX, and UIO device discovery. All paths are relative to a root so tests can point them
+// at a fake tree; production uses "/".
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace obd::tcmu {
+
+struct SysPaths {
+  std::string root = "/";  // prefix for /sys and /dev
+  std::string configfs() const { return root + "sys/kernel/config"; }
+  std::string target() const { return configfs() + "/target"; }
+  std::string core() const { return target() + "/core"; }
+  std::string loopback() const { return target() + "/loopback"; }
+  std::string sys(const std::string& rel) const { return root + "sys/" + rel; }
+  std::string dev(const std::string& rel) const { return root + "dev/" + rel; }
+};
+
+struct TcmuSupport {
+  bool ok = false;
+  std::string reason;  // when !ok: which module / kernel config is missing and what was tried
+};
+
+// Checks configfs, target_core_mod, target_core_user, tcm_loop, uio and sd. With loadModules, first
+// tries `modprobe` for missing modules and mounts configfs if it is not mounted.
+TcmuSupport checkTcmuSupport(bool loadModules, const SysPaths& paths = {});
+
+// One backstore: core/user_<hba>/<name> plus its tcm_loop export.
+struct BackstoreSpec {
+  uint32_t hba = 999999999;  // as accelerated-container-image
+  std::string name;          // e.g. dev_<snapshot id>
+  std::string cfgString;     // dev_config: "<handler>/<handler specific>", ≤ 255 chars
+  uint64_t sizeBytes = 0;
+  uint32_t blockSize = 512;
+  uint32_t maxDataAreaMb = 0;   // 0: kernel default
+  uint32_t cmdTimeoutSec = 0;   // 0: leave the kernel default (I/O fails in bounded time if we die)
+  std::string loopbackWwn;      // naa.<16 digits>; empty: derived from hba/name
+};
+
+// "naa.199" + id zero-padded to 13 digits, as ACI names its loopback targets.
+std::string aciLoopbackWwn(uint64_t snapshotId);
+
+// Names of the UIO device the kernel registers for a backstore.
+std::string uioName(const BackstoreSpec& spec);
+
+// Creates and enables the backstore. On failure removes what it made.
+Status createBackstore(const SysPaths& paths, const BackstoreSpec& spec);
+Status removeBackstore(const SysPaths& paths, const BackstoreSpec& spec);
+// The unit serial the kernel generated (wwn/vpd_unit_serial, text after "Number: ").
+std::string readUnitSerial(const SysPaths& paths, const BackstoreSpec& spec);
+
+struct UioDevice {
+  std::string devPath;  // /dev/uioN (created with mknod if udev did not)
+  uint64_t mapSize = 0;
+};
+// Waits up to timeoutMs for the UIO device whose name is uioName(spec).
+Result<UioDevice> findUioDevice(const SysPaths& paths, const BackstoreSpec& spec, int timeoutMs);
+
+// Exports the backstore as LUN 0 of a tcm_loop target and waits for its disk; returns /dev/sdX.
+Result<std::string> exportLoopbackLun(const SysPaths& paths, const BackstoreSpec& spec, int timeoutMs);
+Status removeLoopbackLun(const SysPaths& paths, const BackstoreSpec& spec);
+
+// Small sysfs helpers (also used by tests).
+Result<std::string> readSysfs(const std::string& path);
+Status writeSysfs(const std::string& path, const std::string& value);
+
+}  // namespace obd::tcmu

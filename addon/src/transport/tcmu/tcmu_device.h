@@ -1,0 +1,58 @@
+// A BlockDevice served through target_core_user as /dev/sdX: creates the configfs backstore and the
+// tcm_loop LUN, maps the UIO ring and runs a RingProcessor over a ScsiDisk. One object per device;
+// close() (or the destructor) tears everything down in reverse order, also after a failed create.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "io/file.h"
+#include "transport/tcmu/kernel.h"
+#include "transport/tcmu/ring_processor.h"
+#include "transport/tcmu/scsi.h"
+#include "util/status.h"
+#include "util/unique_fd.h"
+
+namespace obd::tcmu {
+
+struct TcmuDeviceOptions {
+  BackstoreSpec backstore;  // hba, name, cfgString, size (filled from the device if 0), ...
+  SysPaths paths;
+  int timeoutMs = 10000;    // for the UIO device and the SCSI disk to appear
+  uint32_t maxTransferBlocks = 2048;
+};
+
+struct TcmuDeviceStats {
+  RingStats ring;
+};
+
+class TcmuDevice {
+ public:
+  static Result<std::unique_ptr<TcmuDevice>> create(TcmuDeviceOptions opts, std::shared_ptr<BlockDevice> dev);
+  ~TcmuDevice();
+  TcmuDevice(const TcmuDevice&) = delete;
+  TcmuDevice& operator=(const TcmuDevice&) = delete;
+
+  const std::string& devicePath() const { return devicePath_; }  // /dev/sdX
+  const std::string& uioPath() const { return uioPath_; }
+  TcmuDeviceStats stats() const;
+  Status ringError() const;
+  // Removes the LUN and the backstore, stops the ring. Idempotent; returns the first error.
+  Status close();
+
+ private:
+  TcmuDevice(TcmuDeviceOptions opts, std::shared_ptr<BlockDevice> dev);
+  Status open();
+
+  TcmuDeviceOptions opts_;
+  std::shared_ptr<BlockDevice> dev_;
+  std::unique_ptr<ScsiDisk> scsi_;
+  std::unique_ptr<RingProcessor> ring_;
+  UniqueFd uio_;
+  void* map_ = nullptr;
+  size_t mapSize_ = 0;
+  bool backstoreMade_ = false, lunMade_ = false;
+  std::string devicePath_, uioPath_;
+};
+
+}  // namespace obd::tcmu
