@@ -1,0 +1,371 @@
+#include "transport/fuse_loop/fuse_file_server.h"
+
+#include <fuse_lowlevel.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+namespace obd {
+
+namespace {
+
+constexpr fuse_ino_t kRootIno = FUSE_ROOT_ID;
+constexpr fuse_ino_t kDiskIno = 2;
+constexpr const char* kDiskName = "disk";
+constexpr double kAttrTimeout = 86400;  // the file never changes size or identity while mounted
+constexpr uint64_t kSector = 512;
+// Bounds the kernel's outstanding async requests (each at most max_write/max_pages = 1 MiB), which
+// bounds our read buffers: the server's memory stays small under memory pressure.
+constexpr unsigned kMaxBackground = 64;
+
+FuseFileServer* server(fuse_req_t req) { return static_cast<FuseFileServer*>(fuse_req_userdata(req)); }
+
+struct stat attrOf(fuse_ino_t ino, BlockDevice& dev) {
+  struct stat st;
+  std::memset(&st, 0, sizeof st);
+  st.st_ino = ino;
+  if (ino == kRootIno) {
+    st.st_mode = S_IFDIR | 0700;
+    st.st_nlink = 2;
+  } else {
+    st.st_mode = S_IFREG | (dev.readOnly() ? 0400 : 0600);
+    st.st_nlink = 1;
+    st.st_size = static_cast<off_t>(dev.size());
+    st.st_blocks = static_cast<blkcnt_t>(dev.size() / kSector);
+    st.st_blksize = 4096;
+  }
+  return st;
+}
+
+int errOf(const Status& st) { return st.code() > 0 ? st.code() : EIO; }
+
+void opInit(void*, fuse_conn_info* conn) {
+  // Splice would move pages through a pipe per thread; our buffers are small and plain reads are simpler.
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  // Async direct I/O lets the loop device keep many requests in flight (QD > 1) on one file.
+  if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  conn->max_write = 1u << 20;
+  conn->max_background = kMaxBackground;
+  conn->congestion_threshold = kMaxBackground * 3 / 4;
+}
+
+void opLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (parent != kRootIno || std::strcmp(name, kDiskName) != 0) return (void)fuse_reply_err(req, ENOENT);
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof e);
+  e.ino = kDiskIno;
+  e.generation = 1;
+  e.attr = attrOf(kDiskIno, server(req)->device());
+  e.attr_timeout = kAttrTimeout;
+  e.entry_timeout = kAttrTimeout;
+  fuse_reply_entry(req, &e);
+}
+
+void opGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  if (ino != kRootIno && ino != kDiskIno) return (void)fuse_reply_err(req, ENOENT);
+  struct stat st = attrOf(ino, server(req)->device());
+  fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+// chmod/utimes are accepted and ignored; the size of a disk is fixed.
+void opSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet, fuse_file_info*) {
+  if (ino != kRootIno && ino != kDiskIno) return (void)fuse_reply_err(req, ENOENT);
+  if ((toSet & FUSE_SET_ATTR_SIZE) && static_cast<uint64_t>(attr->st_size) != server(req)->device().size())
+    return (void)fuse_reply_err(req, EPERM);
+  struct stat st = attrOf(ino, server(req)->device());
+  fuse_reply_attr(req, &st, kAttrTimeout);
+}
+
+void opOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (ino != kDiskIno) return (void)fuse_reply_err(req, EISDIR);
+  if ((fi->flags & O_ACCMODE) != O_RDONLY && server(req)->device().readOnly()) return (void)fuse_reply_err(req, EROFS);
+  if (fi->flags & O_TRUNC) return (void)fuse_reply_err(req, EPERM);
+  // Every request reaches us at the size the loop device issued it; nothing is cached twice.
+  fi->direct_io = 1;
+  fi->keep_cache = 0;
+  fi->noflush = 1;
+  fuse_reply_open(req, fi);
+}
+
+void opRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) { server(req)->handleRead(req, size, off); }
+
+void opWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off, fuse_file_info*) {
+  server(req)->handleWrite(req, buf, size, off);
+}
+
+void opFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info*) {
+  server(req)->handleFallocate(req, mode, off, len);
+}
+
+void opFsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { server(req)->handleFsync(req); }
+
+void opOk(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void opOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (ino != kRootIno) return (void)fuse_reply_err(req, ENOTDIR);
+  fuse_reply_open(req, fi);
+}
+
+void opReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  if (ino != kRootIno) return (void)fuse_reply_err(req, ENOTDIR);
+  const struct { const char* name; fuse_ino_t ino; mode_t mode; } entries[] = {
+      {".", kRootIno, S_IFDIR}, {"..", kRootIno, S_IFDIR}, {kDiskName, kDiskIno, S_IFREG}};
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (off_t i = off; i < 3; i++) {
+    struct stat st;
+    std::memset(&st, 0, sizeof st);
+    st.st_ino = entries[i].ino;
+    st.st_mode = entries[i].mode;
+    size_t n = fuse_add_direntry(req, buf.data() + used, size - used, entries[i].name, &st, i + 1);
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void opStatfs(fuse_req_t req, fuse_ino_t) {
+  struct statvfs st;
+  std::memset(&st, 0, sizeof st);
+  st.f_bsize = 4096;
+  st.f_frsize = 4096;
+  st.f_blocks = server(req)->device().size() / 4096;
+  st.f_files = 1;
+  st.f_namemax = 255;
+  fuse_reply_statfs(req, &st);
+}
+
+fuse_lowlevel_ops makeOps() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof ops);
+  ops.init = opInit;
+  ops.lookup = opLookup;
+  ops.getattr = opGetattr;
+  ops.setattr = opSetattr;
+  ops.open = opOpen;
+  ops.read = opRead;
+  ops.write = opWrite;
+  ops.flush = opOk;
+  ops.release = opOk;
+  ops.fsync = opFsync;
+  ops.opendir = opOpendir;
+  ops.readdir = opReaddir;
+  ops.releasedir = opOk;
+  ops.statfs = opStatfs;
+  ops.fallocate = opFallocate;
+  return ops;
+}
+
+}  // namespace
+
+struct FuseFileServer::PendingRead {
+  struct Waiter {
+    fuse_req_t req;
+    uint64_t off;
+    size_t len;
+  };
+  uint64_t off = 0, len = 0;  // the 512-aligned range read from the device
+  char* buf = nullptr;
+  bool joinable = true;  // false once a write overlapped it or it completed
+  std::vector<Waiter> waiters;
+  ~PendingRead() { std::free(buf); }
+};
+
+Result<std::shared_ptr<FuseFileServer>> FuseFileServer::start(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
+                                                              const FuseServerOptions& opts,
+                                                              std::shared_ptr<DeviceCounters> counters) {
+  std::shared_ptr<FuseFileServer> s(new FuseFileServer(std::move(dev), mountDir, std::move(counters)));
+  s->stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->stopFd_.valid()) return SysError("eventfd");
+
+  std::string mountOpts = "fsname=" + opts.fsName + ",subtype=obd";
+  std::vector<std::string> argvStore = {"obd-deviced", "-o", mountOpts};
+  std::vector<char*> argv;
+  for (auto& a : argvStore) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  fuse_lowlevel_ops ops = makeOps();
+  s->se_ = fuse_session_new(&args, &ops, sizeof ops, s.get());
+  if (!s->se_) return IoError(mountDir + ": fuse_session_new failed");
+  if (fuse_session_mount(s->se_, mountDir.c_str()) != 0)
+    return IoError(mountDir + ": FUSE mount failed (is /dev/fuse available and are we root?)");
+  s->mounted_ = true;
+  int fd = fuse_session_fd(s->se_);
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);  // threads poll; EAGAIN just means another took it
+  int n = std::max(1, opts.threads);
+  for (int i = 0; i < n; i++) s->threads_.emplace_back([p = s.get()] { p->sessionThread(); });
+  return s;
+}
+
+FuseFileServer::~FuseFileServer() {
+  stop();
+  if (se_) fuse_session_destroy(se_);
+}
+
+void FuseFileServer::sessionThread() {
+  // We write to the host filesystem on behalf of kernel writeback: without this the kernel could
+  // throttle us on the very dirty pages we are trying to clean (the FUSE+loop pitfall).
+  ::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+  fuse_buf buf;
+  std::memset(&buf, 0, sizeof buf);
+  pollfd fds[2] = {{fuse_session_fd(se_), POLLIN, 0}, {stopFd_.get(), POLLIN, 0}};
+  while (!fuse_session_exited(se_)) {
+    int r = ::poll(fds, 2, -1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 || fds[1].revents) break;
+    if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) break;  // connection aborted or unmounted
+    int n = fuse_session_receive_buf(se_, &buf);
+    if (n == -EAGAIN || n == -EINTR) continue;
+    if (n <= 0) break;
+    fuse_session_process_buf(se_, &buf);
+  }
+  std::free(buf.mem);
+}
+
+void FuseFileServer::stop() {
+  if (!se_) return;
+  if (mounted_) {
+    fuse_session_unmount(se_);  // lazy: a loop device still holding the file does not block it
+    mounted_ = false;
+  }
+  uint64_t one = 1;
+  if (stopFd_.valid()) (void)!::write(stopFd_.get(), &one, sizeof one);
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
+  // Close the connection now (not at destroy): whatever still holds the file — a force-detached loop
+  // device under a mounted filesystem — gets errors instead of waiting for a server that is gone.
+  // dup2 keeps the number valid so late replies from pending reads land harmlessly in /dev/null.
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (devnull.valid()) ::dup3(devnull.get(), fuse_session_fd(se_), O_CLOEXEC);
+}
+
+void FuseFileServer::handleRead(fuse_req_t req, size_t size, off_t offArg) {
+  uint64_t devSize = dev_->size(), off = static_cast<uint64_t>(offArg);
+  if (offArg < 0 || off >= devSize || size == 0) return (void)fuse_reply_buf(req, nullptr, 0);
+  uint64_t end = std::min<uint64_t>(off + size, devSize);
+  counters_->readOps++;
+  counters_->readBytes += end - off;
+  counters_->inFlight++;
+  {
+    std::lock_guard<std::mutex> lk(readsMu_);
+    for (auto& pr : reads_) {
+      if (pr->joinable && pr->off <= off && pr->off + pr->len >= end) {
+        pr->waiters.push_back({req, off, static_cast<size_t>(end - off)});
+        counters_->coalescedReads++;
+        return;
+      }
+    }
+  }
+  auto pr = std::make_shared<PendingRead>();
+  pr->off = off & ~(kSector - 1);
+  pr->len = std::min<uint64_t>((end + kSector - 1) & ~(kSector - 1), devSize) - pr->off;
+  void* mem = nullptr;
+  if (::posix_memalign(&mem, 4096, (pr->len + 4095) & ~uint64_t{4095}) != 0) {
+    counters_->inFlight--;
+    counters_->errors++;
+    return (void)fuse_reply_err(req, ENOMEM);
+  }
+  pr->buf = static_cast<char*>(mem);
+  pr->waiters.push_back({req, off, static_cast<size_t>(end - off)});
+  {
+    std::lock_guard<std::mutex> lk(readsMu_);
+    reads_.push_back(pr);
+  }
+  // The callback keeps the server alive: a remote miss may complete after detach began.
+  auto self = shared_from_this();
+  dev_->readAsync(pr->buf, pr->len, pr->off, [self, pr](Status st) { self->finishRead(pr, st); });
+}
+
+void FuseFileServer::finishRead(const std::shared_ptr<PendingRead>& pr, const Status& st) {
+  std::vector<PendingRead::Waiter> waiters;
+  {
+    std::lock_guard<std::mutex> lk(readsMu_);
+    reads_.remove(pr);
+    pr->joinable = false;
+    waiters.swap(pr->waiters);
+  }
+  for (const auto& w : waiters) {
+    if (st.ok()) {
+      fuse_reply_buf(w.req, pr->buf + (w.off - pr->off), w.len);
+    } else {
+      counters_->errors++;
+      fuse_reply_err(w.req, errOf(st));
+    }
+    counters_->inFlight--;
+  }
+}
+
+void FuseFileServer::forgetReadsOverlapping(uint64_t off, uint64_t len) {
+  // A read that starts after this write must see it, so it may not join a read that began before.
+  std::lock_guard<std::mutex> lk(readsMu_);
+  for (auto& pr : reads_)
+    if (pr->off < off + len && off < pr->off + pr->len) pr->joinable = false;
+}
+
+void FuseFileServer::handleWrite(fuse_req_t req, const char* buf, size_t size, off_t offArg) {
+  uint64_t off = static_cast<uint64_t>(offArg);
+  if (dev_->readOnly()) return (void)fuse_reply_err(req, EROFS);
+  if (offArg < 0 || off % kSector || size % kSector) return (void)fuse_reply_err(req, EINVAL);
+  if (off + size > dev_->size()) return (void)fuse_reply_err(req, ENOSPC);
+  counters_->writeOps++;
+  counters_->inFlight++;
+  forgetReadsOverlapping(off, size);
+  Status st = dev_->write(buf, size, off);
+  counters_->inFlight--;
+  if (!st.ok()) {
+    counters_->errors++;
+    return (void)fuse_reply_err(req, errOf(st));
+  }
+  counters_->writeBytes += size;
+  fuse_reply_write(req, size);
+}
+
+void FuseFileServer::handleFallocate(fuse_req_t req, int mode, off_t offArg, off_t lenArg) {
+  const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+  if (mode & ~known) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  // Plain allocation: a virtual disk is always fully "allocated".
+  if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) return (void)fuse_reply_err(req, 0);
+  if (dev_->readOnly()) return (void)fuse_reply_err(req, EROFS);
+  if (offArg < 0 || lenArg <= 0) return (void)fuse_reply_err(req, EINVAL);
+  uint64_t off = static_cast<uint64_t>(offArg);
+  uint64_t end = std::min<uint64_t>(off + static_cast<uint64_t>(lenArg), dev_->size());
+  if (off % kSector || (end % kSector && end != dev_->size())) return (void)fuse_reply_err(req, EINVAL);
+  if (off >= end) return (void)fuse_reply_err(req, 0);
+  counters_->discardOps++;
+  counters_->inFlight++;
+  forgetReadsOverlapping(off, end - off);
+  // Punch and zero-range both become LSMT zeroed extents: later reads return zeros either way.
+  Status st = dev_->discard(off, end - off);
+  counters_->inFlight--;
+  if (!st.ok()) {
+    counters_->errors++;
+    return (void)fuse_reply_err(req, errOf(st));
+  }
+  counters_->discardBytes += end - off;
+  fuse_reply_err(req, 0);
+}
+
+void FuseFileServer::handleFsync(fuse_req_t req) {
+  counters_->flushOps++;
+  Status st = dev_->readOnly() ? Status::Ok() : dev_->flush();
+  if (!st.ok()) {
+    counters_->errors++;
+    return (void)fuse_reply_err(req, errOf(st));
+  }
+  fuse_reply_err(req, 0);
+}
+
+}  // namespace obd

@@ -1,0 +1,76 @@
+// Serves one BlockDevice as a single regular file ("<mountDir>/disk") through a private FUSE mount,
+// using the libfuse3 low-level API on our own session threads (never node's libuv pool).
+//
+// Replies are asynchronous: a read is handed to BlockDevice::readAsync and answered from its callback,
+// on whatever thread that runs (inline for local layers, later for remote misses), so no thread is
+// parked per I/O. Reads that fall inside a read already in flight wait for it instead of reaching the
+// stack twice. write / fallocate(PUNCH_HOLE|ZERO_RANGE) / fsync map to write / discard / flush.
+//
+// The file is opened with FOPEN_DIRECT_IO (no page cache for it in the kernel; the loop device on top
+// and the filesystem on the loop device already cache), and keep_cache is off for the same reason.
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/file.h"
+#include "transport/transport.h"
+#include "util/unique_fd.h"
+
+struct fuse_session;
+struct fuse_req;
+
+namespace obd {
+
+struct FuseServerOptions {
+  std::string fsName = "obd";  // shows up as the mount source in mountinfo
+  int threads = 2;             // session threads reading /dev/fuse
+};
+
+class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
+ public:
+  static Result<std::shared_ptr<FuseFileServer>> start(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
+                                                       const FuseServerOptions& opts,
+                                                       std::shared_ptr<DeviceCounters> counters);
+  ~FuseFileServer();
+
+  const std::string& filePath() const { return filePath_; }
+  const std::string& mountDir() const { return mountDir_; }
+  // Unmounts and stops the session threads. Outstanding and later kernel requests fail (ENOTCONN).
+  void stop();
+
+  // Internal: called from the C callbacks.
+  struct PendingRead;
+  void handleRead(fuse_req* req, size_t size, off_t off);
+  void handleWrite(fuse_req* req, const char* buf, size_t size, off_t off);
+  void handleFallocate(fuse_req* req, int mode, off_t off, off_t len);
+  void handleFsync(fuse_req* req);
+  BlockDevice& device() { return *dev_; }
+
+ private:
+  FuseFileServer(std::shared_ptr<BlockDevice> dev, std::string mountDir, std::shared_ptr<DeviceCounters> counters)
+      : dev_(std::move(dev)), mountDir_(std::move(mountDir)), filePath_(mountDir_ + "/disk"), counters_(std::move(counters)) {}
+  void sessionThread();
+  void finishRead(const std::shared_ptr<PendingRead>& pr, const Status& st);
+  void forgetReadsOverlapping(uint64_t off, uint64_t len);
+
+  std::shared_ptr<BlockDevice> dev_;
+  std::string mountDir_, filePath_;
+  std::shared_ptr<DeviceCounters> counters_;
+  fuse_session* se_ = nullptr;
+  bool mounted_ = false;
+  UniqueFd stopFd_;  // eventfd: wakes the session threads for shutdown
+  std::vector<std::thread> threads_;
+
+  std::mutex readsMu_;
+  std::list<std::shared_ptr<PendingRead>> reads_;  // in flight and still joinable
+};
+
+}  // namespace obd

@@ -1,0 +1,58 @@
+#include "transport/fuse_loop/fuse_loop_device.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/unique_fd.h"
+
+namespace obd {
+
+Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<BlockDevice> dev,
+                                                               const FuseLoopOptions& opts) {
+  if (!dev) return InvalidArg("no block device");
+  if (dev->size() == 0 || dev->size() % 512) return InvalidArg("device size must be a non-zero multiple of 512");
+  if (::mkdir(opts.mountDir.c_str(), 0700) != 0 && errno != EEXIST) return SysError(opts.mountDir + ": mkdir");
+
+  std::unique_ptr<FuseLoopDevice> d(new FuseLoopDevice());
+  d->readOnly_ = dev->readOnly();
+  d->size_ = dev->size();
+  d->mountDir_ = opts.mountDir;
+  FuseServerOptions so;
+  so.fsName = "obd:" + opts.id;
+  so.threads = opts.threads;
+  auto server = FuseFileServer::start(std::move(dev), opts.mountDir, so, d->counters_);
+  if (!server.ok()) return server.status().wrap("device " + opts.id);
+  d->server_ = server.take();
+  d->backingFile_ = d->server_->filePath();
+
+  // This open (LOOKUP + OPEN) is answered by our session threads, which never need the JS thread.
+  UniqueFd file(::open(d->backingFile_.c_str(), (d->readOnly_ ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+  if (!file.valid()) return SysError("device " + opts.id + ": open " + d->backingFile_);
+  LoopOptions lo;
+  lo.readOnly = d->readOnly_;
+  lo.directIo = opts.loopDirectIo;
+  auto loop = LoopDevice::attach(file.get(), "obd:" + opts.id, lo);
+  if (!loop.ok()) return loop.status().wrap("device " + opts.id);
+  d->loop_ = loop.take();
+  d->path_ = d->loop_.path();
+  d->loopIndex_ = d->loop_.index();
+  d->rdev_ = d->loop_.rdev();
+  d->directIo_ = d->loop_.directIo();
+  return d;
+}
+
+FuseLoopDevice::~FuseLoopDevice() { (void)close(true); }
+
+Status FuseLoopDevice::close(bool force) {
+  std::lock_guard<std::mutex> lk(mu_);
+  OBD_RETURN_IF_ERROR(loop_.detach(force));
+  if (server_) {
+    server_->stop();
+    server_.reset();
+  }
+  if (!mountDir_.empty()) ::rmdir(mountDir_.c_str());  // best effort; deviced also sweeps its dirs
+  return Status::Ok();
+}
+
+}  // namespace obd
