@@ -64,7 +64,8 @@ class ZFileSink : public Sink {
   std::unique_ptr<zfile::Writer> w_;
 };
 
-Status writeBlob(const WritableLayer& src, Sink& out, const CommitOptions& opts, CommitStats& stats) {
+// Validated before the output is touched, so bad options never clobber an existing file.
+Result<HeaderTrailer> buildHeader(const WritableLayer& src, const CommitOptions& opts) {
   HeaderTrailer h;
   h.flags = kFlagHeader | kFlagData | kFlagSealed;
   h.virtualSize = src.virtualSize();
@@ -74,7 +75,10 @@ Status writeBlob(const WritableLayer& src, Sink& out, const CommitOptions& opts,
   else
     std::memcpy(h.parentUuid, src.header().parentUuid, kUuidField);
   OBD_RETURN_IF_ERROR(setUserTag(h, opts.userTag));
+  return h;
+}
 
+Status writeBlob(const WritableLayer& src, Sink& out, const HeaderTrailer& h, CommitStats& stats) {
   std::vector<uint8_t> block(kHeaderSpace);
   encodeHeader(h, block.data());
   OBD_RETURN_IF_ERROR(out.append(block.data(), block.size()));
@@ -118,6 +122,8 @@ Status writeBlob(const WritableLayer& src, Sink& out, const CommitOptions& opts,
 }  // namespace
 
 Result<CommitStats> commit(const WritableLayer& src, const std::string& outPath, const CommitOptions& opts) {
+  auto header = buildHeader(src, opts);
+  if (!header.ok()) return header.status();
   std::unique_ptr<Sink> sink;
   if (opts.zfile) {
     auto w = zfile::Writer::create(outPath, *opts.zfile);
@@ -129,7 +135,7 @@ Result<CommitStats> commit(const WritableLayer& src, const std::string& outPath,
     sink = f.take();
   }
   CommitStats stats;
-  Status st = writeBlob(src, *sink, opts, stats);
+  Status st = writeBlob(src, *sink, header.value(), stats);
   sink.reset();
   if (!st.ok()) {
     ::unlink(outPath.c_str());
