@@ -128,11 +128,11 @@ export class RangeReader {
     if (res.statusCode === 200) {
       const cl = Number(res.headers['content-length']);
       if (offset !== 0 || !(cl === length || probe)) {
-        res.body.destroy();
+        discard(res.body);
         throw new RegistryProtocolError(`${host}: ${what}: server ignored Range (200 with ${res.headers['content-length'] ?? '?'} bytes)`, { registry: host, status: 200 });
       }
       if (probe) {
-        res.body.destroy();
+        discard(res.body);
         if (!Number.isSafeInteger(cl)) throw new RegistryProtocolError(`${host}: ${what}: no size in answer`, { registry: host, status: 200 });
         return { data: Buffer.alloc(0), total: cl };
       }
@@ -150,18 +150,24 @@ export class RangeReader {
     }
     const cr = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
     if (!cr || Number(cr[1]) !== offset || Number(cr[2]) !== offset + length - 1) {
-      res.body.destroy();
+      discard(res.body);
       throw new RegistryProtocolError(`${host}: ${what}: wrong Content-Range "${res.headers['content-range'] ?? ''}"`, { registry: host, status: 206 });
     }
     const total = cr[3] === '*' ? undefined : Number(cr[3]);
     if (total !== undefined && this.knownSize !== undefined && total !== this.knownSize) {
-      res.body.destroy();
+      discard(res.body);
       throw new RegistryProtocolError(`${host}: ${what}: blob size is ${total}, expected ${this.knownSize}`, { registry: host, status: 206 });
     }
     const data = await readExactly(res.body, length, host, what);
     this.stats.bytes += data.length;
     return { data, total: total ?? this.knownSize ?? offset + length };
   }
+}
+
+/** Drops a body we will not read (an error event on it must not become an uncaught error). */
+function discard(body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => undefined);
+  body.destroy();
 }
 
 /** Reads exactly n bytes; fewer (truncated) or more is a protocol error, which is retried. */

@@ -54,6 +54,7 @@ export class FaultProxy {
   }
   clear(): void {
     this.rules = [];
+    this.seen.length = 0;
   }
 
   async start(): Promise<void> {
