@@ -164,3 +164,69 @@ export function openStack(spec: StackSpec): LayerStack {
   return new native.LayerStack(spec);
 }
 // ---- end layer ----
+
+// ---- device ----
+/** Opaque handle of an attached device; pass it back to deviceDetach/deviceStats. */
+export type DeviceHandle = { readonly __brand: 'DeviceHandle' };
+
+export interface DeviceAttachOptions {
+  id: string;
+  mountDir: string; // private empty dir for the FUSE mount (created if missing)
+  lowers?: string[]; // local layer blob files, bottom first
+  upperData?: string;
+  upperIndex?: string;
+  rawFile?: string; // serve a raw disk image instead of a stack (baseline/bench)
+  rawWritable?: boolean;
+  loopDirectIo?: boolean; // default true
+  threads?: number; // FUSE session threads, default 2
+}
+
+export interface AttachedDevice {
+  handle: DeviceHandle;
+  path: string;
+  loopIndex: number;
+  major: number;
+  minor: number;
+  size: number;
+  readOnly: boolean;
+  directIo: boolean;
+  backingFile: string;
+}
+
+export interface DeviceCounters {
+  readOps: number;
+  readBytes: number;
+  writeOps: number;
+  writeBytes: number;
+  discardOps: number;
+  discardBytes: number;
+  flushOps: number;
+  coalescedReads: number;
+  inFlight: number;
+  errors: number;
+}
+
+/** Serves a stack through FUSE + a loop device (runs on its own thread, never the JS one). */
+export function deviceAttach(opts: DeviceAttachOptions): Promise<AttachedDevice> {
+  return native.deviceAttach(opts);
+}
+
+/** Unbinds the loop device and stops the FUSE server; EBUSY while mounted unless force. */
+export function deviceDetach(handle: DeviceHandle, force: boolean): Promise<void> {
+  return native.deviceDetach(handle, force);
+}
+
+export function deviceStats(handle: DeviceHandle): DeviceCounters {
+  return native.deviceStats(handle);
+}
+
+/** Unbinds a loop device left by an earlier process; throws EBUSY while it is mounted. */
+export function loopClear(devPath: string): void {
+  native.loopClear(devPath);
+}
+
+/** umount2(MNT_DETACH). */
+export function unmountLazy(dir: string): void {
+  native.unmountLazy(dir);
+}
+// ---- end device ----

@@ -700,9 +700,6 @@ Napi::Value UnmountLazy(const Napi::CallbackInfo& info) {
 }
 
 void registerAll(Napi::Env env, Napi::Object exports) {
-  exports.Set("deviceStackAvailable", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-                return Napi::Boolean::New(info.Env(), obd::layerStackAvailable());
-              }));
   exports.Set("deviceAttach", Napi::Function::New(env, Attach));
   exports.Set("deviceDetach", Napi::Function::New(env, Detach));
   exports.Set("deviceStats", Napi::Function::New(env, Stats));

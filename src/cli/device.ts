@@ -1,6 +1,128 @@
-// `obd device …` commands.
+// `obd deviced` (the process that owns every device) and `obd device attach|detach|ls|stats` (its
+// client). Both find the config through --config, else $OBD_CONFIG, else /etc/obd/config.json.
+import path from 'node:path';
 import { Command } from 'commander';
+import { loadConfig, resolveConfigPath } from '../config';
+import { DeviceDaemon } from '../device/daemon';
+import type { DeviceInfo, DeviceStatsInfo } from '../device/manager';
+import { DeviceClient } from '../device/service';
+import { stderrLogger } from '../snapshotter/log';
+
+export async function runDeviced(configFlag?: string): Promise<void> {
+  const cfg = loadConfig(resolveConfigPath(configFlag));
+  const log = stderrLogger(cfg.verbose);
+  const daemon = await DeviceDaemon.start(cfg, log);
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (++signals > 1) {
+        log.log('warn', 'second signal: exiting now', { signal: sig });
+        process.exit(1);
+      }
+      log.log('info', 'stopping', { signal: sig });
+      daemon.stop().then(resolve, (err: Error) => {
+        log.log('error', 'stop failed', { err: err.message });
+        resolve();
+      });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+async function withClient<T>(opts: { config?: string }, fn: (c: DeviceClient) => Promise<T>): Promise<T> {
+  const cfg = loadConfig(resolveConfigPath(opts.config));
+  const client = new DeviceClient(cfg.deviceAddress);
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+function human(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n}${units[i]}`;
+}
+
+function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+function lsTable(devs: DeviceInfo[]): string {
+  return table(
+    ['ID', 'DEVICE', 'MODE', 'SIZE', 'TRANSPORT', 'MOUNTED'],
+    devs.map((d) => [d.id, d.path, d.readOnly ? 'ro' : 'rw', human(d.size), d.transport, d.mountedAt.join(',') || '-']),
+  );
+}
+
+function statsTable(stats: DeviceStatsInfo[]): string {
+  return table(
+    ['ID', 'DEVICE', 'READ', 'WRITTEN', 'FETCHED', 'CACHE HIT/MISS', 'IN-FLIGHT', 'ERRORS'],
+    stats.map((s) => [
+      s.id,
+      s.path,
+      human(s.readBytes),
+      human(s.writeBytes),
+      human(s.fetchedBytes),
+      `${s.cacheHits}/${s.cacheMisses}`,
+      String(s.inFlight),
+      String(s.errors),
+    ]),
+  );
+}
 
 export function registerDeviceCommands(program: Command): void {
-  void program;
+  const configOpt = ['-c, --config <file>', 'config.json (default: $OBD_CONFIG or /etc/obd/config.json)'] as const;
+  program
+    .command('deviced')
+    .description('serve obd.device.v1: own every block device of this host (fuse-loop or tcmu)')
+    .option(...configOpt)
+    .action(async (opts: { config?: string }) => runDeviced(opts.config));
+
+  const device = program.command('device').description('attach, detach and inspect devices through deviced');
+  device
+    .command('attach')
+    .description('attach the stack a config.v1.json describes; prints the device path last')
+    .argument('<config>', 'config.v1.json (overlaybd schema)')
+    .option('--id <id>', 'device id (default: derived from the config path)')
+    .option(...configOpt)
+    .action(async (configPath: string, opts: { id?: string; config?: string }) => {
+      const d = await withClient(opts, (c) => c.attach({ id: opts.id, configPath: path.resolve(configPath) }));
+      process.stdout.write(`id ${d.id}\n${d.path}\n`);
+    });
+  device
+    .command('detach')
+    .description('detach a device (refused while mounted unless --force)')
+    .argument('<device>', 'device id or path')
+    .option('--force', 'detach even while mounted: I/O on the mounted filesystem fails afterwards')
+    .option(...configOpt)
+    .action(async (idOrPath: string, opts: { force?: boolean; config?: string }) => {
+      await withClient(opts, (c) => c.detach(idOrPath, !!opts.force));
+    });
+  device
+    .command('ls')
+    .description('list attached devices')
+    .option('--json', 'machine-readable output')
+    .option(...configOpt)
+    .action(async (opts: { json?: boolean; config?: string }) => {
+      const devs = await withClient(opts, (c) => c.list());
+      process.stdout.write(opts.json ? JSON.stringify(devs, null, 2) + '\n' : lsTable(devs));
+    });
+  device
+    .command('stats')
+    .description('per-device counters: bytes read/written by the kernel, fetched from the registry, cache, errors')
+    .argument('[device]', 'device id or path (default: all)')
+    .option('--json', 'machine-readable output')
+    .option(...configOpt)
+    .action(async (idOrPath: string | undefined, opts: { json?: boolean; config?: string }) => {
+      const stats = await withClient(opts, (c) => c.stats(idOrPath ?? ''));
+      process.stdout.write(opts.json ? JSON.stringify(stats, null, 2) + '\n' : statsTable(stats));
+    });
 }

@@ -1,0 +1,80 @@
+// The deviced process: recovery, the obd.device.v1 socket (0600), optional metrics, orderly stop.
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { ObdConfig } from '../config';
+import type { Logger } from '../snapshotter/log';
+import { prepareSocketPath } from '../snapshotter/server';
+import { chooseTransport, DeviceManager } from './manager';
+import { startMetricsServer } from './metrics';
+import { addDevicesService } from './service';
+
+/** deviced keeps its state next to the snapshotter's: <root>/deviced. */
+export function devicedStateDir(cfg: ObdConfig): string {
+  return path.join(cfg.root, 'deviced');
+}
+
+function bindUnix(server: grpc.Server, address: string): Promise<void> {
+  const old = process.umask(0o177); // the socket is born 0600: root only
+  return new Promise<void>((resolve, reject) => {
+    server.bindAsync(`unix:${address}`, grpc.ServerCredentials.createInsecure(), (err) => {
+      process.umask(old);
+      if (err) reject(new Error(`listen on ${address}: ${err.message}`));
+      else resolve();
+    });
+  }).then(() => fs.chmodSync(address, 0o600));
+}
+
+export class DeviceDaemon {
+  private stopping?: Promise<void>;
+
+  private constructor(
+    readonly manager: DeviceManager,
+    private readonly server: grpc.Server,
+    private readonly metrics: http.Server | undefined,
+    readonly address: string,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(cfg: ObdConfig, log: Logger): Promise<DeviceDaemon> {
+    const transport = chooseTransport(cfg.transport, log);
+    await prepareSocketPath(cfg.deviceAddress, log);
+    const mgr = new DeviceManager(devicedStateDir(cfg), transport, log);
+    await mgr.recover();
+    const server = new grpc.Server();
+    addDevicesService(server, mgr);
+    let metrics: http.Server | undefined;
+    try {
+      await bindUnix(server, cfg.deviceAddress);
+      if (cfg.exporterConfig.enable) metrics = await startMetricsServer(mgr, cfg.exporterConfig.port, cfg.exporterConfig.uriPrefix);
+    } catch (err) {
+      server.forceShutdown();
+      await mgr.closeAll();
+      throw err;
+    }
+    log.log('info', 'deviced serving', {
+      address: cfg.deviceAddress,
+      transport,
+      state: mgr.stateDir,
+      metrics: metrics ? `:${cfg.exporterConfig.port}${cfg.exporterConfig.uriPrefix}` : undefined,
+    });
+    return new DeviceDaemon(mgr, server, metrics, cfg.deviceAddress, log);
+  }
+
+  /** Stops accepting calls, then stops serving every device (their records stay for the next start). */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+      this.metrics?.close();
+      await this.manager.closeAll();
+      try {
+        fs.unlinkSync(this.address);
+      } catch {
+        // already gone
+      }
+      this.log.log('info', 'deviced stopped');
+    })();
+    return this.stopping;
+  }
+}

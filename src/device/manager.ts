@@ -1,0 +1,325 @@
+// DeviceManager: owns every device of this host. Attach/Detach/List/Stats, the on-disk state that
+// survives restarts (one directory per device holding its config.v1.json), and recovery on start:
+// whatever a killed predecessor left in the kernel is cleaned up, what was attached is re-attached.
+//
+// State dir (<root>/deviced):
+//   devices/<id>/config.v1.json   the device's config (overlaybd schema), written before the attach
+//   devices/<id>/attachment.json  {id, sourcePath, attachedAt}: present ⇔ the device should be attached
+//   mnt/<id>/                     private FUSE mount serving the device's backing file
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as addon from '../addon';
+import type { Logger } from '../snapshotter/log';
+import { DeviceError, fromAddonError } from './errors';
+import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
+import { kernelHasTcmu, listLoopDevices, mountPointsOf, readMountInfo } from './kernel';
+
+export type TransportName = 'fuse-loop' | 'tcmu';
+
+export interface DeviceInfo {
+  id: string;
+  path: string;
+  configPath: string;
+  sourcePath: string;
+  readOnly: boolean;
+  size: number;
+  transport: TransportName;
+  directIo: boolean;
+  attachedAtMs: number;
+  mountedAt: string[];
+}
+
+export interface DeviceStatsInfo extends addon.DeviceCounters {
+  id: string;
+  path: string;
+  fetchedBytes: number;
+  cacheHits: number;
+  cacheMisses: number;
+}
+
+interface Attached {
+  id: string;
+  sourcePath: string;
+  configText: string;
+  attachedAtMs: number;
+  dev: addon.AttachedDevice;
+}
+
+interface AttachmentRecord {
+  id: string;
+  sourcePath: string;
+  attachedAt: number;
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/** auto = tcmu only where the kernel has target_core_user and deviced can drive it; else fuse-loop. */
+export function chooseTransport(wanted: 'auto' | 'tcmu' | 'fuse-loop', log: Logger): TransportName {
+  const tcmu = kernelHasTcmu();
+  if (wanted === 'tcmu') {
+    if (!tcmu)
+      throw new DeviceError(
+        'FailedPrecondition',
+        'transport "tcmu" needs the kernel module target_core_user (and tcm_loop), which this kernel does not have ' +
+          '(/sys/module/target_core_user is missing; try `modprobe target_core_user tcm_loop`, or set "transport": "fuse-loop")',
+      );
+    throw new DeviceError('Unimplemented', 'transport "tcmu" is not wired into deviced yet; use "fuse-loop" or "auto"');
+  }
+  if (wanted === 'auto')
+    log.log('info', 'transport chosen', {
+      transport: 'fuse-loop',
+      reason: tcmu ? 'tcmu handler not wired into deviced yet' : 'kernel has no target_core_user',
+    });
+  return 'fuse-loop';
+}
+
+function atomicWrite(file: string, data: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, data, { mode: 0o600 });
+  const fd = fs.openSync(tmp, 'r');
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  fs.renameSync(tmp, file);
+}
+
+export class DeviceManager {
+  private readonly devices = new Map<string, Attached>();
+  private readonly busy = new Set<string>(); // ids with an attach/detach in progress
+  readonly devicesDir: string;
+  readonly mntDir: string;
+
+  constructor(
+    readonly stateDir: string,
+    readonly transport: TransportName,
+    private readonly log: Logger,
+  ) {
+    this.devicesDir = path.join(stateDir, 'devices');
+    this.mntDir = path.join(stateDir, 'mnt');
+  }
+
+  /** Creates the state dirs, cleans what a previous instance left, re-attaches recorded devices. */
+  async recover(): Promise<void> {
+    fs.mkdirSync(this.devicesDir, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(this.mntDir, { recursive: true, mode: 0o700 });
+    this.cleanStaleKernelState();
+    for (const id of fs.readdirSync(this.devicesDir)) await this.reattach(id);
+  }
+
+  private cleanStaleKernelState(): void {
+    const prefix = this.mntDir + path.sep;
+    const mounts = readMountInfo();
+    for (const loop of listLoopDevices()) {
+      if (!loop.backingFile.startsWith(prefix)) continue;
+      const at = mountPointsOf(loop.major, loop.minor, mounts);
+      if (at.length > 0) {
+        this.log.log('warn', 'stale loop device from a previous deviced is still mounted; its I/O fails until it is unmounted, then the kernel frees it', {
+          device: loop.path,
+          backing: loop.backingFile,
+          mountedAt: at.join(','),
+        });
+        continue;
+      }
+      try {
+        addon.loopClear(loop.path);
+        this.log.log('info', 'cleaned stale loop device', { device: loop.path, backing: loop.backingFile });
+      } catch (err) {
+        this.log.log('warn', 'could not clean stale loop device', { device: loop.path, err: (err as Error).message });
+      }
+    }
+    for (const m of mounts) {
+      if (!m.mountPoint.startsWith(prefix)) continue;
+      try {
+        addon.unmountLazy(m.mountPoint);
+        this.log.log('info', 'cleaned stale FUSE mount', { mountPoint: m.mountPoint, source: m.source });
+      } catch (err) {
+        this.log.log('warn', 'could not unmount stale FUSE mount', { mountPoint: m.mountPoint, err: (err as Error).message });
+      }
+    }
+    for (const name of fs.readdirSync(this.mntDir)) {
+      try {
+        fs.rmdirSync(path.join(this.mntDir, name));
+      } catch {
+        // still busy (lazily unmounted mount with users); harmless, reused or swept next start
+      }
+    }
+  }
+
+  private async reattach(id: string): Promise<void> {
+    const dir = path.join(this.devicesDir, id);
+    const recFile = path.join(dir, 'attachment.json');
+    const cfgFile = path.join(dir, 'config.v1.json');
+    let rec: AttachmentRecord | undefined;
+    let text = '';
+    try {
+      rec = JSON.parse(fs.readFileSync(recFile, 'utf8')) as AttachmentRecord;
+      text = fs.readFileSync(cfgFile, 'utf8');
+    } catch {
+      this.log.log('warn', 'removed stale device entry (never finished attaching)', { id });
+      fs.rmSync(dir, { recursive: true, force: true });
+      return;
+    }
+    try {
+      const d = await this.attachFromText(id, text, rec.sourcePath, rec.attachedAt);
+      this.log.log('info', 're-attached device', { id, device: d.dev.path });
+    } catch (err) {
+      this.log.log('warn', 'removed stale device entry: re-attach failed', { id, err: (err as Error).message });
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Attach from a config.v1.json path or its content; idempotent for the same id and content. */
+  async attach(req: { id?: string; configPath?: string; configJson?: string }): Promise<DeviceInfo> {
+    if (!!req.configPath === !!req.configJson)
+      throw new DeviceError('InvalidArgument', 'give exactly one of config_path and config_json');
+    let text: string;
+    let sourcePath = '';
+    if (req.configPath) {
+      sourcePath = path.resolve(req.configPath);
+      try {
+        text = fs.readFileSync(sourcePath, 'utf8');
+      } catch (err) {
+        throw new DeviceError('NotFound', `config ${sourcePath}: ${(err as Error).message}`);
+      }
+    } else {
+      text = req.configJson!;
+    }
+    const id = req.id || crypto.createHash('sha256').update(sourcePath || text).digest('hex').slice(0, 16);
+    if (!ID_RE.test(id)) throw new DeviceError('InvalidArgument', `device id ${JSON.stringify(id)}: use letters, digits, "._-" (max 128)`);
+    const existing = this.devices.get(id);
+    if (existing) {
+      if (existing.configText === text) return this.info(existing);
+      throw new DeviceError('AlreadyExists', `device ${id} is already attached (${existing.dev.path}) with a different config`);
+    }
+    return this.info(await this.attachFromText(id, text, sourcePath, Date.now()));
+  }
+
+  private async attachFromText(id: string, text: string, sourcePath: string, attachedAt: number): Promise<Attached> {
+    if (this.busy.has(id)) throw new DeviceError('FailedPrecondition', `device ${id}: another attach or detach is in progress`);
+    this.busy.add(id);
+    let cfg: ImageConfig | undefined;
+    const dir = path.join(this.devicesDir, id);
+    const mountDir = path.join(this.mntDir, id);
+    try {
+      cfg = parseImageConfig(text, sourcePath || `device ${id}`);
+      const opts: addon.DeviceAttachOptions = { id, mountDir };
+      if (cfg.rawImage) {
+        opts.rawFile = cfg.rawImage.file;
+        opts.rawWritable = !!cfg.rawImage.writable;
+      } else {
+        const lowers = resolveLowers(cfg);
+        const remote = lowers.find((l) => l.kind === 'remote');
+        if (remote && remote.kind === 'remote')
+          throw new DeviceError('Unimplemented', `remote lower ${remote.digest} (${remote.url}): registry-backed layers are not supported by deviced yet`);
+        opts.lowers = lowers.map((l) => (l.kind === 'file' ? l.path : ''));
+        if (cfg.upper?.data) {
+          opts.upperData = cfg.upper.data;
+          opts.upperIndex = cfg.upper.index;
+        }
+      }
+      // Record first: if we die mid-attach, the next start finds a dir without attachment.json and removes it.
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      atomicWrite(path.join(dir, 'config.v1.json'), text);
+      let dev: addon.AttachedDevice;
+      try {
+        dev = await addon.deviceAttach(opts);
+      } catch (err) {
+        throw fromAddonError(err, `attach ${id}`);
+      }
+      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev };
+      this.devices.set(id, a);
+      atomicWrite(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n');
+      writeResultFile(cfg);
+      this.log.log('info', 'attached device', { id, device: dev.path, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo });
+      return a;
+    } catch (err) {
+      if (!this.devices.has(id)) {
+        fs.rmSync(dir, { recursive: true, force: true });
+        try {
+          fs.rmdirSync(mountDir);
+        } catch {
+          // not created or already removed by the addon
+        }
+      }
+      if (cfg) writeResultFile(cfg, (err as Error).message);
+      this.log.log('warn', 'attach failed', { id, err: (err as Error).message });
+      throw err;
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  private find(idOrPath: string): Attached {
+    const byId = this.devices.get(idOrPath);
+    if (byId) return byId;
+    for (const a of this.devices.values()) if (a.dev.path === idOrPath) return a;
+    throw new DeviceError('NotFound', `no attached device ${idOrPath}`);
+  }
+
+  async detach(idOrPath: string, force: boolean): Promise<void> {
+    const a = this.find(idOrPath);
+    if (this.busy.has(a.id)) throw new DeviceError('FailedPrecondition', `device ${a.id}: another attach or detach is in progress`);
+    const at = mountPointsOf(a.dev.major, a.dev.minor);
+    if (at.length > 0 && !force)
+      throw new DeviceError('FailedPrecondition', `device ${a.id} (${a.dev.path}) is mounted at ${at.join(', ')}: unmount it first or detach with force`);
+    this.busy.add(a.id);
+    try {
+      await addon.deviceDetach(a.dev.handle, force);
+    } catch (err) {
+      throw fromAddonError(err, `detach ${a.id} (${a.dev.path})`);
+    } finally {
+      this.busy.delete(a.id);
+    }
+    this.devices.delete(a.id);
+    fs.rmSync(path.join(this.devicesDir, a.id), { recursive: true, force: true });
+    this.log.log('info', 'detached device', { id: a.id, device: a.dev.path, force, mountedAt: at.length ? at.join(',') : undefined });
+  }
+
+  list(): DeviceInfo[] {
+    const mounts = readMountInfo();
+    return [...this.devices.values()].map((a) => this.info(a, mounts));
+  }
+
+  stats(idOrPath?: string): DeviceStatsInfo[] {
+    const which = idOrPath ? [this.find(idOrPath)] : [...this.devices.values()];
+    return which.map((a) => ({
+      id: a.id,
+      path: a.dev.path,
+      ...addon.deviceStats(a.dev.handle),
+      // Registry and cache counters belong to remote lowers, which deviced does not attach yet.
+      fetchedBytes: 0,
+      cacheHits: 0,
+      cacheMisses: 0,
+    }));
+  }
+
+  /** Stops serving every device (process exit). Records stay: the next start re-attaches them. */
+  async closeAll(): Promise<void> {
+    await Promise.all(
+      [...this.devices.values()].map(async (a) => {
+        try {
+          await addon.deviceDetach(a.dev.handle, true);
+          this.log.log('info', 'stopped device (will be re-attached on start)', { id: a.id, device: a.dev.path });
+        } catch (err) {
+          this.log.log('warn', 'stopping device failed', { id: a.id, err: (err as Error).message });
+        }
+      }),
+    );
+    this.devices.clear();
+  }
+
+  private info(a: Attached, mounts = readMountInfo()): DeviceInfo {
+    return {
+      id: a.id,
+      path: a.dev.path,
+      configPath: path.join(this.devicesDir, a.id, 'config.v1.json'),
+      sourcePath: a.sourcePath,
+      readOnly: a.dev.readOnly,
+      size: a.dev.size,
+      transport: this.transport,
+      directIo: a.dev.directIo,
+      attachedAtMs: a.attachedAtMs,
+      mountedAt: mountPointsOf(a.dev.major, a.dev.minor, mounts),
+    };
+  }
+}

@@ -1,0 +1,55 @@
+// Prometheus text exposition (format 0.0.4) of the per-device counters, on exporterConfig.port at
+// exporterConfig.uriPrefix, all interfaces (as accelerated-container-image and overlaybd serve theirs).
+import http from 'node:http';
+import type { DeviceManager, DeviceStatsInfo } from './manager';
+
+type Key = keyof Omit<DeviceStatsInfo, 'id' | 'path'>;
+
+const SERIES: Array<{ name: string; key: Key; type: 'counter' | 'gauge'; help: string }> = [
+  { name: 'obd_device_read_ops_total', key: 'readOps', type: 'counter', help: 'read requests from the kernel' },
+  { name: 'obd_device_read_bytes_total', key: 'readBytes', type: 'counter', help: 'bytes read by the kernel' },
+  { name: 'obd_device_write_ops_total', key: 'writeOps', type: 'counter', help: 'write requests from the kernel' },
+  { name: 'obd_device_write_bytes_total', key: 'writeBytes', type: 'counter', help: 'bytes written by the kernel' },
+  { name: 'obd_device_discard_bytes_total', key: 'discardBytes', type: 'counter', help: 'bytes discarded by the kernel' },
+  { name: 'obd_device_flush_ops_total', key: 'flushOps', type: 'counter', help: 'flushes (fsync) from the kernel' },
+  { name: 'obd_device_coalesced_reads_total', key: 'coalescedReads', type: 'counter', help: 'reads served by an in-flight read' },
+  { name: 'obd_device_in_flight', key: 'inFlight', type: 'gauge', help: 'requests being served now' },
+  { name: 'obd_device_errors_total', key: 'errors', type: 'counter', help: 'requests answered with an error' },
+  { name: 'obd_device_fetched_bytes_total', key: 'fetchedBytes', type: 'counter', help: 'bytes fetched from the registry' },
+  { name: 'obd_device_cache_hits_total', key: 'cacheHits', type: 'counter', help: 'block cache hits' },
+  { name: 'obd_device_cache_misses_total', key: 'cacheMisses', type: 'counter', help: 'block cache misses' },
+];
+
+function label(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+export function renderMetrics(stats: DeviceStatsInfo[]): string {
+  const out: string[] = [
+    '# HELP obd_deviced_alive 1 while deviced serves',
+    '# TYPE obd_deviced_alive gauge',
+    'obd_deviced_alive 1',
+    '# HELP obd_deviced_devices attached devices',
+    '# TYPE obd_deviced_devices gauge',
+    `obd_deviced_devices ${stats.length}`,
+  ];
+  for (const s of SERIES) {
+    out.push(`# HELP ${s.name} ${s.help}`, `# TYPE ${s.name} ${s.type}`);
+    for (const d of stats) out.push(`${s.name}{device="${label(d.id)}",path="${label(d.path)}"} ${d[s.key]}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+export function startMetricsServer(mgr: DeviceManager, port: number, uriPrefix: string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== uriPrefix) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(mgr.stats()));
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`metrics: listen on :${port}: ${err.message}`)));
+    server.listen(port, () => resolve(server));
+  });
+}
