@@ -35,6 +35,7 @@ export class FaultProxy {
   private proxy?: http.Server;
   private store?: http.Server;
   private rules: FaultRule[] = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
   readonly seen: SeenRequest[] = [];
   private proxyPort = 0;
   private storePort = 0;
@@ -65,6 +66,8 @@ export class FaultProxy {
   }
 
   async stop(): Promise<void> {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
     for (const s of [this.proxy, this.store]) {
       if (!s) continue;
       s.closeAllConnections();
@@ -73,8 +76,8 @@ export class FaultProxy {
     this.proxy = this.store = undefined;
   }
 
-  private take(req: http.IncomingMessage): Fault | undefined {
-    const rule = this.rules.find((r) => r.remaining > 0 && r.match(req));
+  private take(req: http.IncomingMessage, server: 'proxy' | 'store'): Fault | undefined {
+    const rule = this.rules.find((r) => r.remaining > 0 && r.match(req) && (server === 'proxy' || r.fault.kind !== 'redirect'));
     if (!rule) return undefined;
     rule.remaining--;
     return rule.fault;
@@ -86,14 +89,21 @@ export class FaultProxy {
   }
 
   private async onProxy(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const fault = this.take(req);
+    const fault = this.take(req, 'proxy');
     this.record('proxy', req, fault);
     switch (fault?.kind) {
       case 'drop':
         req.socket.destroy();
         return;
       case 'delay':
-        await new Promise((r) => setTimeout(r, fault.ms));
+        await new Promise<void>((r) => {
+          const t = setTimeout(() => {
+            this.timers.delete(t);
+            r();
+          }, fault.ms);
+          this.timers.add(t);
+        });
+        if (res.destroyed || req.socket.destroyed) return;
         break;
       case 'status':
         res.writeHead(fault.status, { 'content-type': 'application/json', ...fault.headers });
@@ -111,7 +121,7 @@ export class FaultProxy {
 
   /** The fake object store: serves /store/v2/... by fetching from the registry itself. */
   private onStore(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const fault = this.take(req);
+    const fault = this.take(req, 'store');
     this.record('store', req, fault);
     const u = new URL(req.url ?? '/', 'http://x');
     if (!u.pathname.startsWith('/store/')) {
