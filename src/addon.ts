@@ -66,10 +66,18 @@ export interface ZFileReader {
   read(offset: number, length: number): Promise<Buffer>;
   /** Closes the file now instead of at garbage collection; later reads reject. */
   close(): void;
+  /** Testing: reads issued to the fault-injecting source (0 when opened without `faults`). */
+  readonly sourceReads: number;
 }
 
-export function openZFile(path: string, verifyBlocks = true): ZFileReader {
-  return new native.ZFileReader(path, verifyBlocks);
+/** Testing only: make the source complete reads on other threads, or corrupt the next reads after open. */
+export interface ZFileSourceFaults {
+  otherThread?: boolean;
+  corruptReads?: number;
+}
+
+export function openZFile(path: string, verifyBlocks = true, faults?: ZFileSourceFaults): ZFileReader {
+  return new native.ZFileReader(path, verifyBlocks, faults);
 }
 // ---- end zfile ----
 

@@ -15,6 +15,7 @@
 
 #include "format/lsmt/commit.h"
 #include "format/lsmt/writable.h"
+#include "format/zfile/test_source.h"
 #include "format/zfile/zfile.h"
 #include "transport/fuse_loop/device_stack.h"
 #include "transport/fuse_loop/fuse_loop_device.h"
@@ -179,31 +180,46 @@ class Reader : public Napi::ObjectWrap<Reader> {
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "ZFileReader",
                        {InstanceMethod("read", &Reader::Read), InstanceMethod("close", &Reader::Close),
-                        InstanceAccessor("size", &Reader::Size, nullptr)});
+                        InstanceAccessor("size", &Reader::Size, nullptr),
+                        InstanceAccessor("sourceReads", &Reader::SourceReads, nullptr)});
   }
-  // new ZFileReader(path, verifyBlocks)
+  // new ZFileReader(path, verifyBlocks, faults?) — `faults` ({otherThread, corruptReads}) wraps the
+  // local file in a FaultySource so tests can drive the asynchronous and retry paths; corruptReads
+  // applies to the reads after open.
   explicit Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) {
-      toError(env, obd::InvalidArg("new ZFileReader(path, verify)")).ThrowAsJavaScriptException();
+      common::fail(env, obd::InvalidArg("new ZFileReader(path, verify, faults)"));
       return;
     }
     auto src = obd::LocalFile::open(info[0].As<Napi::String>());
     if (!src.ok()) {
-      toError(env, src.status()).ThrowAsJavaScriptException();
+      common::fail(env, src.status());
       return;
     }
-    auto z = obd::zfile::open(src.take(), info.Length() > 1 && info[1].ToBoolean());
+    std::shared_ptr<obd::ReadableFile> source = src.take();
+    if (info.Length() > 2 && info[2].IsObject()) {
+      faulty_ = std::make_shared<obd::zfile::FaultySource>(std::move(source),
+                                                           info[2].As<Napi::Object>().Get("otherThread").ToBoolean());
+      source = faulty_;
+    }
+    auto z = obd::zfile::open(std::move(source), info.Length() > 1 && info[1].ToBoolean());
     if (!z.ok()) {
-      toError(env, z.status()).ThrowAsJavaScriptException();
+      common::fail(env, z.status());
       return;
     }
     file_ = z.take();
+    if (faulty_ && info[2].As<Napi::Object>().Get("corruptReads").IsNumber())
+      faulty_->corruptNext(info[2].As<Napi::Object>().Get("corruptReads").ToNumber().Uint32Value());
   }
 
  private:
   Napi::Value Size(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), file_ ? static_cast<double>(file_->size()) : 0);
+  }
+  // Reads issued to a FaultySource so far (0 without faults).
+  Napi::Value SourceReads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), faulty_ ? static_cast<double>(faulty_->readCount()) : 0);
   }
   // close(): drops the file (reads in flight keep it alive until they finish).
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -227,6 +243,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
   }
 
   std::shared_ptr<obd::ReadableFile> file_;
+  std::shared_ptr<obd::zfile::FaultySource> faulty_;
 };
 
 // crc32c(buf, seed, portable) → raw register update (no inversion), as ZFile checksums use it.
