@@ -238,3 +238,16 @@ export function unmountLazy(dir: string): void {
   native.unmountLazy(dir);
 }
 // ---- end device ----
+
+// ---- tcmu ----
+export interface TcmuSupport {
+  ok: boolean;
+  /** When !ok: the missing kernel module / config (e.g. "kernel lacks target_core_user (CONFIG_TCM_USER2): …"). */
+  reason: string;
+}
+
+/** Whether this kernel can serve TCMU devices; with loadModules, first tries modprobe and mounting configfs. */
+export function tcmuSupported(loadModules = false): TcmuSupport {
+  return native.tcmuSupported(loadModules);
+}
+// ---- end tcmu ----

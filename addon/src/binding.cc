@@ -23,6 +23,7 @@
 #include "image/stack.h"
 #include "io/local_file.h"
 #include "util/crc32c.h"
+#include "transport/tcmu/kernel.h"
 
 namespace {
 
@@ -727,11 +728,33 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 }  // namespace device_binding
 // ---- end device ----
 
+// ---- tcmu ----
+namespace tcmu_binding {
+
+// tcmuSupported(loadModules = false) → {ok, reason}: whether this kernel can serve TCMU devices
+// (configfs, target_core_mod, target_core_user, tcm_loop, uio, sd); reason names what is missing.
+Napi::Value Supported(const Napi::CallbackInfo& info) {
+  const bool load = info.Length() > 0 && info[0].ToBoolean();
+  obd::tcmu::TcmuSupport s = obd::tcmu::checkTcmuSupport(load);
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("ok", Napi::Boolean::New(info.Env(), s.ok));
+  out.Set("reason", Napi::String::New(info.Env(), s.reason));
+  return out;
+}
+
+void registerAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("tcmuSupported", Napi::Function::New(env, Supported));
+}
+
+}  // namespace tcmu_binding
+// ---- end tcmu ----
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, Version));
   zfile_binding::registerAll(env, exports);
   layer_binding::registerAll(env, exports);
   device_binding::registerAll(env, exports);
+  tcmu_binding::registerAll(env, exports);
   return exports;
 }
 

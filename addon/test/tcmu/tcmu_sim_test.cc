@@ -1,6 +1,7 @@
 // Drives the TCMU handler (RingProcessor + ScsiDisk) through the simulated kernel side with real CDBs.
 // Usage: tcmu_sim_test --list | tcmu_sim_test <case>... | tcmu_sim_test (all cases)
 //        tcmu_sim_test --serve <backing-file> <size-MiB> [--read-only]  (real kernel: see serve.cc)
+//        tcmu_sim_test --probe [--load]  (kernel support: exit 0, or 77 with the reason)
 // Each case prints "ok <name>" or "not ok <name>: <why>"; the exit status is non-zero if any failed.
 #include <cstdio>
 #include <cstring>
@@ -14,6 +15,7 @@
 
 #include "mem_disk.h"
 #include "sim.h"
+#include "transport/tcmu/kernel.h"
 #include "transport/tcmu/ring_processor.h"
 #include "transport/tcmu/scsi.h"
 
@@ -621,6 +623,11 @@ const Case kCases[] = {
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--serve") == 0) return serveMain(argc, argv);
+  if (argc > 1 && std::strcmp(argv[1], "--probe") == 0) {  // exit 0 if the kernel has TCMU, else 77
+    TcmuSupport s = checkTcmuSupport(argc > 2 && std::strcmp(argv[2], "--load") == 0);
+    std::printf(s.ok ? "supported\n" : "unsupported: %s\n", s.reason.c_str());
+    return s.ok ? 0 : 77;
+  }
   if (argc > 1 && std::strcmp(argv[1], "--list") == 0) {
     for (const Case& c : kCases) std::printf("%s\n", c.name);
     return 0;

@@ -54,11 +54,17 @@ bool configfsMounted(const SysPaths& paths) {
   return mounts.value().find(" " + paths.configfs() + " configfs ") != std::string::npos || exists(paths.target());
 }
 
-// A kernel piece: the sysfs path that proves it is there, the module that provides it, the config.
+// A kernel piece: the module that provides it, its config, and paths any of which proves it is there
+// (built-in code has no /sys/module entry unless it has parameters, hence the alternatives).
 struct Piece {
   const char* module;
   const char* config;
-  std::string probe;
+  std::vector<std::string> probes;
+  bool present() const {
+    for (const std::string& p : probes)
+      if (exists(p)) return true;
+    return false;
+  }
 };
 
 std::string joinErr(const std::string& a, const std::string& b) { return a.empty() ? b : a + "; " + b; }
@@ -130,25 +136,25 @@ Status writeSysfs(const std::string& path, const std::string& value) {
 
 TcmuSupport checkTcmuSupport(bool loadModules, const SysPaths& paths) {
   const Piece pieces[] = {
-      {"target_core_mod", "CONFIG_TARGET_CORE", paths.sys("module/target_core_mod")},
-      {"target_core_user", "CONFIG_TCM_USER2", paths.sys("module/target_core_user")},
-      {"tcm_loop", "CONFIG_LOOPBACK_TARGET", paths.sys("module/tcm_loop")},
-      {"uio", "CONFIG_UIO", paths.sys("class/uio")},
-      {"sd_mod", "CONFIG_BLK_DEV_SD", paths.sys("bus/scsi/drivers/sd")},
+      {"target_core_mod", "CONFIG_TARGET_CORE", {paths.sys("module/target_core_mod"), paths.core()}},
+      {"target_core_user", "CONFIG_TCM_USER2", {paths.sys("module/target_core_user")}},
+      {"tcm_loop", "CONFIG_LOOPBACK_TARGET", {paths.sys("module/tcm_loop"), paths.loopback()}},
+      {"uio", "CONFIG_UIO", {paths.sys("class/uio"), paths.sys("module/uio")}},
+      {"sd_mod", "CONFIG_BLK_DEV_SD", {paths.sys("bus/scsi/drivers/sd"), paths.sys("module/sd_mod")}},
   };
   TcmuSupport out;
-  std::string tried;
+  std::string missing, tried;
   for (const Piece& p : pieces) {
-    if (exists(p.probe)) continue;
+    if (p.present()) continue;
     if (loadModules) {
       std::string err = modprobe(p.module);
       if (!err.empty()) tried = joinErr(tried, err);
     }
-    if (!exists(p.probe)) {
-      out.reason = std::string("kernel lacks ") + p.module + " (" + p.config + "): " + p.probe + " is missing" +
-                   (tried.empty() ? "" : " (" + tried + ")");
-      return out;
-    }
+    if (!p.present()) missing += std::string(missing.empty() ? "" : ", ") + p.module + " (" + p.config + ")";
+  }
+  if (!missing.empty()) {
+    out.reason = "kernel lacks " + missing + (tried.empty() ? "" : ": " + tried);
+    return out;
   }
   if (!exists(paths.configfs())) {
     out.reason = "kernel lacks configfs (CONFIG_CONFIGFS_FS): " + paths.configfs() + " is missing";

@@ -205,14 +205,15 @@ void RingProcessor::complete(Slot* slot, const ScsiResult& r) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     slot->done = true;
-    stats_.inFlight--;
     if (advanceTailLocked()) {
       if (fetching_) notifyPending_ = true;  // processRing rings once for the whole batch
       else ring = true;
     }
-    if (stats_.inFlight == 0) idle_.notify_all();
   }
   if (ring) notify();
+  // Last touch of this object: once inFlight reaches 0, stop() may return and the owner free us.
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--stats_.inFlight == 0) idle_.notify_all();
 }
 
 bool RingProcessor::advanceTailLocked() {
