@@ -1,0 +1,255 @@
+// deviced with the fuse-loop transport, end to end: real loop devices, real ext4, real mounts.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { Cleanup } from '../helpers/loop';
+import { makeTempDir, TempDir } from '../helpers/tmp';
+import {
+  Deviced,
+  FIXTURES,
+  leftovers,
+  mountDev,
+  run,
+  sha256File,
+  startDeviced,
+  treeDigest,
+  umount,
+  writeFileSynced,
+  writeImageConfig,
+} from './harness';
+
+const MiB = 1 << 20;
+
+let tmp: TempDir;
+let cleanup: Cleanup;
+
+beforeEach(() => {
+  tmp = makeTempDir('obd-device-');
+  cleanup = new Cleanup();
+});
+
+afterEach(() => {
+  try {
+    cleanup.run();
+  } finally {
+    const left = leftovers(tmp.path);
+    tmp.cleanup();
+    assert.deepEqual(left, [], 'the test left kernel state behind');
+  }
+});
+
+function obdLayer(d: Deviced, ...args: string[]): void {
+  const r = d.obd('layer', ...args);
+  assert.equal(r.status, 0, `obd layer ${args.join(' ')}: ${r.stderr}`);
+}
+
+function loopBound(dev: string): boolean {
+  return fs.existsSync(`/sys/block/${path.basename(dev)}/loop/backing_file`);
+}
+
+async function waitFor(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('deviced fuse-loop', { timeout: 600_000 }, () => {
+  it('writable stack: mkfs, write, commit; base+committed read-only has every file intact', async () => {
+    const d = await startDeviced(tmp, cleanup);
+    const mnt = tmp.join('mnt');
+    const expected = new Map<string, string>();
+    const snapshot = () => {
+      expected.clear();
+      for (const [k, v] of treeDigest(mnt)) expected.set(k, v);
+    };
+
+    // Layer 1: a fresh writable layer, formatted and filled.
+    obdLayer(d, 'create', '--vsize', '256M', '--uuid', '11111111-0000-4000-8000-000000000001', tmp.join('a.data'), tmp.join('a.index'));
+    const cfgA = writeImageConfig(tmp, 'a.json', {
+      upper: { data: tmp.join('a.data'), index: tmp.join('a.index') },
+      resultFile: tmp.join('a.result'),
+    });
+    const devA = d.attach(cfgA, 'layer-a');
+    assert.match(devA, /^\/dev\/loop\d+$/);
+    assert.equal(fs.readFileSync(tmp.join('a.result'), 'utf8'), 'success');
+    run('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard', devA]);
+    mountDev(cleanup, devA, mnt, 'rw');
+    const sizes = [0, 1, 511, 4095, 4096, 65537, 1 * MiB + 3, 5 * MiB];
+    sizes.forEach((n, i) => writeFileSynced(path.join(mnt, `dir${i % 3}`, `sub${i % 2}`, `f${i}.bin`), n, i + 1));
+    fs.symlinkSync('dir0/sub0/f0.bin', path.join(mnt, 'link'));
+    writeFileSynced(path.join(mnt, 'doomed.txt'), 1000, 99);
+    umount(mnt);
+    assert.equal(d.obd('device', 'detach', 'layer-a').status, 0);
+    assert.equal(loopBound(devA), false, 'detach unbinds the loop device');
+    obdLayer(d, 'commit', '--uuid', '11111111-0000-4000-8000-000000000001', tmp.join('a.data'), tmp.join('a.index'), tmp.join('a.lsmt'));
+
+    // Layer 2: writable over the committed base; overwrite, delete, add, trim.
+    obdLayer(d, 'create', '--vsize', '256M', '-p', '11111111-0000-4000-8000-000000000001', tmp.join('b.data'), tmp.join('b.index'));
+    const cfgB = writeImageConfig(tmp, 'b.json', {
+      lowers: [{ file: tmp.join('a.lsmt') }],
+      upper: { data: tmp.join('b.data'), index: tmp.join('b.index') },
+    });
+    const devB = d.attach(cfgB, 'layer-b');
+    mountDev(cleanup, devB, mnt, 'rw');
+    writeFileSynced(path.join(mnt, 'dir1', 'sub1', 'f1.bin'), 300_000, 7);
+    fs.unlinkSync(path.join(mnt, 'doomed.txt'));
+    writeFileSynced(path.join(mnt, 'new', 'g.bin'), 2 * MiB, 8);
+    run('fstrim', [mnt]); // discards reach the writable layer as zeroed extents
+    run('sync', ['-f', path.join(mnt, 'new')]);
+    snapshot();
+    umount(mnt);
+    const stats = JSON.parse(d.obd('device', 'stats', '--json', 'layer-b').stdout);
+    assert.ok(stats[0].writeBytes >= 2 * MiB, 'kernel writes counted');
+    assert.equal(stats[0].errors, 0);
+    assert.equal(d.obd('device', 'detach', devB).status, 0, 'detach by device path');
+    obdLayer(d, 'commit', '-z', tmp.join('b.data'), tmp.join('b.index'), tmp.join('b.zfile'));
+
+    // base + committed, read-only.
+    const cfgC = writeImageConfig(tmp, 'c.json', { lowers: [{ file: tmp.join('a.lsmt') }, { file: tmp.join('b.zfile') }] });
+    const devC = d.attach(cfgC, 'image');
+    assert.equal(run('blockdev', ['--getro', devC]).trim(), '1', 'no upper: the loop device is read-only');
+    mountDev(cleanup, devC, mnt, 'ro,noload');
+    assert.deepEqual(treeDigest(mnt), expected);
+    assert.ok(expected.size > sizes.length);
+    umount(mnt);
+    assert.equal(d.obd('device', 'detach', 'image').status, 0);
+    assert.equal(JSON.parse(d.obd('device', 'ls', '--json').stdout).length, 0);
+  });
+
+  it('upstream ext4 fixture stack read-only: the expected files are there', async () => {
+    const d = await startDeviced(tmp, cleanup);
+    run('tar', ['-xzf', path.join(FIXTURES, 'ext4_64.tar.gz'), '-C', tmp.path, 'ext4_64']);
+    const cfg = writeImageConfig(tmp, 'e.json', {
+      lowers: [
+        { file: tmp.join('ext4_64') },
+        { file: path.join(FIXTURES, 'e_ext4', 'e1.commit.lz4_bs4k.zfile') },
+        { file: path.join(FIXTURES, 'e_ext4', 'e2.commit.lz4_bs4k.zfile') },
+      ],
+    });
+    const dev = d.attach(cfg, 'fixture-e');
+    const mnt = tmp.join('mnt');
+    mountDev(cleanup, dev, mnt, 'ro,noload');
+    assert.equal(fs.readFileSync(path.join(mnt, 'etc/hello.txt'), 'utf8'), 'hello overlaybd, modified in e2\n');
+    assert.equal(fs.existsSync(path.join(mnt, 'etc/to_delete.txt')), false, 'whiteout applied in e2');
+    assert.equal(fs.readFileSync(path.join(mnt, 'etc/empty.txt')).length, 0);
+    const data = fs.readFileSync(path.join(mnt, 'bin/data.bin'));
+    assert.equal(data.length, 100000);
+    assert.ok(data.every((b, i) => b === (i * 7) % 251));
+    assert.equal(fs.readlinkSync(path.join(mnt, 'bin/link_to_data')), 'data.bin');
+    assert.deepEqual(fs.readdirSync(path.join(mnt, 'opaque')).sort(), ['new.txt']);
+    assert.ok(fs.statSync(path.join(mnt, 'empty_dir')).isDirectory());
+
+    // Mounted: a plain detach is refused with a message naming the mount; ls shows it.
+    const refused = d.obd('device', 'detach', 'fixture-e');
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /is mounted at .*mnt.*unmount it first or detach with force/);
+    const ls = JSON.parse(d.obd('device', 'ls', '--json').stdout);
+    assert.deepEqual(ls[0].mountedAt, [mnt]);
+    const st = (await d.client.stats('fixture-e'))[0];
+    assert.ok(st.readBytes > 0 && st.readOps > 0);
+    const human = d.obd('device', 'stats');
+    assert.match(human.stdout, /fixture-e\s+\/dev\/loop\d+/, human.stderr);
+
+    // Forced: detach succeeds, the mounted filesystem gets errors (not a hang), and the loop device
+    // is released once it is unmounted.
+    assert.equal(d.obd('device', 'detach', '--force', 'fixture-e').status, 0);
+    const r = spawnSync('dd', [`if=${path.join(mnt, 'bin/data.bin')}`, 'of=/dev/null', 'iflag=direct'], { timeout: 30_000 });
+    assert.notEqual(r.status, 0, 'I/O after a forced detach fails');
+    umount(mnt);
+    await waitFor('loop device release', () => !fs.existsSync(`/sys/block/${path.basename(dev)}/loop/backing_file`));
+  });
+
+  it('kill -9 while mounted: I/O fails fast; the restarted deviced cleans up and re-attaches', async () => {
+    const d = await startDeviced(tmp, cleanup);
+    obdLayer(d, 'create', '--vsize', '128M', tmp.join('w.data'), tmp.join('w.index'));
+    const cfg = writeImageConfig(tmp, 'w.json', { upper: { data: tmp.join('w.data'), index: tmp.join('w.index') } });
+    const dev = d.attach(cfg, 'victim');
+    run('mkfs.ext4', ['-q', '-F', dev]);
+    const mnt = tmp.join('mnt');
+    mountDev(cleanup, dev, mnt, 'rw');
+    writeFileSynced(path.join(mnt, 'kept.bin'), 3 * MiB, 5);
+    const keptSha = sha256File(path.join(mnt, 'kept.bin'));
+    cleanup.add(`release ${dev}`, () => void spawnSync('losetup', ['-d', dev]));
+
+    await d.kill9();
+    const t0 = Date.now();
+    const w = spawnSync('dd', ['if=/dev/zero', `of=${path.join(mnt, 'after.bin')}`, 'bs=64k', 'count=16', 'conv=fsync'], { timeout: 60_000 });
+    const r = spawnSync('dd', [`if=${path.join(mnt, 'kept.bin')}`, 'of=/dev/null', 'iflag=direct'], { timeout: 60_000 });
+    const elapsed = Date.now() - t0;
+    assert.notEqual(w.status, 0, 'write+fsync after the kill fails');
+    assert.notEqual(r.status, 0, 'direct read after the kill fails');
+    assert.ok(w.error === undefined && r.error === undefined, 'no I/O hung until the timeout');
+    assert.ok(elapsed < 30_000, `I/O failed within bounded time (${elapsed} ms)`);
+
+    await d.restart();
+    assert.match(d.logs(), /stale loop device from a previous deviced is still mounted.*device=\/dev\/loop\d+/);
+    assert.match(d.logs(), /cleaned stale FUSE mount/);
+    assert.match(d.logs(), /re-attached device id=victim/);
+    const ls = await d.client.list();
+    assert.equal(ls.length, 1);
+    const fresh = ls[0].path;
+    assert.notEqual(fresh, dev);
+
+    umount(mnt); // the dead mount: unmounting it lets the kernel release the old loop device
+    await waitFor('stale loop device release', () => !loopBound(dev));
+    mountDev(cleanup, fresh, mnt, 'rw');
+    assert.equal(sha256File(path.join(mnt, 'kept.bin')), keptSha, 'fsynced data survived the kill');
+    umount(mnt);
+    await d.client.detach('victim');
+    assert.equal(loopBound(fresh), false);
+    await d.stop();
+    assert.match(d.logs(), /deviced stopped/);
+    assert.deepEqual(fs.readdirSync(path.join(d.stateDir, 'devices')), []);
+    assert.deepEqual(fs.readdirSync(path.join(d.stateDir, 'mnt')), []);
+  });
+
+  it('bad configs fail to attach with a clear error and leave no half-made device', async () => {
+    const d = await startDeviced(tmp, cleanup);
+    const corrupt = tmp.join('corrupt.lsmt');
+    const garbage = Buffer.alloc(64 * 1024);
+    for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 131 + 17) & 0xff;
+    fs.writeFileSync(corrupt, garbage);
+    const truncated = tmp.join('truncated.lsmt');
+    fs.writeFileSync(truncated, fs.readFileSync(path.join(FIXTURES, 'e_ext4', 'e1.commit.lsmt')).subarray(0, 1 << 20));
+    obdLayer(d, 'create', '--vsize', '64M', tmp.join('u.data'), tmp.join('u.index'));
+    const cases: Array<[string, object, RegExp]> = [
+      ['missing layer file', { lowers: [{ file: tmp.join('nope.lsmt') }] }, /lowers\[0\]: layer file .*nope\.lsmt does not exist/],
+      ['corrupt layer', { lowers: [{ file: corrupt }] }, /corrupt\.lsmt/],
+      ['truncated layer', { lowers: [{ file: truncated }] }, /truncated\.lsmt/],
+      ['upper without index', { upper: { data: tmp.join('u.data') } }, /"upper\.data" is set but "upper\.index" is missing/],
+      ['upper index missing on disk', { upper: { data: tmp.join('u.data'), index: tmp.join('gone.index') } }, /gone\.index/],
+      ['remote lower', { repoBlobUrl: 'http://127.0.0.1:1/v2/x/blobs', lowers: [{ digest: 'sha256:' + 'a'.repeat(64), size: 10 }] }, /not supported/],
+      ['not JSON', { lowers: 'x' }, /"lowers" must be an array/],
+    ];
+    for (const [name, cfg, msg] of cases) {
+      const file = writeImageConfig(tmp, `bad-${cases.findIndex((c) => c[0] === name)}.json`, { ...cfg, resultFile: tmp.join('bad.result') });
+      const r = d.obd('device', 'attach', file, '--id', 'bad');
+      assert.notEqual(r.status, 0, `${name}: attach must fail`);
+      assert.match(r.stderr, msg, `${name}: ${r.stderr}`);
+      assert.match(fs.readFileSync(tmp.join('bad.result'), 'utf8'), /^failed:/, `${name}: resultFile`);
+      assert.deepEqual(await d.client.list(), [], `${name}: nothing attached`);
+      assert.deepEqual(fs.readdirSync(path.join(d.stateDir, 'devices')), [], `${name}: no state left`);
+      assert.deepEqual(fs.readdirSync(path.join(d.stateDir, 'mnt')), [], `${name}: no mount dir left`);
+      assert.deepEqual(leftovers(tmp.path), [], `${name}: no mount or loop device left`);
+    }
+    // deviced survived all of it.
+    const ok = writeImageConfig(tmp, 'ok.json', { upper: { data: tmp.join('u.data'), index: tmp.join('u.index') } });
+    d.attach(ok, 'ok');
+    await d.client.detach('ok');
+  });
+
+  it('asking for tcmu on a kernel without target_core_user fails at start, naming the module', async () => {
+    if (fs.existsSync('/sys/module/target_core_user')) return; // this kernel has it: nothing to show
+    fs.writeFileSync(tmp.join('tcmu.json'), JSON.stringify({ root: tmp.join('root'), deviceAddress: tmp.join('d.sock'), transport: 'tcmu' }));
+    const r = spawnSync(process.execPath, [path.join(__dirname, '..', '..', 'src', 'cli', 'obd.js'), 'deviced', '--config', tmp.join('tcmu.json')], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /target_core_user/);
+  });
+});
