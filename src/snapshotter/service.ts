@@ -1,0 +1,152 @@
+// containerd.services.snapshots.v1.Snapshots over gRPC: decodes requests, calls the Snapshotter,
+// encodes answers. Error kinds become gRPC codes here, once (containerd's errdefs.ToGRPC table).
+import fs from 'node:fs';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ErrorKind, SnapshotError } from './errors';
+import { Logger } from './log';
+import { Info, Kind, Mount, Snapshotter } from './snapshotter';
+
+const SNAPSHOTS_PROTO = 'containerd/services/snapshots/v1/snapshots.proto';
+
+/** proto/ at the repository root: found from src/snapshotter (ts) and dist/src/snapshotter (js). */
+export function protoDir(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'proto');
+    if (fs.existsSync(path.join(candidate, SNAPSHOTS_PROTO))) return candidate;
+    if (path.dirname(dir) === dir) throw new Error(`proto/${SNAPSHOTS_PROTO} not found above ${__dirname}`);
+  }
+}
+
+export function loadSnapshotsService(): grpc.ServiceDefinition {
+  const def = protoLoader.loadSync(SNAPSHOTS_PROTO, {
+    includeDirs: [protoDir()],
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+  });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    containerd: { services: { snapshots: { v1: { Snapshots: grpc.ServiceClientConstructor } } } };
+  };
+  return pkg.containerd.services.snapshots.v1.Snapshots.service;
+}
+
+const CODES: Record<ErrorKind, grpc.status> = {
+  NotFound: grpc.status.NOT_FOUND,
+  AlreadyExists: grpc.status.ALREADY_EXISTS,
+  FailedPrecondition: grpc.status.FAILED_PRECONDITION,
+  InvalidArgument: grpc.status.INVALID_ARGUMENT,
+  Unavailable: grpc.status.UNAVAILABLE,
+};
+
+export function toServiceError(err: unknown): grpc.ServiceError {
+  const e = err instanceof Error ? err : new Error(String(err));
+  const code = err instanceof SnapshotError ? CODES[err.kind] : grpc.status.UNKNOWN;
+  return Object.assign(new Error(e.message), { code, details: e.message, metadata: new grpc.Metadata() });
+}
+
+interface Timestamp {
+  seconds: string;
+  nanos: number;
+}
+
+const KIND_ENUM: Record<Kind, string> = { view: 'VIEW', active: 'ACTIVE', committed: 'COMMITTED' };
+
+function timestamp(ns: bigint): Timestamp {
+  return { seconds: (ns / 1_000_000_000n).toString(), nanos: Number(ns % 1_000_000_000n) };
+}
+
+export function encodeInfo(i: Info): Record<string, unknown> {
+  return {
+    name: i.name,
+    parent: i.parent,
+    kind: KIND_ENUM[i.kind],
+    created_at: timestamp(i.created),
+    updated_at: timestamp(i.updated),
+    labels: i.labels,
+  };
+}
+
+function encodeMounts(mounts: Mount[]): Record<string, unknown> {
+  return { mounts: mounts.map((m) => ({ type: m.type, source: m.source, target: m.target ?? '', options: m.options })) };
+}
+
+type Req = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** Wraps one unary handler: logging, timing and the single error mapping. */
+function unary(
+  name: string,
+  log: Logger,
+  fn: (req: Req) => Promise<unknown>,
+): grpc.handleUnaryCall<Req, unknown> {
+  return (call, callback) => {
+    const t0 = process.hrtime.bigint();
+    fn(call.request).then(
+      (res) => callback(null, res),
+      (err: unknown) => {
+        const clientError = err instanceof SnapshotError;
+        log.log(clientError ? 'debug' : 'error', `${name} failed`, {
+          key: call.request?.key,
+          code: clientError ? err.kind : 'Unknown',
+          err: (err as Error)?.message,
+          ms: Number(process.hrtime.bigint() - t0) / 1e6,
+        });
+        callback(toServiceError(err));
+      },
+    );
+  };
+}
+
+const LIST_BATCH = 100;
+
+export function snapshotsHandlers(sn: Snapshotter, log: Logger): grpc.UntypedServiceImplementation {
+  return {
+    Prepare: unary('Prepare', log, async (r) => encodeMounts(await sn.prepare(r.key, r.parent, r.labels ?? {}))),
+    View: unary('View', log, async (r) => encodeMounts(await sn.view(r.key, r.parent, r.labels ?? {}))),
+    Mounts: unary('Mounts', log, async (r) => encodeMounts(await sn.mounts(r.key))),
+    Commit: unary('Commit', log, async (r) => {
+      await sn.commit(r.name, r.key, r.labels ?? {});
+      return {};
+    }),
+    Remove: unary('Remove', log, async (r) => {
+      await sn.remove(r.key);
+      return {};
+    }),
+    Stat: unary('Stat', log, async (r) => ({ info: encodeInfo(await sn.stat(r.key)) })),
+    Update: unary('Update', log, async (r) => {
+      const info = r.info ?? {};
+      const paths: string[] = r.update_mask?.paths ?? [];
+      return { info: encodeInfo(await sn.update({ name: info.name ?? '', labels: info.labels ?? {} }, paths)) };
+    }),
+    Usage: unary('Usage', log, async (r) => {
+      const u = await sn.usage(r.key);
+      return { size: String(u.size), inodes: String(u.inodes) };
+    }),
+    Cleanup: unary('Cleanup', log, async () => {
+      await sn.cleanup();
+      return {};
+    }),
+    List: (call: grpc.ServerWritableStream<Req, unknown>) => {
+      const run = async () => {
+        let batch: Record<string, unknown>[] = [];
+        await sn.walk(call.request.filters ?? [], (info) => {
+          batch.push(encodeInfo(info));
+          if (batch.length >= LIST_BATCH) {
+            call.write({ info: batch });
+            batch = [];
+          }
+        });
+        if (batch.length > 0) call.write({ info: batch });
+      };
+      run().then(
+        () => call.end(),
+        (err: unknown) => {
+          log.log(err instanceof SnapshotError ? 'debug' : 'error', 'List failed', { err: (err as Error).message });
+          call.destroy(toServiceError(err));
+        },
+      );
+    },
+  };
+}
