@@ -22,6 +22,8 @@
 #include "image/layer_info.h"
 #include "image/stack.h"
 #include "io/local_file.h"
+#include "cache/block_cache.h"
+#include "remote/remote_file.h"
 #include "util/crc32c.h"
 #include "transport/tcmu/kernel.h"
 
@@ -49,6 +51,356 @@ Napi::Value fail(Napi::Env env, const obd::Status& st) {
 
 }  // namespace common
 // ---- end common ----
+
+// ---- remote ----
+// Remote blobs read through the block cache (addon/src/cache, addon/src/remote).
+//
+// JS API (typed wrappers in src/addon.ts, section "remote"):
+//   new BlockCache({dir, capacityBytes, unitSize?, sync?})   .stats()  .drain(): Promise<void>
+//   new RemoteFetcher(fn)   fn(digest, offset, length, done) runs on the JS thread for every cache
+//                           miss; JS calls done(null, bytes) or done(err) exactly once.  .close()
+//   new RemoteFile({digest, size, cache, fetcher, readAheadUnits?, maxFetchUnits?})
+//                           .read(offset, length): Promise<Buffer>   .stats()
+//
+// For other sections (stack/device): build a lower from a JS description with
+//   obd::Result<std::shared_ptr<obd::ReadableFile>> remote_binding::remoteLowerFromJs(Napi::Env, const Napi::Object& spec)
+// where spec is a RemoteFile object, or {remote: RemoteFile}, or
+// {digest: "sha256:…", size, cache: BlockCache, fetcher: RemoteFetcher, readAheadUnits?, maxFetchUnits?}.
+// Misses are answered by JS on the main thread: never read such a lower synchronously on it.
+namespace remote_binding {
+
+using common::toError;
+using obd::Status;
+
+constexpr napi_type_tag kCacheTag = {0x6f62645f63616368ull, 0x655f746167000001ull};
+constexpr napi_type_tag kFetcherTag = {0x6f62645f66657463ull, 0x685f746167000002ull};
+constexpr napi_type_tag kFileTag = {0x6f62645f72656d6full, 0x74655f6669000003ull};
+
+bool numberArg(const Napi::Object& o, const char* key, uint64_t* out, bool required, std::string* bad) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) *bad = std::string(key) + " is required";
+    return !required;
+  }
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
+    *bad = std::string(key) + " must be a non-negative integer";
+    return false;
+  }
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+// The fetcher: a ThreadSafeFunction that calls the JS fetch function on the main thread.
+class JsFetcher : public obd::BlobFetcher {
+ public:
+  struct Request {
+    std::string digest;
+    uint64_t offset;
+    uint64_t length;
+    obd::BlobFetcher::Done done;
+  };
+  struct Shared {
+    std::mutex mu;
+    bool closed = false;
+    Napi::ThreadSafeFunction tsfn;
+  };
+
+  explicit JsFetcher(std::shared_ptr<Shared> s) : s_(std::move(s)) {}
+  ~JsFetcher() override { close(); }
+
+  void close() {
+    std::lock_guard<std::mutex> g(s_->mu);
+    if (s_->closed) return;
+    s_->closed = true;
+    s_->tsfn.Release();
+  }
+
+  void fetch(const std::string& digest, uint64_t offset, uint64_t length, Done done) override {
+    auto* req = new Request{digest, offset, length, std::move(done)};
+    napi_status st = napi_closing;
+    {
+      std::lock_guard<std::mutex> g(s_->mu);
+      if (!s_->closed) st = s_->tsfn.NonBlockingCall(req, callJs);
+    }
+    if (st != napi_ok) {
+      Done d = std::move(req->done);
+      delete req;
+      d(obd::IoError(digest + ": remote fetcher is closed"), {});
+    }
+  }
+
+ private:
+  static void callJs(Napi::Env env, Napi::Function fn, Request* raw) {
+    std::shared_ptr<Request> req(raw);
+    if (env == nullptr || fn.IsEmpty()) {
+      if (req->done) req->done(obd::IoError(req->digest + ": remote fetcher went away"), {});
+      return;
+    }
+    auto finish = [req](Status st, std::vector<uint8_t> data) {
+      if (!req->done) return;  // a second call of done() is ignored
+      obd::BlobFetcher::Done d = std::move(req->done);
+      req->done = nullptr;
+      d(std::move(st), std::move(data));
+    };
+    Napi::Function done = Napi::Function::New(env, [finish](const Napi::CallbackInfo& info) -> Napi::Value {
+      Napi::Env e = info.Env();
+      Napi::Value err = info.Length() > 0 ? info[0] : e.Undefined();
+      if (!err.IsUndefined() && !err.IsNull()) {
+        std::string msg = "fetch failed";
+        if (err.IsObject()) {
+          Napi::Value m = err.As<Napi::Object>().Get("message");
+          if (m.IsString()) msg = m.As<Napi::String>().Utf8Value();
+        } else if (err.IsString()) {
+          msg = err.As<Napi::String>().Utf8Value();
+        }
+        finish(obd::IoError(msg), {});
+        return e.Undefined();
+      }
+      Napi::Value v = info.Length() > 1 ? info[1] : e.Undefined();
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+        finish(obd::IoError("fetcher answered without a Uint8Array"), {});
+        return e.Undefined();
+      }
+      auto a = v.As<Napi::Uint8Array>();
+      finish(Status::Ok(), std::vector<uint8_t>(a.Data(), a.Data() + a.ByteLength()));
+      return e.Undefined();
+    });
+    fn.Call({Napi::String::New(env, req->digest), Napi::Number::New(env, static_cast<double>(req->offset)),
+             Napi::Number::New(env, static_cast<double>(req->length)), done});
+    if (env.IsExceptionPending()) {
+      Napi::Error e = env.GetAndClearPendingException();
+      finish(obd::IoError(req->digest + ": fetch function threw: " + e.Message()), {});
+    }
+  }
+
+  std::shared_ptr<Shared> s_;
+};
+
+class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "BlockCache", {InstanceMethod("stats", &CacheWrap::Stats), InstanceMethod("drain", &CacheWrap::Drain)});
+  }
+  explicit CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) {
+      toError(env, obd::InvalidArg("BlockCache({dir, capacityBytes, unitSize?})")).ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    obd::BlockCacheOptions opts;
+    std::string bad;
+    uint64_t unit = opts.unitSize;
+    if (!o.Get("dir").IsString()) bad = "dir must be a string";
+    else opts.dir = o.Get("dir").As<Napi::String>().Utf8Value();
+    if (bad.empty()) numberArg(o, "capacityBytes", &opts.capacityBytes, true, &bad);
+    if (bad.empty()) numberArg(o, "unitSize", &unit, false, &bad);
+    if (!bad.empty()) {
+      toError(env, obd::InvalidArg("BlockCache: " + bad)).ThrowAsJavaScriptException();
+      return;
+    }
+    opts.unitSize = static_cast<uint32_t>(std::min<uint64_t>(unit, UINT32_MAX));
+    if (o.Has("sync") && !o.Get("sync").IsUndefined()) opts.sync = o.Get("sync").ToBoolean();
+    auto c = obd::BlockCache::open(opts);
+    if (!c.ok()) {
+      toError(env, c.status()).ThrowAsJavaScriptException();
+      return;
+    }
+    cache = c.take();
+    info.This().As<Napi::Object>().TypeTag(&kCacheTag);
+  }
+  std::shared_ptr<obd::BlockCache> cache;
+
+ private:
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    obd::BlockCacheStats s = cache->stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("capacityBytes", static_cast<double>(s.capacityBytes));
+    o.Set("usedBytes", static_cast<double>(s.usedBytes));
+    o.Set("unitSize", static_cast<double>(cache->unitSize()));
+    o.Set("blobs", static_cast<double>(s.blobs));
+    o.Set("writtenUnits", static_cast<double>(s.writtenUnits));
+    o.Set("evictedUnits", static_cast<double>(s.evictedUnits));
+    o.Set("verifiedBlobs", static_cast<double>(s.verifiedBlobs));
+    o.Set("verifyFailures", static_cast<double>(s.verifyFailures));
+    o.Set("writeErrors", static_cast<double>(s.writeErrors));
+    o.Set("lastError", s.lastError);
+    return o;
+  }
+  // Resolves once every queued cache write and verification is done (waits on the libuv pool).
+  Napi::Value Drain(const Napi::CallbackInfo& info) {
+    class Worker : public Napi::AsyncWorker {
+     public:
+      Worker(Napi::Env env, std::shared_ptr<obd::BlockCache> c)
+          : Napi::AsyncWorker(env), d_(Napi::Promise::Deferred::New(env)), c_(std::move(c)) {}
+      void Execute() override { c_->drain(); }
+      void OnOK() override { d_.Resolve(Env().Undefined()); }
+      Napi::Promise promise() { return d_.Promise(); }
+
+     private:
+      Napi::Promise::Deferred d_;
+      std::shared_ptr<obd::BlockCache> c_;
+    };
+    auto* w = new Worker(info.Env(), cache);
+    auto p = w->promise();
+    w->Queue();
+    return p;
+  }
+};
+
+class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "RemoteFetcher", {InstanceMethod("close", &FetcherWrap::Close)});
+  }
+  explicit FetcherWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FetcherWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      toError(env, obd::InvalidArg("RemoteFetcher(fn(digest, offset, length, done))")).ThrowAsJavaScriptException();
+      return;
+    }
+    auto shared = std::make_shared<JsFetcher::Shared>();
+    auto* keep = new std::shared_ptr<JsFetcher::Shared>(shared);
+    shared->tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "obd-remote-fetch", 0, 1, keep,
+                                                 [](Napi::Env, std::shared_ptr<JsFetcher::Shared>* s) {
+                                                   {
+                                                     std::lock_guard<std::mutex> g((*s)->mu);
+                                                     (*s)->closed = true;  // finalized: never Release again
+                                                   }
+                                                   delete s;
+                                                 });
+    shared->tsfn.Unref(env);  // an idle fetcher does not keep the process alive
+    fetcher = std::make_shared<JsFetcher>(shared);
+    info.This().As<Napi::Object>().TypeTag(&kFetcherTag);
+  }
+  std::shared_ptr<JsFetcher> fetcher;
+
+ private:
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (fetcher) fetcher->close();
+    return info.Env().Undefined();
+  }
+};
+
+template <typename W>
+W* unwrapTagged(const Napi::Value& v, const napi_type_tag& tag) {
+  if (!v.IsObject()) return nullptr;
+  Napi::Object o = v.As<Napi::Object>();
+  if (!o.CheckTypeTag(&tag)) return nullptr;
+  return W::Unwrap(o);
+}
+
+obd::Result<std::shared_ptr<obd::RemoteFile>> openFromSpec(const Napi::Object& spec) {
+  std::string bad;
+  if (!spec.Get("digest").IsString()) return obd::InvalidArg("remote lower: digest must be a string");
+  std::string digest = spec.Get("digest").As<Napi::String>().Utf8Value();
+  uint64_t size = 0, readAhead = obd::RemoteFileOptions().readAheadUnits, maxFetch = obd::RemoteFileOptions().maxFetchUnits;
+  if (!numberArg(spec, "size", &size, true, &bad) || !numberArg(spec, "readAheadUnits", &readAhead, false, &bad) ||
+      !numberArg(spec, "maxFetchUnits", &maxFetch, false, &bad))
+    return obd::InvalidArg(digest + ": remote lower: " + bad);
+  auto* c = unwrapTagged<CacheWrap>(spec.Get("cache"), kCacheTag);
+  auto* f = unwrapTagged<FetcherWrap>(spec.Get("fetcher"), kFetcherTag);
+  if (!c || !c->cache) return obd::InvalidArg(digest + ": remote lower: cache must be a BlockCache");
+  if (!f || !f->fetcher) return obd::InvalidArg(digest + ": remote lower: fetcher must be a RemoteFetcher");
+  obd::RemoteFileOptions opts;
+  opts.readAheadUnits = static_cast<uint32_t>(std::min<uint64_t>(readAhead, 1u << 16));
+  opts.maxFetchUnits = static_cast<uint32_t>(std::min<uint64_t>(std::max<uint64_t>(maxFetch, 1), 1u << 16));
+  return obd::RemoteFile::open(c->cache, f->fetcher, digest, size, opts);
+}
+
+class FileWrap : public Napi::ObjectWrap<FileWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "RemoteFile", {InstanceMethod("read", &FileWrap::Read), InstanceMethod("stats", &FileWrap::Stats),
+                                           InstanceAccessor("size", &FileWrap::Size, nullptr)});
+  }
+  explicit FileWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FileWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) {
+      toError(env, obd::InvalidArg("RemoteFile({digest, size, cache, fetcher})")).ThrowAsJavaScriptException();
+      return;
+    }
+    auto r = openFromSpec(info[0].As<Napi::Object>());
+    if (!r.ok()) {
+      toError(env, r.status()).ThrowAsJavaScriptException();
+      return;
+    }
+    file = r.take();
+    info.This().As<Napi::Object>().TypeTag(&kFileTag);
+  }
+  std::shared_ptr<obd::RemoteFile> file;
+
+ private:
+  struct ReadCtx {
+    std::vector<uint8_t> buf;
+    Status st;
+    Napi::Promise::Deferred deferred;
+  };
+  Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(file->size())); }
+  // read(offset, length) → Promise<Buffer>; completes from whatever thread the read finishes on.
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto deferred = Napi::Promise::Deferred::New(env);
+    uint64_t off = 0, len = 0;
+    std::string bad;
+    Napi::Object args = Napi::Object::New(env);
+    args.Set("offset", info.Length() > 0 ? info[0] : env.Undefined());
+    args.Set("length", info.Length() > 1 ? info[1] : env.Undefined());
+    if (!numberArg(args, "offset", &off, true, &bad) || !numberArg(args, "length", &len, true, &bad) || len > (1u << 30)) {
+      deferred.Reject(toError(env, obd::InvalidArg("RemoteFile.read(offset, length): " + (bad.empty() ? "length too large" : bad))).Value());
+      return deferred.Promise();
+    }
+    auto* ctx = new ReadCtx{std::vector<uint8_t>(len), Status::Ok(), deferred};
+    auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "obd-remote-read", 0, 1);
+    file->readAsync(ctx->buf.data(), len, off, [ctx, tsfn](Status st) mutable {
+      ctx->st = std::move(st);
+      napi_status s = tsfn.NonBlockingCall(ctx, [](Napi::Env e, Napi::Function, ReadCtx* c) {
+        if (e != nullptr) {
+          if (c->st.ok()) c->deferred.Resolve(Napi::Buffer<uint8_t>::Copy(e, c->buf.data(), c->buf.size()));
+          else c->deferred.Reject(toError(e, c->st).Value());
+        }
+        delete c;
+      });
+      if (s != napi_ok) delete ctx;
+      tsfn.Release();
+    });
+    return deferred.Promise();
+  }
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    obd::RemoteFileStats s = file->stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("reads", static_cast<double>(s.reads));
+    o.Set("hits", static_cast<double>(s.hits));
+    o.Set("fetches", static_cast<double>(s.fetches));
+    o.Set("fetchedBytes", static_cast<double>(s.fetchedBytes));
+    o.Set("readAheadFetches", static_cast<double>(s.readAheadFetches));
+    o.Set("failedFetches", static_cast<double>(s.failedFetches));
+    o.Set("presentUnits", static_cast<double>(file->cachedBlob()->presentCount()));
+    o.Set("units", static_cast<double>(file->cachedBlob()->unitCount()));
+    return o;
+  }
+};
+
+obd::Result<std::shared_ptr<obd::ReadableFile>> remoteLowerFromJs(Napi::Env env, const Napi::Object& spec) {
+  if (auto* w = unwrapTagged<FileWrap>(spec, kFileTag)) return std::shared_ptr<obd::ReadableFile>(w->file);
+  if (auto* w = unwrapTagged<FileWrap>(spec.Get("remote"), kFileTag)) return std::shared_ptr<obd::ReadableFile>(w->file);
+  auto r = openFromSpec(spec);
+  if (!r.ok()) return r.status();
+  return std::shared_ptr<obd::ReadableFile>(r.take());
+}
+
+void registerAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("BlockCache", CacheWrap::define(env));
+  exports.Set("RemoteFetcher", FetcherWrap::define(env));
+  exports.Set("RemoteFile", FileWrap::define(env));
+}
+
+}  // namespace remote_binding
+// ---- end remote ----
+
 
 // ---- zfile ----
 namespace zfile_binding {
@@ -755,6 +1107,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   layer_binding::registerAll(env, exports);
   device_binding::registerAll(env, exports);
   tcmu_binding::registerAll(env, exports);
+  remote_binding::registerAll(env, exports);
   return exports;
 }
 

@@ -1,0 +1,440 @@
+#include "cache/block_cache.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace obd {
+
+namespace {
+
+constexpr char kMagic[8] = {'O', 'B', 'D', 'C', 'A', 'C', 'H', '1'};
+constexpr uint64_t kHeaderSize = 64;
+
+struct BitmapHeader {  // little-endian on disk (x86/arm64 hosts)
+  char magic[8];
+  uint32_t unitSize;
+  uint32_t reserved;
+  uint64_t blobSize;
+  uint8_t pad[kHeaderSize - 24];
+};
+static_assert(sizeof(BitmapHeader) == kHeaderSize, "bitmap header is 64 bytes");
+
+Status preadAll(int fd, void* buf, size_t n, uint64_t off, const std::string& what) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return SysError(what + ": read at " + std::to_string(off));
+    }
+    if (r == 0) {  // sparse tail past EOF reads as zero
+      std::memset(p, 0, n);
+      return Status::Ok();
+    }
+    p += r;
+    n -= static_cast<size_t>(r);
+    off += static_cast<uint64_t>(r);
+  }
+  return Status::Ok();
+}
+
+Status pwriteAll(int fd, const void* buf, size_t n, uint64_t off, const std::string& what) {
+  auto* p = static_cast<const uint8_t*>(buf);
+  while (n > 0) {
+    ssize_t r = ::pwrite(fd, p, n, static_cast<off_t>(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return SysError(what + ": write at " + std::to_string(off));
+    }
+    p += r;
+    n -= static_cast<size_t>(r);
+    off += static_cast<uint64_t>(r);
+  }
+  return Status::Ok();
+}
+
+std::string fileStem(const std::string& digest) { return "sha256_" + digest.substr(7); }
+
+}  // namespace
+
+bool isSha256Digest(const std::string& d) {
+  if (d.size() != 71 || d.compare(0, 7, "sha256:") != 0) return false;
+  return std::all_of(d.begin() + 7, d.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// ---- CachedBlob ----
+
+CachedBlob::CachedBlob(BlockCache* cache, std::string digest, uint64_t size, uint32_t unitSize)
+    : cache_(cache), digest_(std::move(digest)), size_(size), unitSize_(unitSize),
+      units_((size + unitSize - 1) / unitSize), bits_((units_ + 7) / 8, 0) {}
+
+uint64_t CachedBlob::unitBytes(uint64_t unit) const {
+  uint64_t start = unit * unitSize_;
+  return start >= size_ ? 0 : std::min<uint64_t>(unitSize_, size_ - start);
+}
+
+bool CachedBlob::present(uint64_t unit) const {
+  std::lock_guard<std::mutex> g(mu_);
+  return unit < units_ && (bits_[unit / 8] >> (unit % 8)) & 1;
+}
+
+uint64_t CachedBlob::presentCount() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return presentCount_;
+}
+
+Result<bool> CachedBlob::readIfPresent(void* buf, size_t n, uint64_t off) {
+  if (n == 0) return true;
+  if (off + n > size_ || off + n < off) return InvalidArg(digest_ + ": cache read beyond blob end");
+  uint64_t first = off / unitSize_, last = (off + n - 1) / unitSize_;
+  uint64_t epoch;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (uint64_t u = first; u <= last; u++)
+      if (!((bits_[u / 8] >> (u % 8)) & 1)) return false;
+    epoch = epoch_;
+  }
+  OBD_RETURN_IF_ERROR(preadAll(data_.get(), buf, n, off, digest_ + " cache"));
+  std::lock_guard<std::mutex> g(mu_);
+  return epoch == epoch_;  // units dropped meanwhile: the bytes may be a punched hole
+}
+
+Status CachedBlob::openFiles(const std::string& dataPath, const std::string& bitmapPath, bool create) {
+  int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
+  data_.reset(::open(dataPath.c_str(), flags, 0600));
+  if (!data_.valid()) return SysError(dataPath + ": open");
+  bitmap_.reset(::open(bitmapPath.c_str(), flags, 0600));
+  if (!bitmap_.valid()) return SysError(bitmapPath + ": open");
+  if (create) {
+    if (::ftruncate(data_.get(), static_cast<off_t>(size_)) != 0) return SysError(dataPath + ": truncate");
+    BitmapHeader h{};
+    std::memcpy(h.magic, kMagic, sizeof kMagic);
+    h.unitSize = unitSize_;
+    h.blobSize = size_;
+    if (::ftruncate(bitmap_.get(), 0) != 0) return SysError(bitmapPath + ": truncate");
+    OBD_RETURN_IF_ERROR(pwriteAll(bitmap_.get(), &h, sizeof h, 0, bitmapPath));
+    OBD_RETURN_IF_ERROR(pwriteAll(bitmap_.get(), bits_.data(), bits_.size(), kHeaderSize, bitmapPath));
+    if (::fsync(bitmap_.get()) != 0) return SysError(bitmapPath + ": fsync");
+    return Status::Ok();
+  }
+  OBD_RETURN_IF_ERROR(preadAll(bitmap_.get(), bits_.data(), bits_.size(), kHeaderSize, bitmapPath));
+  // Bits past the last unit are meaningless; clear them so counts stay exact.
+  if (units_ % 8) bits_.back() &= static_cast<uint8_t>((1u << (units_ % 8)) - 1);
+  presentCount_ = 0;
+  for (uint8_t b : bits_) presentCount_ += static_cast<uint64_t>(__builtin_popcount(b));
+  return Status::Ok();
+}
+
+Status CachedBlob::writeBitmapBytes(uint64_t firstByte, uint64_t lastByte) {
+  return pwriteAll(bitmap_.get(), bits_.data() + firstByte, lastByte - firstByte + 1, kHeaderSize + firstByte,
+                   digest_ + " bitmap");
+}
+
+Status CachedBlob::setPresent(uint64_t first, uint64_t count) {
+  std::lock_guard<std::mutex> g(mu_);
+  for (uint64_t u = first; u < first + count; u++) {
+    uint8_t& b = bits_[u / 8];
+    if (!((b >> (u % 8)) & 1)) presentCount_++;
+    b |= static_cast<uint8_t>(1u << (u % 8));
+  }
+  return writeBitmapBytes(first / 8, (first + count - 1) / 8);
+}
+
+Status CachedBlob::clearPresent(const std::vector<uint64_t>& units, bool syncBitmap) {
+  std::lock_guard<std::mutex> g(mu_);
+  epoch_++;
+  verified_ = false;
+  for (uint64_t u : units) {
+    uint8_t& b = bits_[u / 8];
+    if ((b >> (u % 8)) & 1) presentCount_--;
+    b &= static_cast<uint8_t>(~(1u << (u % 8)));
+    OBD_RETURN_IF_ERROR(writeBitmapBytes(u / 8, u / 8));
+  }
+  if (syncBitmap && ::fdatasync(bitmap_.get()) != 0) return SysError(digest_ + " bitmap: fdatasync");
+  return Status::Ok();
+}
+
+// ---- BlockCache ----
+
+BlockCache::BlockCache(BlockCacheOptions opts) : opts_(std::move(opts)) { stats_.capacityBytes = opts_.capacityBytes; }
+
+Result<std::shared_ptr<BlockCache>> BlockCache::open(const BlockCacheOptions& opts) {
+  if (opts.dir.empty()) return InvalidArg("block cache: cacheDir is empty");
+  if (opts.unitSize < 4096 || opts.unitSize > (64u << 20) || (opts.unitSize & (opts.unitSize - 1)))
+    return InvalidArg("block cache: refill unit must be a power of two between 4 KiB and 64 MiB, got " +
+                      std::to_string(opts.unitSize));
+  if (::mkdir(opts.dir.c_str(), 0700) != 0 && errno != EEXIST) return SysError(opts.dir + ": mkdir");
+  std::shared_ptr<BlockCache> c(new BlockCache(opts));
+  OBD_RETURN_IF_ERROR(c->load());
+  c->writer_ = std::thread([raw = c.get()] { raw->writerLoop(); });
+  c->evictIfNeeded();
+  return c;
+}
+
+BlockCache::~BlockCache() {
+  {
+    std::lock_guard<std::mutex> g(qmu_);
+    stopping_ = true;
+  }
+  qcv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
+
+Status BlockCache::load() {
+  DIR* d = ::opendir(opts_.dir.c_str());
+  if (!d) return SysError(opts_.dir + ": opendir");
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+  ::closedir(d);
+  for (const std::string& name : names) {
+    const std::string suffix = ".bitmap";
+    if (name.size() != 7 + 64 + suffix.size() || name.compare(0, 7, "sha256_") != 0 ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    std::string digest = "sha256:" + name.substr(7, 64);
+    if (!isSha256Digest(digest)) continue;
+    std::string stem = opts_.dir + "/" + fileStem(digest);
+    UniqueFd fd(::open((stem + ".bitmap").c_str(), O_RDONLY | O_CLOEXEC));
+    BitmapHeader h{};
+    bool ok = fd.valid() && ::pread(fd.get(), &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) &&
+              std::memcmp(h.magic, kMagic, sizeof kMagic) == 0 && h.unitSize == opts_.unitSize;
+    struct stat st{};
+    ok = ok && ::stat((stem + ".data").c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) == h.blobSize;
+    if (!ok) {  // foreign, torn at creation, or another unit size: start this blob over
+      ::unlink((stem + ".bitmap").c_str());
+      ::unlink((stem + ".data").c_str());
+      continue;
+    }
+    std::shared_ptr<CachedBlob> b(new CachedBlob(this, digest, h.blobSize, opts_.unitSize));
+    Status st2 = b->openFiles(stem + ".data", stem + ".bitmap", false);
+    if (!st2.ok()) return st2;
+    for (uint64_t u = 0; u < b->units_; u++) {
+      if (!((b->bits_[u / 8] >> (u % 8)) & 1)) continue;
+      lru_.push_back(UnitKey{b.get(), u});  // older than anything touched in this run
+      lruIndex_[lru_.back()] = std::prev(lru_.end());
+      stats_.usedBytes += b->unitBytes(u);
+    }
+    // Complete but maybe never verified (a crash between the last write and the check).
+    if (b->presentCount_ == b->units_ && b->units_ > 0) queue_.push_back(Job{b, 0, nullptr, nullptr});
+    blobs_[digest] = std::move(b);
+  }
+  stats_.blobs = blobs_.size();
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<CachedBlob>> BlockCache::blob(const std::string& digest, uint64_t size) {
+  if (!isSha256Digest(digest)) return InvalidArg("block cache: \"" + digest + "\" is not a sha256 digest");
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = blobs_.find(digest);
+  if (it != blobs_.end()) {
+    if (it->second->size() != size)
+      return InvalidArg(digest + ": size " + std::to_string(size) + " does not match the cached size " +
+                        std::to_string(it->second->size()));
+    return it->second;
+  }
+  std::shared_ptr<CachedBlob> b(new CachedBlob(this, digest, size, opts_.unitSize));
+  std::string stem = opts_.dir + "/" + fileStem(digest);
+  Status st = b->openFiles(stem + ".data", stem + ".bitmap", true);
+  if (!st.ok()) return st;
+  blobs_[digest] = b;
+  stats_.blobs = blobs_.size();
+  if (size == 0) b->verified_ = true;
+  return b;
+}
+
+void BlockCache::persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const std::vector<uint8_t>> data,
+                         std::function<void()> done) {
+  {
+    std::lock_guard<std::mutex> g(qmu_);
+    queue_.push_back(Job{std::move(blob), firstUnit, std::move(data), std::move(done)});
+  }
+  qcv_.notify_one();
+}
+
+void BlockCache::touch(CachedBlob* blob, uint64_t firstUnit, uint64_t lastUnit) {
+  std::lock_guard<std::mutex> g(mu_);
+  for (uint64_t u = firstUnit; u <= lastUnit; u++) {
+    auto it = lruIndex_.find(UnitKey{blob, u});
+    if (it != lruIndex_.end()) lru_.splice(lru_.begin(), lru_, it->second);
+  }
+}
+
+void BlockCache::drain() {
+  std::unique_lock<std::mutex> g(qmu_);
+  idle_.wait(g, [this] { return queue_.empty() && !busy_; });
+}
+
+BlockCacheStats BlockCache::stats() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return stats_;
+}
+
+void BlockCache::writerLoop() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> g(qmu_);
+      busy_ = false;
+      if (queue_.empty()) idle_.notify_all();
+      qcv_.wait(g, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping and nothing left
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    if (job.data) persistNow(job.blob, job.firstUnit, *job.data);
+    else if (job.blob) verify(job.blob);
+    if (job.done) job.done();
+  }
+}
+
+void BlockCache::persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t firstUnit, const std::vector<uint8_t>& data) {
+  uint64_t off = firstUnit * blob->unitSize_;
+  uint64_t count = (data.size() + blob->unitSize_ - 1) / blob->unitSize_;
+  if (count == 0 || firstUnit + count > blob->units_ || off + data.size() > blob->size_ ||
+      (off + data.size() != blob->size_ && data.size() % blob->unitSize_ != 0)) {
+    recordError(blob->digest_ + ": refusing to cache a misaligned piece at " + std::to_string(off), true);
+    return;
+  }
+  Status st = pwriteAll(blob->data_.get(), data.data(), data.size(), off, blob->digest_ + " cache");
+  if (st.ok() && opts_.sync && ::fdatasync(blob->data_.get()) != 0) st = SysError(blob->digest_ + " cache: fdatasync");
+  if (st.ok()) st = blob->setPresent(firstUnit, count);
+  if (!st.ok()) {
+    recordError(st.message(), true);
+    return;
+  }
+  account(blob.get(), firstUnit, count);
+  evictIfNeeded();
+  bool complete;
+  {
+    std::lock_guard<std::mutex> g(blob->mu_);
+    complete = blob->presentCount_ == blob->units_ && !blob->verified_;
+  }
+  if (complete) verify(blob);
+}
+
+void BlockCache::account(CachedBlob* blob, uint64_t firstUnit, uint64_t count) {
+  std::lock_guard<std::mutex> g(mu_);
+  for (uint64_t u = firstUnit; u < firstUnit + count; u++) {
+    UnitKey k{blob, u};
+    auto it = lruIndex_.find(k);
+    if (it != lruIndex_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second);
+      continue;
+    }
+    lru_.push_front(k);
+    lruIndex_[k] = lru_.begin();
+    stats_.usedBytes += blob->unitBytes(u);
+    stats_.writtenUnits++;
+  }
+}
+
+void BlockCache::evictIfNeeded() {
+  for (;;) {
+    std::map<CachedBlob*, std::vector<uint64_t>> victims;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (stats_.usedBytes <= opts_.capacityBytes || lru_.empty()) return;
+      // Evict down to 95% so that a full cache does not evict on every single write.
+      uint64_t target = opts_.capacityBytes - opts_.capacityBytes / 20;
+      while (stats_.usedBytes > target && !lru_.empty()) {
+        UnitKey k = lru_.back();
+        lru_.pop_back();
+        lruIndex_.erase(k);
+        stats_.usedBytes -= k.blob->unitBytes(k.unit);
+        stats_.evictedUnits++;
+        victims[k.blob].push_back(k.unit);
+      }
+    }
+    for (auto& [blob, units] : victims) {
+      Status st = blob->clearPresent(units, opts_.sync);  // bits gone and durable before the data goes
+      for (uint64_t u : units) {
+        if (!st.ok()) break;
+        if (::fallocate(blob->data_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(u * blob->unitSize_), static_cast<off_t>(blob->unitBytes(u))) != 0)
+          st = SysError(blob->digest_ + " cache: punch hole");
+      }
+      if (!st.ok()) recordError(st.message(), true);
+    }
+  }
+}
+
+void BlockCache::verify(const std::shared_ptr<CachedBlob>& blob) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1;
+  std::vector<uint8_t> buf(4 << 20);
+  uint64_t epoch;
+  {
+    std::lock_guard<std::mutex> g(blob->mu_);
+    epoch = blob->epoch_;
+  }
+  Status st;
+  for (uint64_t off = 0; ok && off < blob->size_; off += buf.size()) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), blob->size_ - off));
+    st = preadAll(blob->data_.get(), buf.data(), n, off, blob->digest_ + " cache");
+    ok = st.ok() && EVP_DigestUpdate(ctx, buf.data(), n) == 1;
+  }
+  unsigned char md[32];
+  unsigned int mdLen = 0;
+  ok = ok && EVP_DigestFinal_ex(ctx, md, &mdLen) == 1 && mdLen == 32;
+  EVP_MD_CTX_free(ctx);
+  if (!ok) {
+    recordError(st.ok() ? blob->digest_ + ": sha256 failed" : st.message(), false);
+    return;
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string got = "sha256:";
+  for (unsigned char c : md) {
+    got += hex[c >> 4];
+    got += hex[c & 15];
+  }
+  {
+    std::lock_guard<std::mutex> g(blob->mu_);
+    if (blob->epoch_ != epoch) return;  // units were evicted while hashing: check again when complete
+    if (got == blob->digest_) {
+      blob->verified_ = true;
+    }
+  }
+  if (got == blob->digest_) {
+    std::lock_guard<std::mutex> g(mu_);
+    stats_.verifiedBlobs++;
+    return;
+  }
+  dropBlob(blob, blob->digest_ + ": cached content has digest " + got + "; dropped from the cache");
+}
+
+void BlockCache::dropBlob(const std::shared_ptr<CachedBlob>& blob, const std::string& why) {
+  std::vector<uint64_t> units;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (uint64_t u = 0; u < blob->units_; u++) {
+      auto it = lruIndex_.find(UnitKey{blob.get(), u});
+      if (it == lruIndex_.end()) continue;
+      lru_.erase(it->second);
+      lruIndex_.erase(it);
+      stats_.usedBytes -= blob->unitBytes(u);
+      units.push_back(u);
+    }
+    stats_.verifyFailures++;
+    stats_.lastError = why;
+  }
+  Status st = blob->clearPresent(units, true);
+  if (st.ok() && ::fallocate(blob->data_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                             static_cast<off_t>(blob->size_)) != 0)
+    st = SysError(blob->digest_ + " cache: punch hole");
+  if (!st.ok()) recordError(st.message(), true);
+}
+
+void BlockCache::recordError(const std::string& msg, bool writeError) {
+  std::lock_guard<std::mutex> g(mu_);
+  if (writeError) stats_.writeErrors++;
+  stats_.lastError = msg;
+}
+
+}  // namespace obd

@@ -1,0 +1,163 @@
+// The local block cache of remote blobs (DESIGN.md "cache"; overlaybd-format.md §5.2).
+//
+// Per blob digest: a sparse data file `sha256_<hex>.data` (bytes at their blob offsets) and a
+// bitmap file `sha256_<hex>.bitmap` (64-byte header + one bit per refill unit that is present).
+// Refill unit default 256 KiB: overlaybd's own `cacheConfig.refillSize` default, so a migrated
+// config behaves the same; small enough that random 4 KiB reads of ext4 metadata do not drag in
+// megabytes (read amplification), while sequential reads are coalesced into multi-unit GETs by
+// the remote file's read-ahead, so the small unit costs no throughput.
+//
+// Crash safety: a unit's bit is set only after its data was written and fdatasync'ed; an evicted
+// unit's bit is cleared and the bitmap synced before the hole is punched. So after kill -9 or a
+// power cut every bit that says "present" covers durable, correct bytes.
+//
+// Size limit: total present bytes over all blobs ≤ capacity; least recently used units are evicted
+// first (punch hole). When every unit of a blob is present its sha256 is checked against the digest;
+// on mismatch the blob's cached bytes are dropped and the failure is counted and reported in stats.
+//
+// Threads: readers call readIfPresent from any thread; writes, syncs, eviction and verification
+// run on the cache's own writer thread (persist()), never on the caller's.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "util/status.h"
+#include "util/unique_fd.h"
+
+namespace obd {
+
+class BlockCache;
+
+struct BlockCacheOptions {
+  std::string dir;
+  uint64_t capacityBytes = 8ull << 30;
+  uint32_t unitSize = 256 << 10;  // power of two, 4 KiB .. 64 MiB
+  bool sync = true;               // fdatasync before marking present (tests of crash safety need it)
+};
+
+struct BlockCacheStats {
+  uint64_t capacityBytes = 0;
+  uint64_t usedBytes = 0;
+  uint64_t blobs = 0;
+  uint64_t writtenUnits = 0;
+  uint64_t evictedUnits = 0;
+  uint64_t verifiedBlobs = 0;
+  uint64_t verifyFailures = 0;
+  uint64_t writeErrors = 0;
+  std::string lastError;
+};
+
+// One blob's cache files. Created and owned by BlockCache; lives as long as the cache.
+class CachedBlob {
+ public:
+  const std::string& digest() const { return digest_; }
+  uint64_t size() const { return size_; }
+  uint32_t unitSize() const { return unitSize_; }
+  uint64_t unitCount() const { return units_; }
+  uint64_t unitBytes(uint64_t unit) const;  // the last unit may be short
+  bool present(uint64_t unit) const;
+  uint64_t presentCount() const;
+  // Copies [off, off+n) into buf when every unit it touches is present (and stays present while it
+  // is read); false means "miss" — fetch and try again. Requires off + n <= size().
+  Result<bool> readIfPresent(void* buf, size_t n, uint64_t off);
+
+ private:
+  friend class BlockCache;
+  CachedBlob(BlockCache* cache, std::string digest, uint64_t size, uint32_t unitSize);
+  Status openFiles(const std::string& dataPath, const std::string& bitmapPath, bool create);
+  Status setPresent(uint64_t first, uint64_t count);  // data already durable
+  Status clearPresent(const std::vector<uint64_t>& units, bool syncBitmap);
+  Status writeBitmapBytes(uint64_t firstByte, uint64_t lastByte);  // mu_ held
+
+  BlockCache* cache_;
+  const std::string digest_;
+  const uint64_t size_;
+  const uint32_t unitSize_;
+  const uint64_t units_;
+  UniqueFd data_;
+  UniqueFd bitmap_;
+  mutable std::mutex mu_;
+  std::vector<uint8_t> bits_;
+  uint64_t presentCount_ = 0;
+  uint64_t epoch_ = 0;     // bumped whenever units are dropped: readers re-check after pread
+  bool verified_ = false;  // sha256 checked since it became complete
+};
+
+class BlockCache {
+ public:
+  static Result<std::shared_ptr<BlockCache>> open(const BlockCacheOptions& opts);
+  ~BlockCache();
+  BlockCache(const BlockCache&) = delete;
+  BlockCache& operator=(const BlockCache&) = delete;
+
+  uint32_t unitSize() const { return opts_.unitSize; }
+  const std::string& dir() const { return opts_.dir; }
+  // The cache entry of a blob (created empty on first use). `size` must match an existing entry.
+  Result<std::shared_ptr<CachedBlob>> blob(const std::string& digest, uint64_t size);
+  // Queues units [firstUnit, firstUnit + n) of `blob` whose bytes are `data` (exactly their length)
+  // for writing; `done` runs on the writer thread once they are present (or failed to persist).
+  void persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const std::vector<uint8_t>> data,
+               std::function<void()> done);
+  // Marks units as recently used (reads that hit).
+  void touch(CachedBlob* blob, uint64_t firstUnit, uint64_t lastUnit);
+  // Waits until every queued write/verification is finished (tests, shutdown).
+  void drain();
+  BlockCacheStats stats() const;
+
+ private:
+  explicit BlockCache(BlockCacheOptions opts);
+  Status load();
+  void writerLoop();
+  void persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t firstUnit, const std::vector<uint8_t>& data);
+  void account(CachedBlob* blob, uint64_t firstUnit, uint64_t count);  // LRU insert + used bytes
+  void evictIfNeeded();
+  void verify(const std::shared_ptr<CachedBlob>& blob);
+  void dropBlob(const std::shared_ptr<CachedBlob>& blob, const std::string& why);
+  void recordError(const std::string& msg, bool writeError);
+
+  struct Job {
+    std::shared_ptr<CachedBlob> blob;
+    uint64_t firstUnit = 0;
+    std::shared_ptr<const std::vector<uint8_t>> data;  // null → verification job
+    std::function<void()> done;
+  };
+  struct UnitKey {
+    CachedBlob* blob;
+    uint64_t unit;
+    bool operator==(const UnitKey& o) const { return blob == o.blob && unit == o.unit; }
+  };
+  struct UnitKeyHash {
+    size_t operator()(const UnitKey& k) const { return std::hash<const void*>()(k.blob) ^ (k.unit * 0x9E3779B97F4A7C15ull); }
+  };
+
+  const BlockCacheOptions opts_;
+  mutable std::mutex mu_;  // blobs_, LRU, stats (never held while taking a blob's mu_)
+  std::map<std::string, std::shared_ptr<CachedBlob>> blobs_;
+  std::list<UnitKey> lru_;  // front = most recently used
+  std::unordered_map<UnitKey, std::list<UnitKey>::iterator, UnitKeyHash> lruIndex_;
+  BlockCacheStats stats_;
+
+  std::mutex qmu_;
+  std::condition_variable qcv_;
+  std::condition_variable idle_;
+  std::deque<Job> queue_;
+  bool busy_ = false;
+  bool stopping_ = false;
+  std::thread writer_;
+};
+
+// "sha256:<64 hex>" → true; anything else (it becomes a file name) → false.
+bool isSha256Digest(const std::string& digest);
+
+}  // namespace obd
