@@ -431,11 +431,13 @@ void dataSpanningIovecs() {
     CHECK(rig.disk.snapshot(lba * kBs, total) == d, "multi-iov write landed wrong (layout " << k << ")");
     // read it back through a different layout, also async
     rig.disk.setAsync(k % 2 == 1, 2);
+    const size_t readsBefore = rig.disk.completionOrder().size();
     Completion c = rig.run(rw10(0x28, uint32_t(lba - 1), uint16_t(n + 2)), {}, total + 2 * kBs,
                            {{1024, total - 512, 512}});
     rig.disk.setAsync(false);
     expectGood(c, "multi-iov read");
     CHECK(std::equal(c.dataIn.begin(), c.dataIn.end(), ref.begin() + long((lba - 1) * kBs)), "multi-iov read data " << k);
+    CHECK(rig.disk.completionOrder().size() == readsBefore + 1, "a multi-iovec READ became several device reads");
   }
 }
 

@@ -88,8 +88,14 @@ std::string loopbackWwn(const BackstoreSpec& spec) {
   return buf;
 }
 
-std::string tpgPath(const SysPaths& paths, const BackstoreSpec& spec) {
-  return paths.loopback() + "/" + loopbackWwn(spec) + "/tpgt_1";
+std::vector<std::string> listDir(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') out.push_back(e->d_name);
+    ::closedir(d);
+  }
+  return out;
 }
 
 // /dev/<name> for a sysfs device with a "dev" file (major:minor); created if udev has not yet.
@@ -264,14 +270,20 @@ Result<UioDevice> findUioDevice(const SysPaths& paths, const BackstoreSpec& spec
 }
 
 Result<std::string> exportLoopbackLun(const SysPaths& paths, const BackstoreSpec& spec, int timeoutMs) {
-  const std::string wwn = loopbackWwn(spec);
+  const std::string existing = findLoopbackTarget(paths, spec);
+  const std::string wwn = existing.empty() ? loopbackWwn(spec) : existing;
   const std::string naa = paths.loopback() + "/" + wwn;
-  const std::string tpg = tpgPath(paths, spec);
-  for (const std::string& d : {paths.loopback(), naa, tpg, tpg + "/lun", tpg + "/lun/lun_0"})
-    OBD_RETURN_IF_ERROR(mkdirIfMissing(d));
-  OBD_RETURN_IF_ERROR(writeSysfs(tpg + "/nexus", wwn));
-  const std::string link = tpg + "/lun/lun_0/" + spec.name;
-  if (::symlink(corePath(paths, spec).c_str(), link.c_str()) != 0 && errno != EEXIST) return SysError("symlink " + link);
+  const std::string tpg = naa + "/tpgt_1";
+  if (existing.empty()) {
+    for (const std::string& d : {paths.loopback(), naa, tpg, tpg + "/lun", tpg + "/lun/lun_0"})
+      OBD_RETURN_IF_ERROR(mkdirIfMissing(d));
+    auto nexus = readSysfs(tpg + "/nexus");
+    if (!nexus.ok() || nexus.value().empty() || nexus.value() == "(null)")
+      OBD_RETURN_IF_ERROR(writeSysfs(tpg + "/nexus", wwn));
+    const std::string link = tpg + "/lun/lun_0/" + spec.name;
+    if (::symlink(corePath(paths, spec).c_str(), link.c_str()) != 0 && errno != EEXIST)
+      return SysError("symlink " + link);
+  }
   auto address = readSysfs(tpg + "/address");
   if (!address.ok()) return address.status();
   const std::string blockDir = paths.sys("class/scsi_device/" + address.value() + ":0/device/block");
@@ -291,8 +303,11 @@ Result<std::string> exportLoopbackLun(const SysPaths& paths, const BackstoreSpec
 }
 
 Status removeLoopbackLun(const SysPaths& paths, const BackstoreSpec& spec) {
-  const std::string naa = paths.loopback() + "/" + loopbackWwn(spec);
-  const std::string tpg = tpgPath(paths, spec);
+  std::string wwn = findLoopbackTarget(paths, spec);
+  if (wwn.empty()) wwn = loopbackWwn(spec);
+  const std::string naa = paths.loopback() + "/" + wwn;
+  const std::string tpg = naa + "/tpgt_1";
+  if (!exists(naa)) return Status::Ok();
   Status first;
   auto note = [&first](const std::string& what) {
     if (errno != ENOENT && first.ok()) first = SysError(what);
@@ -302,6 +317,25 @@ Status removeLoopbackLun(const SysPaths& paths, const BackstoreSpec& spec) {
   for (const std::string& d : {tpg + "/lun/lun_0", tpg, naa})
     if (::rmdir(d.c_str()) != 0) note("rmdir " + d);
   return first;
+}
+
+std::vector<std::string> listBackstores(const SysPaths& paths, uint32_t hba) {
+  return listDir(paths.core() + "/user_" + std::to_string(hba));
+}
+
+bool backstoreExists(const SysPaths& paths, const BackstoreSpec& spec) { return exists(corePath(paths, spec)); }
+
+std::string findLoopbackTarget(const SysPaths& paths, const BackstoreSpec& spec) {
+  const std::string want = "user_" + std::to_string(spec.hba) + "/" + spec.name;
+  for (const std::string& naa : listDir(paths.loopback())) {
+    const std::string link = paths.loopback() + "/" + naa + "/tpgt_1/lun/lun_0/" + spec.name;
+    char buf[4096];
+    ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
+    if (n <= 0) continue;
+    std::string target(buf, size_t(n));
+    if (target.size() >= want.size() && target.compare(target.size() - want.size(), want.size(), want) == 0) return naa;
+  }
+  return "";
 }
 
 }  // namespace obd::tcmu

@@ -62,9 +62,17 @@ struct UioDevice {
 // Waits up to timeoutMs for the UIO device whose name is uioName(spec).
 Result<UioDevice> findUioDevice(const SysPaths& paths, const BackstoreSpec& spec, int timeoutMs);
 
-// Exports the backstore as LUN 0 of a tcm_loop target and waits for its disk; returns /dev/sdX.
+// Exports the backstore as LUN 0 of a tcm_loop target (reusing an existing export of it) and waits for
+// its disk; returns /dev/sdX.
 Result<std::string> exportLoopbackLun(const SysPaths& paths, const BackstoreSpec& spec, int timeoutMs);
+// Removes the export found by findLoopbackTarget (or the one spec names); absent is fine.
 Status removeLoopbackLun(const SysPaths& paths, const BackstoreSpec& spec);
+
+// Backstores under core/user_<hba> (what a previous deviced may have left), by device name.
+std::vector<std::string> listBackstores(const SysPaths& paths, uint32_t hba);
+bool backstoreExists(const SysPaths& paths, const BackstoreSpec& spec);
+// The tcm_loop target (naa.…) whose LUN 0 links to this backstore, or "" if none.
+std::string findLoopbackTarget(const SysPaths& paths, const BackstoreSpec& spec);
 
 // Small sysfs helpers (also used by tests).
 Result<std::string> readSysfs(const std::string& path);

@@ -58,12 +58,6 @@ int hexValue(char c) {
   return -1;
 }
 
-bool allSegmentsAligned(const DataSegment* seg, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (seg[i].len % 512 != 0) return false;
-  return true;
-}
-
 }  // namespace
 
 ScsiResult ScsiResult::check(uint8_t key, uint8_t asc, uint8_t ascq) {
@@ -365,12 +359,12 @@ ScsiResult ScsiDisk::modeSelect(const Cmd& c, bool ten) {
 }
 
 namespace {
-// Joins the per-segment reads of one READ command.
+// State of one READ command until the device calls back (kept general: several partial reads may join).
 struct ReadJoin {
   std::atomic<size_t> remaining;
   std::mutex mu;
   Status first;
-  std::vector<uint8_t> bounce;  // used when segments are not 512-aligned
+  std::vector<uint8_t> bounce;  // when the data spans several segments
   const DataSegment* segs = nullptr;
   size_t segCount = 0;
   ScsiDone done;
@@ -388,35 +382,26 @@ struct ReadJoin {
 };
 }  // namespace
 
+// One device call per command: the kernel hands data as page-sized iovecs, and one large read or write
+// is far cheaper for a layer stack (one index lookup, one remote range, one LSMT extent) than one per
+// page; the extra copy through a bounce buffer is small next to that.
 void ScsiDisk::readBlocks(const Cmd& c, uint64_t lba, uint64_t count, ScsiDone done) {
   ScsiResult r = checkRange(lba, count);
   if (r.status != kStatusGood) return done(r);
   if (count == 0) return done(ScsiResult::good());
   const uint64_t bytes = count * params_.blockSize;
   if (segmentsLength(c.data, c.segments) < bytes) return done(senseInternalFailure());
-  const uint64_t off = lba * params_.blockSize;
   auto join = std::make_shared<ReadJoin>();
   join->done = std::move(done);
   join->segs = c.data;
   join->segCount = c.segments;
-  if (!allSegmentsAligned(c.data, c.segments)) {
+  join->remaining = 1;
+  uint8_t* target = c.data[0].base;
+  if (c.data[0].len < bytes) {
     join->bounce.resize(bytes);
-    join->remaining = 1;
-    dev_.readAsync(join->bounce.data(), bytes, off, [join](Status st) { join->finish(std::move(st)); });
-    return;
+    target = join->bounce.data();
   }
-  std::vector<std::pair<uint8_t*, size_t>> parts;
-  for (size_t i = 0, pos = 0; i < c.segments && pos < bytes; i++) {
-    size_t n = size_t(std::min<uint64_t>(c.data[i].len, bytes - pos));
-    if (n) parts.emplace_back(c.data[i].base, n);
-    pos += n;
-  }
-  join->remaining = parts.size();  // set before the first read: callbacks may run inline
-  uint64_t pos = 0;
-  for (auto& [base, n] : parts) {
-    dev_.readAsync(base, n, off + pos, [join](Status st) { join->finish(std::move(st)); });
-    pos += n;
-  }
+  dev_.readAsync(target, bytes, lba * params_.blockSize, [join](Status st) { join->finish(std::move(st)); });
 }
 
 ScsiResult ScsiDisk::writeBlocks(const Cmd& c, uint64_t lba, uint64_t count) {
@@ -425,20 +410,14 @@ ScsiResult ScsiDisk::writeBlocks(const Cmd& c, uint64_t lba, uint64_t count) {
   if (r.status != kStatusGood || count == 0) return r;
   const uint64_t bytes = count * params_.blockSize;
   if (segmentsLength(c.data, c.segments) < bytes) return senseInternalFailure();
-  const uint64_t off = lba * params_.blockSize;
-  Status st;
-  if (allSegmentsAligned(c.data, c.segments)) {
-    uint64_t pos = 0;
-    for (size_t i = 0; i < c.segments && pos < bytes && st.ok(); i++) {
-      size_t n = size_t(std::min<uint64_t>(c.data[i].len, bytes - pos));
-      st = dev_.write(c.data[i].base, n, off + pos);
-      pos += n;
-    }
-  } else {
-    std::vector<uint8_t> buf(bytes);
+  const uint8_t* src = c.data[0].base;
+  std::vector<uint8_t> buf;
+  if (c.data[0].len < bytes) {
+    buf.resize(bytes);
     copyFromSegments(c.data, c.segments, buf.data(), bytes);
-    st = dev_.write(buf.data(), bytes, off);
+    src = buf.data();
   }
+  Status st = dev_.write(src, bytes, lba * params_.blockSize);
   if (st.code() == EROFS) return senseWriteProtected();
   return st.ok() ? ScsiResult::good() : senseWriteError();
 }

@@ -29,7 +29,9 @@ TcmuDevice::~TcmuDevice() { close(); }
 
 Status TcmuDevice::open() {
   const BackstoreSpec& spec = opts_.backstore;
-  OBD_RETURN_IF_ERROR(createBackstore(opts_.paths, spec));
+  if (!(opts_.adoptExisting && backstoreExists(opts_.paths, spec))) {
+    OBD_RETURN_IF_ERROR(createBackstore(opts_.paths, spec));
+  }
   backstoreMade_ = true;
   auto uio = findUioDevice(opts_.paths, spec, opts_.timeoutMs);
   if (!uio.ok()) return uio.status();
@@ -84,6 +86,12 @@ Status TcmuDevice::close() {
   }
   scsi_.reset();
   return first;
+}
+
+void TcmuDevice::abandon() {
+  lunMade_ = false;
+  backstoreMade_ = false;
+  close();
 }
 
 TcmuDeviceStats TcmuDevice::stats() const {

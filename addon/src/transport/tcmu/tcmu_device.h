@@ -20,6 +20,10 @@ struct TcmuDeviceOptions {
   SysPaths paths;
   int timeoutMs = 10000;    // for the UIO device and the SCSI disk to appear
   uint32_t maxTransferBlocks = 2048;
+  // If the backstore already exists (left by a previous process), serve it again instead of failing:
+  // its /dev/sdX survives our restart. Commands the old process fetched but never completed are
+  // fetched again from cmd_tail (reads and writes are idempotent).
+  bool adoptExisting = false;
 };
 
 struct TcmuDeviceStats {
@@ -39,6 +43,9 @@ class TcmuDevice {
   Status ringError() const;
   // Removes the LUN and the backstore, stops the ring. Idempotent; returns the first error.
   Status close();
+  // Stops serving but leaves backstore, LUN and /dev/sdX in the kernel for a later adoptExisting
+  // (deviced upgrade/restart). I/O stalls meanwhile, up to the backstore's cmd_time_out.
+  void abandon();
 
  private:
   TcmuDevice(TcmuDeviceOptions opts, std::shared_ptr<BlockDevice> dev);
@@ -51,7 +58,7 @@ class TcmuDevice {
   UniqueFd uio_;
   void* map_ = nullptr;
   size_t mapSize_ = 0;
-  bool backstoreMade_ = false, lunMade_ = false;
+  bool backstoreMade_ = false, lunMade_ = false;  // ours to remove on close()
   std::string devicePath_, uioPath_;
 };
 
