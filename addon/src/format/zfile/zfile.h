@@ -34,11 +34,20 @@ struct Info {
 bool looksLikeZFile(const void* first, size_t n);
 
 // Validates header, trailer (or overwritten header), jump table and its crc; the returned file
-// presents the decompressed bytes. With verifyBlocks, every block's crc32c is checked on read.
+// presents the decompressed bytes. With verifyBlocks, every block's crc32c is checked on read and a
+// mismatching fetch is retried twice before the read fails (EBADMSG).
+// open() itself uses the source's blocking read() (header, trailer, jump table: never on a thread
+// that serves the source). Reads afterwards only use readAsync: compressed ranges are fetched in
+// batches of <= 1 MiB, at most 4 in flight per read, and decompressed in the source's completion
+// callback on whatever thread that runs. Errors name the source file and, for data, the block.
 Result<std::shared_ptr<ReadableFile>> open(std::shared_ptr<ReadableFile> compressed, bool verifyBlocks);
+// The same validation as open(), returning what the header/trailer say.
 Result<Info> inspect(ReadableFile& compressed);
 
-// Streaming writer: append uncompressed bytes in any chunk sizes, then finish().
+// Streaming writer: append uncompressed bytes in any chunk sizes, then finish(). Output matches
+// overlaybd's builder byte for byte for the same compressor (header 0x13, trailer 0x16, or header
+// 0x1B with overwriteHeader). The file is created/truncated by create(); after a failed call the
+// writer refuses further calls and the partial file is left for the caller to remove.
 class Writer {
  public:
   virtual ~Writer() = default;
