@@ -1,20 +1,17 @@
 // Shared setup for the zfile tests: fixture paths, temp dirs, hashing, the ext4_64 base layer.
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { ZFileReader } from '../../src/addon';
+import { makeTempDir } from '../helpers/tmp';
 
 export const repoRoot = path.resolve(__dirname, '..', '..', '..');
 export const fixtureDir = path.join(repoRoot, 'test', 'fixtures', 'overlaybd');
 export const fixture = (rel: string): string => path.join(fixtureDir, rel);
 
-/** A temp dir removed when the test process exits. */
+/** A temp dir (shared helper) removed when the test process exits. */
 export function tempDir(prefix = 'obd-zfile-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
+  return makeTempDir(prefix).path;
 }
 
 export function sha256(data: Buffer): string {
