@@ -28,6 +28,8 @@ export async function runDeviced(configFlag?: string): Promise<void> {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+  // Every device is stopped; a lingering client connection must not keep the process alive.
+  setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();
 }
 
 async function withClient<T>(opts: { config?: string }, fn: (c: DeviceClient) => Promise<T>): Promise<T> {

@@ -65,7 +65,17 @@ export class DeviceDaemon {
   /** Stops accepting calls, then stops serving every device (their records stay for the next start). */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+      // Idle client connections would hold a graceful shutdown open forever: give calls 2 s.
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          this.server.forceShutdown();
+          resolve();
+        }, 2000);
+        this.server.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
       this.metrics?.close();
       await this.manager.closeAll();
       try {
