@@ -157,6 +157,8 @@ export interface StackExtent {
 /** A layer stack over local files. Every call blocks: for tools and tests, not for served devices. */
 export interface LayerStack {
   read(offset: number, length: number): Buffer;
+  /** Fills `into` (length a multiple of 512) from offset, without allocating. */
+  readInto(offset: number, into: Buffer): void;
   write(offset: number, data: Buffer): void;
   discard(offset: number, length: number): void;
   flush(): void;

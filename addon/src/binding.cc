@@ -760,7 +760,8 @@ class Stack : public Napi::ObjectWrap<Stack> {
  public:
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "LayerStack",
-                       {InstanceMethod("read", &Stack::Read), InstanceMethod("write", &Stack::Write),
+                       {InstanceMethod("read", &Stack::Read), InstanceMethod("readInto", &Stack::ReadInto),
+                        InstanceMethod("write", &Stack::Write),
                         InstanceMethod("discard", &Stack::Discard), InstanceMethod("flush", &Stack::Flush),
                         InstanceMethod("size", &Stack::Size), InstanceMethod("readOnly", &Stack::ReadOnly),
                         InstanceMethod("extents", &Stack::Extents), InstanceMethod("exportRaw", &Stack::ExportRaw),
@@ -824,6 +825,17 @@ class Stack : public Napi::ObjectWrap<Stack> {
     Status st = stack_->read(buf.Data(), buf.Length(), off);
     if (!st.ok()) return fail(info.Env(), st);
     return buf;
+  }
+  // readInto(offset, buffer): fills the whole buffer (length a multiple of 512) without allocating.
+  Napi::Value ReadInto(const Napi::CallbackInfo& info) {
+    uint64_t off;
+    if (!open(info.Env())) return info.Env().Undefined();
+    if (info.Length() < 2 || !toU64(info[0], &off) || !info[1].IsBuffer())
+      return fail(info.Env(), obd::InvalidArg("readInto(offset, buffer)"));
+    auto b = info[1].As<Napi::Buffer<uint8_t>>();
+    Status st = stack_->read(b.Data(), b.Length(), off);
+    if (!st.ok()) return fail(info.Env(), st);
+    return info.Env().Undefined();
   }
   // write(offset, buffer)
   Napi::Value Write(const Napi::CallbackInfo& info) {
