@@ -253,3 +253,99 @@ export function tcmuSupported(loadModules = false): TcmuSupport {
   return native.tcmuSupported(loadModules);
 }
 // ---- end tcmu ----
+
+// ---- remote ----
+export interface BlockCacheOptions {
+  dir: string;
+  capacityBytes: number;
+  unitSize?: number; // refill unit, power of two; default 262144 (overlaybd's refillSize)
+  sync?: boolean; // fdatasync before a unit is marked present; default true
+}
+
+export interface BlockCacheStats {
+  capacityBytes: number;
+  usedBytes: number;
+  unitSize: number;
+  blobs: number;
+  writtenUnits: number;
+  evictedUnits: number;
+  verifiedBlobs: number;
+  verifyFailures: number;
+  writeErrors: number;
+  lastError: string;
+}
+
+/** The local block cache of remote blobs (one per cacheDir). */
+export interface BlockCache {
+  stats(): BlockCacheStats;
+  /** Resolves when every queued write/verification is done. */
+  drain(): Promise<void>;
+}
+
+export function openBlockCache(opts: BlockCacheOptions): BlockCache {
+  return new native.BlockCache(opts);
+}
+
+/** Gets `length` bytes at `offset` of a blob; must settle (the addon fails the read with EIO on rejection). */
+export type BlobFetchFn = (digest: string, offset: number, length: number) => Promise<Uint8Array>;
+
+/** Native handle that serves the addon's cache misses with a JS function (on the main thread). */
+export interface RemoteFetcher {
+  close(): void;
+}
+
+/**
+ * Wraps `fn` for the addon. `timeoutMs` is a last-resort bound: if `fn` has not settled by then the
+ * read fails with EIO (the registry client's own deadlines normally end it first).
+ */
+export function createRemoteFetcher(fn: BlobFetchFn, opts: { timeoutMs?: number } = {}): RemoteFetcher {
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  return new native.RemoteFetcher((digest: string, offset: number, length: number, done: (err: unknown, b?: Uint8Array) => void) => {
+    let settled = false;
+    const finish = (err: unknown, b?: Uint8Array) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      done(err, b);
+    };
+    const timer = setTimeout(() => finish(new Error(`${digest}: fetch of ${length} bytes at ${offset} timed out after ${timeoutMs} ms`)), timeoutMs);
+    timer.unref();
+    try {
+      fn(digest, offset, length).then((b) => finish(null, b), (e) => finish(e instanceof Error ? e : new Error(String(e))));
+    } catch (e) {
+      finish(e instanceof Error ? e : new Error(String(e)));
+    }
+  });
+}
+
+export interface RemoteFileSpec {
+  digest: string;
+  size: number;
+  cache: BlockCache;
+  fetcher: RemoteFetcher;
+  readAheadUnits?: number; // default 32
+  maxFetchUnits?: number; // default 16 (one GET ≤ 4 MiB with 256 KiB units)
+}
+
+export interface RemoteFileStats {
+  reads: number;
+  hits: number;
+  fetches: number;
+  fetchedBytes: number;
+  readAheadFetches: number;
+  failedFetches: number;
+  presentUnits: number;
+  units: number;
+}
+
+/** A remote blob read through the block cache. Also accepted as a stack lower (remoteLowerFromJs in binding.cc). */
+export interface RemoteFile {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  stats(): RemoteFileStats;
+}
+
+export function openRemoteFile(spec: RemoteFileSpec): RemoteFile {
+  return new native.RemoteFile(spec);
+}
+// ---- end remote ----

@@ -6,3 +6,4 @@ export * from './auth';
 export * from './retry';
 export * from './client';
 export * from './range-reader';
+export * from './blob-source';

@@ -103,9 +103,8 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
     std::lock_guard<std::mutex> g(mu_);
     bool sequential = track && off <= nextSequential_ && nextSequential_ < off + n + 1 && nextSequential_ != UINT64_MAX;
     if (track) nextSequential_ = off + n;
-    if (fast.value()) {
-      stats_.hits++;
-    } else {
+    bool waited = false;  // a hit is a read that waits for no fetch (cache or landed bytes)
+    if (!fast.value()) {
       for (uint64_t u = first; u <= last;) {
         auto it = inflight_.find(u);
         if (it != inflight_.end()) {
@@ -116,6 +115,7 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
           } else {
             op->hold();
             f->waiters.push_back(op);
+            waited = true;
           }
           u = f->firstUnit + f->count;
           continue;
@@ -136,8 +136,10 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
         op->hold();
         f->waiters.push_back(op);
         toStart.push_back(f);
+        waited = true;
       }
     }
+    if (!waited && track) stats_.hits++;
     if (sequential) readAhead(last, &toStart);
   }
   if (fast.value()) cache_->touch(blob_.get(), first, last);
