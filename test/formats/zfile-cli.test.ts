@@ -87,7 +87,11 @@ describe('obd layer unzfile', () => {
     fs.writeFileSync(bad, buf);
     const out = path.join(dir, 'bad.raw');
     failsWith(run('unzfile', bad, out), /bad\.zfile: block 0 \(stored at offset 512, 139 bytes\): checksum mismatch/);
-    assert.equal(fs.existsSync(out), false, 'partial output removed');
+    assert.equal(fs.existsSync(out), false, 'no partial output');
+    fs.writeFileSync(out, 'previous contents');
+    failsWith(run('unzfile', bad, out), /checksum mismatch/);
+    assert.equal(fs.readFileSync(out, 'utf8'), 'previous contents', 'an existing output is left untouched');
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.includes('.partial-')), [], 'no temp files left');
     // --no-verify skips the block checksums: lz4 still notices or the data comes out (no crash).
     const r = run('unzfile', bad, out, '--no-verify');
     assert.ok(r.code === 0 || /lz4 data/.test(r.stderr), r.stderr);

@@ -15,43 +15,60 @@ namespace {
 
 constexpr size_t kChunk = 4 << 20;
 
-// Removes the output unless dismissed; the output is not a regular file (e.g. /dev/null) → left alone.
-class RemoveOnFailure {
+// Where the output is written: a temp file next to a regular (or new) output, renamed over it on
+// success, so a failure leaves a previous file untouched and no partial file behind. A special file
+// (e.g. /dev/null) is written directly.
+class Output {
  public:
-  explicit RemoveOnFailure(std::string path) : path_(std::move(path)) {}
-  ~RemoveOnFailure() {
+  explicit Output(std::string path) : path_(std::move(path)) {
     struct stat st;
-    if (armed_ && ::stat(path_.c_str(), &st) == 0 && S_ISREG(st.st_mode)) ::unlink(path_.c_str());
+    const bool special = ::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+    writePath_ = special ? path_ : path_ + ".partial-" + std::to_string(::getpid());
   }
-  void dismiss() { armed_ = false; }
+  ~Output() {
+    if (!committed_ && writePath_ != path_) ::unlink(writePath_.c_str());
+  }
+  const std::string& writePath() const { return writePath_; }
+  // Errors from the writer name the temp file; users know the output by its real name.
+  Status named(const Status& st) const {
+    std::string msg = st.message();
+    for (size_t at; writePath_ != path_ && (at = msg.find(writePath_)) != std::string::npos;)
+      msg.replace(at, writePath_.size(), path_);
+    return st.ok() ? st : Status(st.code(), msg);
+  }
+  Status commit() {
+    if (writePath_ != path_ && ::rename(writePath_.c_str(), path_.c_str()) != 0) return SysError(path_ + ": rename");
+    committed_ = true;
+    return Status::Ok();
+  }
 
  private:
   std::string path_;
-  bool armed_ = true;
+  std::string writePath_;
+  bool committed_ = false;
 };
 
 }  // namespace
 
 Status compressFile(ReadableFile& in, const std::string& outPath, const CompressOptions& opts) {
-  RemoveOnFailure guard(outPath);
-  auto writer = Writer::create(outPath, opts);
-  if (!writer.ok()) return writer.status();
+  Output output(outPath);
+  auto writer = Writer::create(output.writePath(), opts);
+  if (!writer.ok()) return output.named(writer.status());
   std::unique_ptr<uint8_t[]> buf(new (std::nothrow) uint8_t[kChunk]);
   if (!buf) return Status(ENOMEM, "cannot allocate a copy buffer");
   for (uint64_t off = 0; off < in.size();) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, in.size() - off));
     OBD_RETURN_IF_ERROR(in.read(buf.get(), n, off));
-    OBD_RETURN_IF_ERROR(writer.value()->append(buf.get(), n));
+    OBD_RETURN_IF_ERROR(output.named(writer.value()->append(buf.get(), n)));
     off += n;
   }
-  OBD_RETURN_IF_ERROR(writer.value()->finish());
-  guard.dismiss();
-  return Status::Ok();
+  OBD_RETURN_IF_ERROR(output.named(writer.value()->finish()));
+  return output.commit();
 }
 
 Status decompressFile(ReadableFile& zfile, const std::string& outPath) {
-  RemoveOnFailure guard(outPath);
-  UniqueFd fd(::open(outPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  Output output(outPath);
+  UniqueFd fd(::open(output.writePath().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd.valid()) return SysError(outPath + ": create");
   std::unique_ptr<uint8_t[]> buf(new (std::nothrow) uint8_t[kChunk]);
   if (!buf) return Status(ENOMEM, "cannot allocate a copy buffer");
@@ -69,8 +86,7 @@ Status decompressFile(ReadableFile& zfile, const std::string& outPath) {
   struct stat st;
   if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && ::fsync(fd.get()) != 0) return SysError(outPath + ": fsync");
   if (::close(fd.release()) != 0) return SysError(outPath + ": close");
-  guard.dismiss();
-  return Status::Ok();
+  return output.commit();
 }
 
 }  // namespace obd::zfile

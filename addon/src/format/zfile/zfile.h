@@ -57,7 +57,9 @@ class Writer {
 };
 
 // Whole-file conversions behind `obd layer zfile|unzfile` (blocking; run them off the JS thread).
-// On failure the partial output file is removed.
+// The output is written to a temp file beside it and renamed into place on success, so a failure
+// leaves no partial file and an existing output untouched (special files such as /dev/null are
+// written directly).
 Status compressFile(ReadableFile& in, const std::string& outPath, const CompressOptions& opts);
 // `zfile` is what open() returned (or any ReadableFile): its bytes are copied to outPath.
 Status decompressFile(ReadableFile& zfile, const std::string& outPath);
