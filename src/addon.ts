@@ -323,7 +323,7 @@ export interface RemoteFileSpec {
   size: number;
   cache: BlockCache;
   fetcher: RemoteFetcher;
-  readAheadUnits?: number; // default 32
+  readAheadUnits?: number; // default 64
   maxFetchUnits?: number; // default 16 (one GET ≤ 4 MiB with 256 KiB units)
 }
 

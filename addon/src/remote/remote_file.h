@@ -36,7 +36,7 @@ class BlobFetcher {
 };
 
 struct RemoteFileOptions {
-  uint32_t readAheadUnits = 32;  // 8 MiB ahead with the default 256 KiB unit
+  uint32_t readAheadUnits = 64;  // 16 MiB ahead with the default 256 KiB unit: ~4 GETs in flight
   uint32_t maxFetchUnits = 16;   // one GET ≤ 4 MiB with the default unit
 };
 
