@@ -1,0 +1,251 @@
+// A private containerd (+ runc) for tests: its own root, state dir, socket and runc root, proxy
+// snapshotters registered under [proxy_plugins.<name>], the CRI plugin off (no CNI here), cgroup v1
+// as this host has. One owner: start() → stop(); stop() kills every task and shim it started,
+// stops containerd (TERM, then KILL), unmounts whatever is still mounted under its dirs and removes
+// them. It also runs (synchronously, best effort) at process exit.
+//
+//   const ctd = new TestContainerd({ proxySnapshotters: { obd: sockPath } });
+//   await ctd.start();
+//   await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'obd', ref]);
+//   await ctd.stop();
+import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface TestContainerdOptions {
+  /** name → unix socket of a snapshots.v1 proxy plugin */
+  proxySnapshotters?: Record<string, string>;
+  /** containerd log level (default warn) */
+  logLevel?: string;
+  namespace?: string;
+}
+
+export interface CtrResult {
+  stdout: string;
+  stderr: string;
+}
+
+export class CtrError extends Error {
+  constructor(
+    readonly args: string[],
+    readonly code: number | null,
+    readonly stdout: string,
+    readonly stderr: string,
+  ) {
+    super(`ctr ${args.join(' ')} exited ${code}: ${stderr.trim() || stdout.trim()}`);
+  }
+}
+
+const live = new Set<TestContainerd>();
+process.once('exit', () => {
+  for (const c of live) c.killNow();
+});
+
+/** Every mountpoint at or under `dir`, deepest first. */
+export function mountsUnder(dir: string): string[] {
+  const text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => unescape(l.split(' ')[4]))
+    .filter((m) => m === dir || m.startsWith(dir + '/'))
+    .sort((a, b) => b.length - a.length);
+}
+
+/** Lazily unmounts everything at or under `dir` (deepest first). */
+export function unmountUnder(dir: string): void {
+  for (let round = 0; round < 5; round++) {
+    const ms = mountsUnder(dir);
+    if (ms.length === 0) return;
+    for (const m of ms) {
+      try {
+        execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+      } catch {
+        /* raced with another unmount */
+      }
+    }
+  }
+}
+
+/** Pids of processes whose command line contains `needle` (e.g. our private socket path). */
+export function pidsWithArg(needle: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8');
+      if (cmd.split('\0').some((a) => a.includes(needle))) out.push(Number(e));
+    } catch {
+      /* exited */
+    }
+  }
+  return out;
+}
+
+export class TestContainerd {
+  readonly dir: string;
+  readonly namespace: string;
+  private proc?: ChildProcess;
+  private logFd = -1;
+
+  constructor(private readonly opts: TestContainerdOptions = {}) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'obd-containerd-'));
+    this.namespace = opts.namespace ?? 'obdtest';
+  }
+
+  get address(): string {
+    return path.join(this.dir, 'containerd.sock');
+  }
+  get root(): string {
+    return path.join(this.dir, 'root');
+  }
+  get state(): string {
+    return path.join(this.dir, 'state');
+  }
+  get runcRoot(): string {
+    return path.join(this.dir, 'runc');
+  }
+  get logPath(): string {
+    return path.join(this.dir, 'containerd.log');
+  }
+
+  async start(): Promise<void> {
+    if (this.proc) throw new Error('containerd already started');
+    const cfg = this.writeConfig();
+    this.logFd = fs.openSync(this.logPath, 'a');
+    const proc = spawn('/usr/bin/containerd', ['--config', cfg], {
+      stdio: ['ignore', this.logFd, this.logFd],
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    });
+    this.proc = proc;
+    live.add(this);
+    let exited = false;
+    proc.once('exit', () => (exited = true));
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (exited) throw new Error(`containerd exited with ${proc.exitCode}; log:\n${this.tailLog()}`);
+      if (fs.existsSync(this.address)) {
+        const ok = await this.ctr(['version']).then(
+          () => true,
+          () => false,
+        );
+        if (ok) return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await this.stop();
+    throw new Error(`containerd did not answer on ${this.address} within 30 s; log:\n${this.tailLog()}`);
+  }
+
+  /** Runs ctr against this containerd in its namespace; rejects with CtrError on non-zero exit. */
+  ctr(args: string[], opts: { timeoutMs?: number; namespace?: string } = {}): Promise<CtrResult> {
+    const full = ['--address', this.address, '--namespace', opts.namespace ?? this.namespace, ...args];
+    return new Promise((resolve, reject) => {
+      execFile(
+        'ctr',
+        full,
+        { timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 << 20, killSignal: 'SIGKILL' },
+        (err, stdout, stderr) => {
+          if (err) reject(new CtrError(args, typeof err.code === 'number' ? err.code : null, stdout, stderr));
+          else resolve({ stdout, stderr });
+        },
+      );
+    });
+  }
+
+  /** `ctr run --rm` with this instance's runc root; resolves to the container's stdout. */
+  async run(image: string, id: string, cmd: string[], extra: string[] = []): Promise<string> {
+    const r = await this.ctr(['run', '--rm', '--runc-root', this.runcRoot, ...extra, image, id, ...cmd]);
+    return r.stdout;
+  }
+
+  async stop(): Promise<void> {
+    live.delete(this);
+    const p = this.proc;
+    if (p && p.exitCode === null && p.signalCode === null) {
+      await this.removeTasks().catch(() => undefined);
+      const gone = new Promise<void>((resolve) => p.once('exit', () => resolve()));
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
+      await gone;
+      clearTimeout(t);
+    }
+    this.proc = undefined;
+    this.cleanupFiles();
+  }
+
+  /** Synchronous last resort (process exit). */
+  killNow(): void {
+    try {
+      this.proc?.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+    this.cleanupFiles();
+  }
+
+  private cleanupFiles(): void {
+    for (const pid of pidsWithArg(this.address)) {
+      try {
+        process.kill(pid, 'SIGKILL'); // leftover shims of this instance
+      } catch {
+        /* gone */
+      }
+    }
+    if (this.logFd >= 0) {
+      fs.closeSync(this.logFd);
+      this.logFd = -1;
+    }
+    unmountUnder(this.dir);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private async removeTasks(): Promise<void> {
+    const nss = (await this.ctr(['namespaces', 'ls', '-q'])).stdout.split('\n').filter(Boolean);
+    for (const ns of nss) {
+      const tasks = (await this.ctr(['tasks', 'ls', '-q'], { namespace: ns })).stdout.split('\n').filter(Boolean);
+      for (const t of tasks) {
+        await this.ctr(['tasks', 'kill', '-s', 'SIGKILL', t], { namespace: ns }).catch(() => undefined);
+        await this.ctr(['tasks', 'delete', '-f', t], { namespace: ns, timeoutMs: 20_000 }).catch(() => undefined);
+      }
+      const ctrs = (await this.ctr(['containers', 'ls', '-q'], { namespace: ns })).stdout.split('\n').filter(Boolean);
+      for (const c of ctrs) await this.ctr(['containers', 'delete', c], { namespace: ns }).catch(() => undefined);
+    }
+  }
+
+  tailLog(lines = 30): string {
+    try {
+      return fs.readFileSync(this.logPath, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '';
+    }
+  }
+
+  private writeConfig(): string {
+    const q = (s: string) => JSON.stringify(s);
+    const lines = [
+      'version = 2',
+      `root = ${q(this.root)}`,
+      `state = ${q(this.state)}`,
+      'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",',
+      '  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",',
+      '  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]',
+      '[grpc]',
+      `  address = ${q(this.address)}`,
+      '[ttrpc]',
+      `  address = ${q(this.address + '.ttrpc')}`,
+      '[debug]',
+      `  level = ${q(this.opts.logLevel ?? 'warn')}`,
+      '[plugins."io.containerd.gc.v1.scheduler"]',
+      '  startup_delay = "100ms"',
+    ];
+    for (const [name, sock] of Object.entries(this.opts.proxySnapshotters ?? {})) {
+      lines.push(`[proxy_plugins.${q(name)}]`, '  type = "snapshot"', `  address = ${q(sock)}`);
+    }
+    const file = path.join(this.dir, 'config.toml');
+    fs.writeFileSync(file, lines.join('\n') + '\n');
+    return file;
+  }
+}
