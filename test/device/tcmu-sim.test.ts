@@ -1,6 +1,7 @@
 // The TCMU handler (ring processor + SCSI command set) driven through a simulated kernel side:
 // mailbox, command ring and data area in a memfd laid out as target_core_user.h defines them, eventfds
-// for the uio notifications, real CDBs. Each case is one run of the C++ program (addon/test/tcmu).
+// for the uio notifications, real CDBs; and the configfs/UIO/tcm_loop sequences against a model of
+// configfs. Each case is one run of the C++ program (addon/test/tcmu).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
@@ -24,6 +25,11 @@ const CASES: Record<string, string> = {
   malformed_entries: 'ring entries with iovecs or CDBs outside the mapping get HARDWARE ERROR 44/00, never a crash',
   broken_ring_stops_safely: 'an unwalkable ring (zero-length entry, bad cmd_head, bad mailbox) is reported, not crashed on',
   notifications_are_batched: 'one uio write covers a batch of completions',
+  configfs_create_and_teardown:
+    'on a configfs model: backstore, enable, tcm_loop LUN and /dev/sdX are made in order and removed LUN-first',
+  configfs_failures_leave_nothing:
+    'a failed enable, a disk that never appears, bad names and a kernel without target_core_user leave nothing behind and say why',
+  configfs_adopt_after_restart: 'a device left by a previous process is adopted (same /dev/sdX) instead of re-created',
 };
 
 test('TCMU handler against the ring simulator', async (t) => {

@@ -45,6 +45,7 @@ class KernelSim {
   size_t size() const { return size_; }
   Mailbox* mailbox() { return reinterpret_cast<Mailbox*>(base_); }
   Doorbell doorbell() const { return {kick_.get(), done_.get(), 8}; }
+  int memFd() const { return mem_.get(); }
 
   // Queues one command; returns its cmd_id, or -1 if ring or data area lack room right now.
   int submit(const std::vector<uint8_t>& cdb, const std::vector<uint8_t>& dataOut, size_t dataInLen,

@@ -13,11 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "fake_configfs.h"
 #include "mem_disk.h"
 #include "sim.h"
 #include "transport/tcmu/kernel.h"
 #include "transport/tcmu/ring_processor.h"
 #include "transport/tcmu/scsi.h"
+#include "transport/tcmu/tcmu_device.h"
 
 using namespace obd;
 using namespace obd::tcmu;
@@ -598,6 +600,142 @@ void notificationsAreBatched() {
   CHECK(rig.proc->stats().notifications < 32, "one uio write per command (" << rig.proc->stats().notifications << ")");
 }
 
+// ---- the kernel side through configfs/sysfs, on the configfs model ----
+
+struct ModelRig {
+  std::string root;
+  KernelSim uioMem{64 * 1024, 64};
+  std::unique_ptr<FakeConfigfs> fs;
+  TcmuDeviceOptions opts;
+  std::shared_ptr<MemDisk> disk = std::make_shared<MemDisk>(kDiskSize);
+
+  ModelRig() {
+    char tmpl[] = "/tmp/obd-tcmu-model-XXXXXX";
+    CHECK(::mkdtemp(tmpl), "mkdtemp");
+    root = std::string(tmpl) + "/";
+    fs = std::make_unique<FakeConfigfs>(root, "/proc/self/fd/" + std::to_string(uioMem.memFd()), uioMem.size());
+    opts.paths.root = root;
+    opts.paths.fs = fs.get();
+    opts.backstore.name = "dev_42";
+    opts.backstore.cfgString = "obd//var/lib/obd/42/config.v1.json";
+    opts.backstore.loopbackWwn = aciLoopbackWwn(42);
+    opts.timeoutMs = 300;
+  }
+  ~ModelRig() {
+    ::unlink((root + "dev/uio0").c_str());
+    ::rmdir((root + "dev").c_str());
+    ::rmdir(root.c_str());
+  }
+  size_t logIndex(const std::string& entry) const {
+    for (size_t i = 0; i < fs->log.size(); i++)
+      if (fs->log[i] == entry) return i;
+    return SIZE_MAX;
+  }
+  // Nothing of ours left: no backstore, no loopback target, no disk, no UIO device.
+  void expectClean() {
+    const std::string core = root + "sys/kernel/config/target/core/user_999999999";
+    CHECK(fs->list(core).empty(), "backstore left: " << fs->list(core).size());
+    CHECK(fs->list(root + "sys/kernel/config/target/loopback").empty(), "loopback target left");
+    CHECK(!fs->exists(root + "sys/class/uio/uio0"), "UIO device left");
+    CHECK(!fs->exists(root + "dev/sdq"), "disk left");
+  }
+};
+
+void configfsCreateAndTeardown() {
+  ModelRig m;
+  auto dev = TcmuDevice::create(m.opts, m.disk);
+  CHECK(dev.ok(), "create: " << dev.status().message());
+  CHECK(dev.value()->devicePath() == m.root + "dev/sdq", "device path " << dev.value()->devicePath());
+  CHECK(dev.value()->ringError().ok(), "ring: " << dev.value()->ringError().message());
+  const std::string core = "sys/kernel/config/target/core/user_999999999/dev_42";
+  const std::string tpg = "sys/kernel/config/target/loopback/naa.1990000000000042/tpgt_1";
+  const std::vector<std::string> want = {
+      "mkdir sys/kernel/config/target/core/user_999999999",
+      "mkdir " + core,
+      "write " + core + "/control dev_config=obd//var/lib/obd/42/config.v1.json,dev_size=8388608,hw_block_size=512,"
+                        "nl_reply_supported=-1",
+      "write " + core + "/enable 1",
+      "mkdir sys/kernel/config/target/loopback/naa.1990000000000042",
+      "mkdir " + tpg,
+      "mkdir " + tpg + "/lun/lun_0",
+      "write " + tpg + "/nexus naa.1990000000000042",
+      "symlink " + tpg + "/lun/lun_0/dev_42 -> " + core,
+      "mknod dev/sdq block",
+  };
+  size_t last = 0;
+  for (const std::string& w : want) {
+    size_t at = m.logIndex(w);
+    CHECK(at != SIZE_MAX, "missing step: " << w);
+    CHECK(at >= last, "out of order: " << w);
+    last = at;
+  }
+  Status st = dev.value()->close();
+  CHECK(st.ok(), "close: " << st.message());
+  size_t unlinkAt = m.logIndex("unlink " + tpg + "/lun/lun_0/dev_42");
+  size_t rmCoreAt = m.logIndex("rmdir " + core);
+  CHECK(unlinkAt != SIZE_MAX && rmCoreAt != SIZE_MAX && unlinkAt < rmCoreAt, "LUN must go before the backstore");
+  m.expectClean();
+  CHECK(dev.value()->close().ok(), "second close is not idempotent");
+}
+
+void configfsFailuresLeaveNothing() {
+  {
+    ModelRig m;
+    m.fs->failEnable = true;
+    auto dev = TcmuDevice::create(m.opts, m.disk);
+    CHECK(!dev.ok() && dev.status().message().find("enable") != std::string::npos, "enable failure: " << dev.status().message());
+    m.expectClean();
+  }
+  {
+    ModelRig m;
+    m.fs->diskNeverAppears = true;
+    auto dev = TcmuDevice::create(m.opts, m.disk);
+    CHECK(!dev.ok() && dev.status().message().find("no disk appeared") != std::string::npos,
+          "missing disk: " << dev.status().message());
+    m.expectClean();
+  }
+  {
+    ModelRig m;
+    m.opts.backstore.name = "../escape";
+    auto dev = TcmuDevice::create(m.opts, m.disk);
+    CHECK(!dev.ok() && dev.status().code() == EINVAL, "bad name accepted");
+    m.opts.backstore.name = "dev_1";
+    m.opts.backstore.cfgString = "obd/a,dev_size=1";
+    dev = TcmuDevice::create(m.opts, m.disk);
+    CHECK(!dev.ok() && dev.status().code() == EINVAL, "dev_config with ',' accepted");
+    m.expectClean();
+  }
+  {
+    ModelRig m;
+    m.fs->removeNode(m.root + "sys/module/target_core_user");
+    auto dev = TcmuDevice::create(m.opts, m.disk);
+    CHECK(!dev.ok() && dev.status().code() == ENOTSUP, "created without target_core_user");
+    CHECK(dev.status().message().find("target_core_user (CONFIG_TCM_USER2)") != std::string::npos,
+          "reason does not name the module: " << dev.status().message());
+    TcmuSupport s = checkTcmuSupport(true, m.opts.paths);
+    CHECK(!s.ok && s.reason.find("modprobe target_core_user") != std::string::npos, "modprobe not tried: " << s.reason);
+  }
+}
+
+void configfsAdoptAfterRestart() {
+  ModelRig m;
+  auto first = TcmuDevice::create(m.opts, m.disk);
+  CHECK(first.ok(), "create: " << first.status().message());
+  const std::string path = first.value()->devicePath();
+  first.value()->abandon();  // deviced goes away, the disk stays
+  CHECK(m.fs->exists(m.root + "sys/class/uio/uio0") && m.fs->exists(path), "abandon removed the device");
+  auto again = TcmuDevice::create(m.opts, m.disk);
+  CHECK(!again.ok() && again.status().code() == EEXIST, "second create without adoptExisting: " << again.status().message());
+  m.opts.adoptExisting = true;
+  m.fs->log.clear();
+  auto adopted = TcmuDevice::create(m.opts, m.disk);
+  CHECK(adopted.ok(), "adopt: " << adopted.status().message());
+  CHECK(adopted.value()->devicePath() == path, "adopted a different disk");
+  for (const std::string& l : m.fs->log) CHECK(l.rfind("mkdir", 0) != 0 && l.rfind("symlink", 0) != 0, "adoption re-created: " << l);
+  CHECK(adopted.value()->close().ok(), "close");
+  m.expectClean();
+}
+
 struct Case {
   const char* name;
   void (*fn)();
@@ -619,6 +757,9 @@ const Case kCases[] = {
     {"malformed_entries", malformedEntries},
     {"broken_ring_stops_safely", brokenRingStopsSafely},
     {"notifications_are_batched", notificationsAreBatched},
+    {"configfs_create_and_teardown", configfsCreateAndTeardown},
+    {"configfs_failures_leave_nothing", configfsFailuresLeaveNothing},
+    {"configfs_adopt_after_restart", configfsAdoptAfterRestart},
 };
 
 }  // namespace

@@ -12,8 +12,32 @@
 
 namespace obd::tcmu {
 
+// The file operations the kernel side needs on sysfs, configfs and /dev. Production uses realSysFs();
+// tests substitute a model of configfs (its rmdir removes attribute files, enable registers a UIO
+// device, …) to check the create/teardown sequences without a TCMU-capable kernel.
+class SysFs {
+ public:
+  virtual ~SysFs() = default;
+  virtual bool exists(const std::string& path) = 0;
+  virtual Status mkdir(const std::string& path) = 0;  // EEXIST reported as an error
+  virtual Status rmdir(const std::string& path) = 0;
+  virtual Status unlink(const std::string& path) = 0;
+  virtual Status symlink(const std::string& target, const std::string& link) = 0;
+  virtual Result<std::string> readlink(const std::string& path) = 0;
+  virtual Result<std::string> read(const std::string& path) = 0;  // trailing newlines/NULs trimmed
+  virtual Status write(const std::string& path, const std::string& value) = 0;
+  virtual std::vector<std::string> list(const std::string& dir) = 0;  // names, no "." entries
+  virtual Status mknod(const std::string& path, bool block, unsigned major, unsigned minor) = 0;
+  virtual Status mountConfigfs(const std::string& at) = 0;
+  virtual bool configfsMounted(const std::string& at) = 0;
+  virtual std::string modprobe(const std::string& module) = 0;  // "" on success, else what failed
+};
+
+SysFs& realSysFs();  // stateless
+
 struct SysPaths {
   std::string root = "/";  // prefix for /sys and /dev
+  SysFs* fs = &realSysFs();
   std::string configfs() const { return root + "sys/kernel/config"; }
   std::string target() const { return configfs() + "/target"; }
   std::string core() const { return target() + "/core"; }
@@ -74,8 +98,5 @@ bool backstoreExists(const SysPaths& paths, const BackstoreSpec& spec);
 // The tcm_loop target (naa.…) whose LUN 0 links to this backstore, or "" if none.
 std::string findLoopbackTarget(const SysPaths& paths, const BackstoreSpec& spec);
 
-// Small sysfs helpers (also used by tests).
-Result<std::string> readSysfs(const std::string& path);
-Status writeSysfs(const std::string& path, const std::string& value);
 
 }  // namespace obd::tcmu
