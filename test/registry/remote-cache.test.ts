@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteFetcher, openBlockCache, openRemoteFile, type BlobFetchFn } from '../../src/addon';
-import { BlobSource, RegistryClient } from '../../src/registry';
+import { BackgroundDownload, BlobSource, RegistryClient } from '../../src/registry';
 import { FaultProxy } from '../helpers/fault-proxy';
 import { TestRegistry } from '../helpers/registry';
 
@@ -183,6 +183,26 @@ describe('remote file through the block cache', () => {
     await assert.rejects(openRemoteFile({ digest: d, size: data.length, cache: cache2, fetcher: f2 }).read(0, 10),
       (e: NodeJS.ErrnoException) => e.code === 'EIO' && /returned 3 bytes/.test(e.message));
     assert.throws(() => openRemoteFile({ digest: '../etc/passwd', size: 1, cache, fetcher: f1 }), /not a sha256 digest/);
+  });
+
+  it('background download fills the whole blob at the configured rate and verifies it', async (t) => {
+    const blob = crypto.randomBytes(4 * MiB);
+    const src = localSource(blob);
+    const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB });
+    const fetcher = createRemoteFetcher(src.fn);
+    t.after(() => fetcher.close());
+    const file = openRemoteFile({ digest: sha(blob), size: blob.length, cache, fetcher });
+    const t0 = Date.now();
+    const dl = new BackgroundDownload(file, { enable: true, delay: 0, delayExtra: 0, maxMBps: 16, blockSize: 1 * MiB });
+    await dl.done;
+    assert.equal(dl.error, undefined);
+    assert.ok(Date.now() - t0 >= 200, `took ${Date.now() - t0} ms for 4 MiB at 16 MB/s`);
+    await cache.drain();
+    assert.equal(file.stats().presentUnits, file.stats().units);
+    assert.equal(cache.stats().verifiedBlobs, 1);
+    const off = new BackgroundDownload(file, { enable: false });
+    await off.done;
+    assert.equal(off.bytes, 0);
   });
 
   it('after kill -9 during heavy filling, every unit marked present matches the source', async (t) => {
