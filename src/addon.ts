@@ -182,7 +182,7 @@ export type DeviceHandle = { readonly __brand: 'DeviceHandle' };
 export interface DeviceAttachOptions {
   id: string;
   mountDir: string; // private empty dir for the FUSE mount (created if missing)
-  lowers?: string[]; // local layer blob files, bottom first
+  lowers?: Array<string | RemoteFile>; // local layer blob files or remote files, bottom first
   upperData?: string;
   upperIndex?: string;
   rawFile?: string; // serve a raw disk image instead of a stack (baseline/bench)

@@ -954,7 +954,7 @@ std::string getString(const Napi::Object& o, const char* key) {
   return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
 }
 
-// deviceAttach({id, mountDir, lowers: [path…], upperData, upperIndex, rawFile, rawWritable,
+// deviceAttach({id, mountDir, lowers: [path | RemoteFile…], upperData, upperIndex, rawFile, rawWritable,
 //               loopDirectIo, threads}) → Promise<{handle, path, loopIndex, major, minor, …}>
 Napi::Value Attach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -976,16 +976,32 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   src->rawWritable = o.Get("rawWritable").ToBoolean();
   src->stack.upperData = getString(o, "upperData");
   src->stack.upperIndex = getString(o, "upperIndex");
-  std::vector<std::string> lowerFiles;
+  // Each lower is a local path (opened on the attach thread) or a remote file object, resolved here
+  // on the JS thread (construction only; its reads happen on the attach thread and the FUSE threads).
+  std::vector<std::pair<std::string, std::shared_ptr<obd::ReadableFile>>> lowerFiles;
   if (o.Get("lowers").IsArray()) {
     Napi::Array a = o.Get("lowers").As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) lowerFiles.push_back(a.Get(i).ToString().Utf8Value());
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value v = a.Get(i);
+      if (v.IsString()) {
+        lowerFiles.emplace_back(v.As<Napi::String>().Utf8Value(), nullptr);
+        continue;
+      }
+      if (!v.IsObject()) return reject(obd::InvalidArg("lower " + std::to_string(i) + ": a path or a remote file"));
+      auto remote = remote_binding::remoteLowerFromJs(env, v.As<Napi::Object>());
+      if (!remote.ok()) return reject(remote.status().wrap("lower " + std::to_string(i)));
+      lowerFiles.emplace_back(std::string(), remote.take());
+    }
   }
   return runOnOwnThread<std::shared_ptr<obd::FuseLoopDevice>>(
       env, "obd.deviceAttach",
       [src, lowerFiles, opts]() -> obd::Result<std::shared_ptr<obd::FuseLoopDevice>> {
         for (size_t i = 0; i < lowerFiles.size(); i++) {
-          auto f = obd::LocalFile::open(lowerFiles[i]);
+          if (lowerFiles[i].second) {
+            src->stack.lowers.push_back(lowerFiles[i].second);
+            continue;
+          }
+          auto f = obd::LocalFile::open(lowerFiles[i].first);
           if (!f.ok()) return f.status().wrap("lower " + std::to_string(i));
           src->stack.lowers.push_back(f.take());
         }

@@ -8,6 +8,7 @@ import type { Logger } from '../snapshotter/log';
 import { prepareSocketPath } from '../snapshotter/server';
 import { chooseTransport, DeviceManager } from './manager';
 import { startMetricsServer } from './metrics';
+import { RemoteLowers } from './remote';
 import { addDevicesService } from './service';
 
 /** deviced keeps its state next to the snapshotter's: <root>/deviced. */
@@ -31,6 +32,7 @@ export class DeviceDaemon {
 
   private constructor(
     readonly manager: DeviceManager,
+    private readonly remote: RemoteLowers,
     private readonly server: grpc.Server,
     private readonly metrics: http.Server | undefined,
     readonly address: string,
@@ -40,7 +42,8 @@ export class DeviceDaemon {
   static async start(cfg: ObdConfig, log: Logger): Promise<DeviceDaemon> {
     const transport = chooseTransport(cfg.transport, log);
     await prepareSocketPath(cfg.deviceAddress, log);
-    const mgr = new DeviceManager(devicedStateDir(cfg), transport, log);
+    const remote = new RemoteLowers(cfg, log);
+    const mgr = new DeviceManager(devicedStateDir(cfg), transport, log, remote);
     await mgr.recover();
     const server = new grpc.Server();
     addDevicesService(server, mgr);
@@ -51,6 +54,7 @@ export class DeviceDaemon {
     } catch (err) {
       server.forceShutdown();
       await mgr.closeAll();
+      await remote.close();
       throw err;
     }
     log.log('info', 'deviced serving', {
@@ -59,7 +63,7 @@ export class DeviceDaemon {
       state: mgr.stateDir,
       metrics: metrics ? `:${cfg.exporterConfig.port}${cfg.exporterConfig.uriPrefix}` : undefined,
     });
-    return new DeviceDaemon(mgr, server, metrics, cfg.deviceAddress, log);
+    return new DeviceDaemon(mgr, remote, server, metrics, cfg.deviceAddress, log);
   }
 
   /** Stops accepting calls, then stops serving every device (their records stay for the next start). */
@@ -78,6 +82,7 @@ export class DeviceDaemon {
       });
       this.metrics?.close();
       await this.manager.closeAll();
+      await this.remote.close();
       try {
         fs.unlinkSync(this.address);
       } catch {

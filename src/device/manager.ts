@@ -14,6 +14,7 @@ import type { Logger } from '../snapshotter/log';
 import { DeviceError, fromAddonError } from './errors';
 import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
 import { kernelHasTcmu, listLoopDevices, mountPointsOf, readMountInfo } from './kernel';
+import type { RemoteLowers } from './remote';
 
 export type TransportName = 'fuse-loop' | 'tcmu';
 
@@ -44,6 +45,7 @@ interface Attached {
   configText: string;
   attachedAtMs: number;
   dev: addon.AttachedDevice;
+  remotes: addon.RemoteFile[];
 }
 
 interface AttachmentRecord {
@@ -93,6 +95,7 @@ export class DeviceManager {
     readonly stateDir: string,
     readonly transport: TransportName,
     private readonly log: Logger,
+    private readonly remote?: RemoteLowers,
   ) {
     this.devicesDir = path.join(stateDir, 'devices');
     this.mntDir = path.join(stateDir, 'mnt');
@@ -203,15 +206,18 @@ export class DeviceManager {
     try {
       cfg = parseImageConfig(text, sourcePath || `device ${id}`);
       const opts: addon.DeviceAttachOptions = { id, mountDir };
+      const remotes: addon.RemoteFile[] = [];
       if (cfg.rawImage) {
         opts.rawFile = cfg.rawImage.file;
         opts.rawWritable = !!cfg.rawImage.writable;
       } else {
-        const lowers = resolveLowers(cfg);
-        const remote = lowers.find((l) => l.kind === 'remote');
-        if (remote && remote.kind === 'remote')
-          throw new DeviceError('Unimplemented', `remote lower ${remote.digest} (${remote.url}): registry-backed layers are not supported by deviced yet`);
-        opts.lowers = lowers.map((l) => (l.kind === 'file' ? l.path : ''));
+        opts.lowers = resolveLowers(cfg).map((l) => {
+          if (l.kind === 'file') return l.path;
+          if (!this.remote) throw new DeviceError('Unimplemented', `remote lower ${l.digest} (${l.url}): registry-backed layers are not supported by this deviced`);
+          const f = this.remote.open(l.url, l.digest, l.size);
+          remotes.push(f);
+          return f;
+        });
         if (cfg.upper?.data) {
           opts.upperData = cfg.upper.data;
           opts.upperIndex = cfg.upper.index;
@@ -226,7 +232,7 @@ export class DeviceManager {
       } catch (err) {
         throw fromAddonError(err, `attach ${id}`);
       }
-      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev };
+      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes };
       this.devices.set(id, a);
       atomicWrite(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n');
       writeResultFile(cfg);
@@ -282,15 +288,18 @@ export class DeviceManager {
 
   stats(idOrPath?: string): DeviceStatsInfo[] {
     const which = idOrPath ? [this.find(idOrPath)] : [...this.devices.values()];
-    return which.map((a) => ({
-      id: a.id,
-      path: a.dev.path,
-      ...addon.deviceStats(a.dev.handle),
-      // Registry and cache counters belong to remote lowers, which deviced does not attach yet.
-      fetchedBytes: 0,
-      cacheHits: 0,
-      cacheMisses: 0,
-    }));
+    return which.map((a) => {
+      const r = a.remotes.map((f) => f.stats());
+      const sum = (k: (s: addon.RemoteFileStats) => number) => r.reduce((n, s) => n + k(s), 0);
+      return {
+        id: a.id,
+        path: a.dev.path,
+        ...addon.deviceStats(a.dev.handle),
+        fetchedBytes: sum((s) => s.fetchedBytes),
+        cacheHits: sum((s) => s.hits),
+        cacheMisses: sum((s) => s.reads - s.hits),
+      };
+    });
   }
 
   /** Stops serving every device (process exit). Records stay: the next start re-attaches them. */

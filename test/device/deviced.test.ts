@@ -222,7 +222,8 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
       ['truncated layer', { lowers: [{ file: truncated }] }, /truncated\.lsmt/],
       ['upper without index', { upper: { data: tmp.join('u.data') } }, /"upper\.data" is set but "upper\.index" is missing/],
       ['upper index missing on disk', { upper: { data: tmp.join('u.data'), index: tmp.join('gone.index') } }, /gone\.index/],
-      ['remote lower', { repoBlobUrl: 'http://127.0.0.1:1/v2/x/blobs', lowers: [{ digest: 'sha256:' + 'a'.repeat(64), size: 10 }] }, /not supported/],
+      ['remote lower without size', { repoBlobUrl: 'http://127.0.0.1:1/v2/x/blobs', lowers: [{ digest: 'sha256:' + 'a'.repeat(64) }] }, /"size" is required/],
+      ['remote lower without repoBlobUrl', { lowers: [{ digest: 'sha256:' + 'a'.repeat(64), size: 10 }] }, /"repoBlobUrl" is empty/],
       ['not JSON', { lowers: 'x' }, /"lowers" must be an array/],
     ];
     for (const [name, cfg, msg] of cases) {

@@ -1,0 +1,76 @@
+// Remote lowers (config.v1.json `repoBlobUrl` + `digest`): each becomes a RemoteFile of the addon,
+// read through the host's block cache; cache misses are fetched by the registry client on the JS
+// thread. Shared by every device of this deviced: one cache, one client, one fetcher.
+import type { ObdConfig } from '../config';
+import * as addon from '../addon';
+import { BlobSource } from '../registry/blob-source';
+import { RegistryClient } from '../registry/client';
+import { CredentialStore } from '../registry/credentials';
+import type { Logger } from '../snapshotter/log';
+import { DeviceError } from './errors';
+
+const BLOB_URL = /^(https?):\/\/([^/]+)\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
+
+export class RemoteLowers {
+  private cache?: addon.BlockCache;
+  private fetcher?: addon.RemoteFetcher;
+  private readonly clients = new Map<string, { client: RegistryClient; source: BlobSource }>(); // by origin
+  private readonly byDigest = new Map<string, BlobSource>();
+
+  constructor(
+    private readonly cfg: ObdConfig,
+    private readonly log: Logger,
+  ) {}
+
+  /** The RemoteFile for `url` (= repoBlobUrl + "/" + digest). */
+  open(url: string, digest: string, size: number): addon.RemoteFile {
+    const m = BLOB_URL.exec(url);
+    if (!m) throw new DeviceError('InvalidArgument', `repoBlobUrl: ${url} is not of the form http(s)://host/v2/<repository>/blobs/sha256:<hex>`);
+    const [, scheme, host, repo] = m;
+    if (!size) throw new DeviceError('InvalidArgument', `lower ${digest}: "size" is required for a remote layer`);
+    const source = this.sourceFor(scheme, host);
+    source.add({ host, repo, digest, size });
+    if (!this.byDigest.has(digest)) this.byDigest.set(digest, source);
+    return addon.openRemoteFile({ digest, size, cache: this.openCache(), fetcher: this.openFetcher() });
+  }
+
+  private openCache(): addon.BlockCache {
+    if (!this.cache) {
+      const c = this.cfg.cacheConfig;
+      this.cache = addon.openBlockCache({ dir: c.cacheDir, capacityBytes: Math.floor(c.cacheSizeGB * 2 ** 30), unitSize: c.refillSize });
+      this.log.log('info', 'block cache opened', { dir: c.cacheDir, sizeGB: c.cacheSizeGB });
+    }
+    return this.cache;
+  }
+
+  private openFetcher(): addon.RemoteFetcher {
+    this.fetcher ??= addon.createRemoteFetcher((digest, offset, length) => {
+      const source = this.byDigest.get(digest);
+      if (!source) return Promise.reject(new Error(`${digest}: no registry location known for this blob`));
+      return source.fetch(digest, offset, length);
+    });
+    return this.fetcher;
+  }
+
+  /** One client per origin: http:// in repoBlobUrl means plain http for that host (ACI's insecure mirrors). */
+  private sourceFor(scheme: string, host: string): BlobSource {
+    const origin = `${scheme}://${host}`;
+    let c = this.clients.get(origin);
+    if (!c) {
+      const client = new RegistryClient({
+        mirrors: this.cfg.mirrorRegistry ?? [],
+        plainHttpHosts: scheme === 'http' ? [host] : [],
+        loopbackPlainHttp: scheme === 'http',
+        credentials: this.cfg.credentialFile ? CredentialStore.fromFile(this.cfg.credentialFile) : undefined,
+      });
+      c = { client, source: new BlobSource(client) };
+      this.clients.set(origin, c);
+    }
+    return c.source;
+  }
+
+  async close(): Promise<void> {
+    this.fetcher?.close();
+    await Promise.all([...this.clients.values()].map((c) => c.client.close()));
+  }
+}
