@@ -3,6 +3,7 @@
 // mount, manifest PUT. One undici Agent per client: a pool per origin with a connection limit and
 // keep-alive, header/body timeouts. Pulls try the mirrors in order, then the origin (hosts.ts).
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { Agent, interceptors, type Dispatcher } from 'undici';
 import { AuthHandler, repositoryScope } from './auth';
 import { CredentialStore } from './credentials';
@@ -255,17 +256,47 @@ export class RegistryClient {
   /** Uploads a blob (monolithic, or chunked when chunkSize is set and smaller than the blob). */
   async uploadBlob(host: string, repo: string, data: Buffer, opts: { chunkSize?: number; signal?: AbortSignal } = {}): Promise<string> {
     const digest = sha256Digest(data);
+    const chunk = opts.chunkSize && opts.chunkSize < data.length ? opts.chunkSize : 0;
+    await this.upload(host, repo, digest, data.length, chunk, async (off, len) => data.subarray(off, off + len), opts.signal);
+    return digest;
+  }
+
+  /**
+   * Uploads a local file in chunks (default 16 MiB) with bounded memory: one pass to hash it,
+   * one to send it; every chunk is retried on its own.
+   */
+  async uploadBlobFromFile(host: string, repo: string, file: string, opts: { chunkSize?: number; signal?: AbortSignal } = {}): Promise<{ digest: string; size: number }> {
+    const fh = await fs.promises.open(file, 'r');
+    try {
+      const size = (await fh.stat()).size;
+      const hash = crypto.createHash('sha256');
+      for await (const c of fh.createReadStream({ autoClose: false, start: 0 })) hash.update(c as Buffer);
+      const digest = 'sha256:' + hash.digest('hex');
+      const chunk = Math.max(1, opts.chunkSize ?? 16 << 20);
+      await this.upload(host, repo, digest, size, size > chunk ? chunk : 0, async (off, len) => {
+        const buf = Buffer.allocUnsafe(len);
+        const { bytesRead } = await fh.read(buf, 0, len, off);
+        if (bytesRead !== len) throw new RegistryArgumentError(`${file}: changed while uploading`, { registry: host });
+        return buf;
+      }, opts.signal);
+      return { digest, size };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private async upload(host: string, repo: string, digest: string, size: number, chunk: number,
+    read: (off: number, len: number) => Promise<Buffer>, signal?: AbortSignal): Promise<void> {
     const ep = this.hosts.endpoint(host);
     const scope = repositoryScope(repo, 'pull,push');
-    const exists = await this.headBlob(host, repo, digest, opts.signal).then(() => true, () => false);
-    if (exists) return digest;
-    let location = await this.startUpload(ep, repo, scope, opts.signal);
-    const chunk = opts.chunkSize && opts.chunkSize < data.length ? opts.chunkSize : 0;
+    const exists = await this.headBlob(host, repo, digest, signal).then(() => true, () => false);
+    if (exists) return;
+    let location = await this.startUpload(ep, repo, scope, signal);
     if (chunk) {
-      for (let off = 0; off < data.length; off += chunk) {
-        const part = data.subarray(off, Math.min(data.length, off + chunk));
+      for (let off = 0; off < size; off += chunk) {
+        const part = await read(off, Math.min(chunk, size - off));
         const what = `PATCH upload ${repo} bytes ${off}-${off + part.length - 1}`;
-        location = await this.withRetry(ep, what, opts.signal, async (sig) => {
+        location = await this.withRetry(ep, what, signal, async (sig) => {
           const res = await this.send(ep, repo, { method: 'PATCH', path: location, scope, signal: sig, body: part, headers: {
             'content-type': 'application/octet-stream', 'content-range': `${off}-${off + part.length - 1}`, 'content-length': String(part.length) } });
           if (res.statusCode !== 202) await this.fail(res, ep, what);
@@ -276,15 +307,14 @@ export class RegistryClient {
     }
     const done = new URL(location, ep.origin);
     done.searchParams.set('digest', digest);
-    const body = chunk ? Buffer.alloc(0) : data;
+    const body = chunk ? Buffer.alloc(0) : await read(0, size);
     const what = `PUT blob ${repo}@${digest}`;
-    await this.withRetry(ep, what, opts.signal, async (sig) => {
+    await this.withRetry(ep, what, signal, async (sig) => {
       const res = await this.send(ep, repo, { method: 'PUT', path: done.pathname + done.search, scope, signal: sig, body,
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(body.length) } });
       if (res.statusCode !== 201) await this.fail(res, ep, what);
       await res.body.dump();
     });
-    return digest;
   }
 
   /** Cross-repository mount; true if mounted, false if the registry refused (then upload instead). */

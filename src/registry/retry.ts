@@ -49,7 +49,11 @@ export class RetryHandler {
       if (ctx.signal?.aborted) throw new RegistryAbortError(`${ctx.registry}: ${ctx.what}: aborted`, { registry: ctx.registry });
       const left = ctx.deadline - Date.now();
       if (left <= 0) break;
-      const signal = ctx.signal ? AbortSignal.any([ctx.signal, AbortSignal.timeout(left)]) : AbortSignal.timeout(left);
+      // A plain timer (not AbortSignal.timeout): cleared as soon as the attempt ends, so thousands of
+      // reads do not leave thousands of pending timers behind.
+      const deadline = new AbortController();
+      const timer = setTimeout(() => deadline.abort(new DOMException('deadline exceeded', 'TimeoutError')), left);
+      const signal = ctx.signal ? AbortSignal.any([ctx.signal, deadline.signal]) : deadline.signal;
       try {
         return await attemptFn(signal, attempt);
       } catch (err) {
@@ -63,6 +67,8 @@ export class RetryHandler {
         ctx.onRetry?.(err, attempt);
         this.retries++;
         await sleep(delay, ctx.signal);
+      } finally {
+        clearTimeout(timer);
       }
     }
     const reason = lastErr instanceof Error ? lastErr.message : 'no attempt could start';

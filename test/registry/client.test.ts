@@ -46,6 +46,18 @@ describe('registry client: plain HTTP', () => {
     assert.deepEqual(await client.getBlob(reg.host, 'lib/chunked', d2), other);
   });
 
+  it('uploads a file in chunks with bounded memory', async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'obd-upload-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'layer');
+    const content = crypto.randomBytes(2 * 1024 * 1024 + 17);
+    fs.writeFileSync(file, content);
+    const { digest, size } = await client.uploadBlobFromFile(reg.host, 'lib/file', file, { chunkSize: 512 * 1024 });
+    assert.equal(digest, sha256Digest(content));
+    assert.equal(size, content.length);
+    assert.deepEqual(await client.getBlob(reg.host, 'lib/file', digest), content);
+  });
+
   it('mounts a blob across repositories', async () => {
     const d = await client.uploadBlob(reg.host, 'lib/src', Buffer.from('mount me'));
     assert.equal(await client.mountBlob(reg.host, 'lib/dst', d, 'lib/src'), true);
