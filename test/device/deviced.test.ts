@@ -243,6 +243,50 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     await d.client.detach('ok');
   });
 
+  it('buffered writes far beyond a memory cgroup limit complete (writer and deviced both limited)', async (t) => {
+    const base = ['/sys/fs/cgroup/memory', '/sys/fs/cgroup'].find((p) => fs.existsSync(path.join(p, 'cgroup.procs')) && (fs.existsSync(path.join(p, 'memory.limit_in_bytes')) || fs.existsSync(path.join(p, 'memory.max'))));
+    if (!base) return t.skip('no memory cgroup controller');
+    const v1 = fs.existsSync(path.join(base, 'memory.limit_in_bytes'));
+    const groups: string[] = [];
+    const makeGroup = (name: string, bytes: number): string => {
+      const g = path.join(base, `${name}-${process.pid}`);
+      fs.mkdirSync(g);
+      groups.push(g);
+      fs.writeFileSync(path.join(g, v1 ? 'memory.limit_in_bytes' : 'memory.max'), String(bytes));
+      return g;
+    };
+    cleanup.add('remove cgroups', () => {
+      for (const g of groups) for (let i = 0; i < 50 && fs.existsSync(g); i++) {
+        try {
+          fs.rmdirSync(g);
+        } catch {
+          spawnSync('sleep', ['0.1']);
+        }
+      }
+    });
+    const devicedGroup = makeGroup('obd-test-deviced', 160 * MiB);
+    const writerGroup = makeGroup('obd-test-writer', 48 * MiB);
+    const d = await startDeviced(tmp, cleanup);
+    fs.writeFileSync(path.join(devicedGroup, 'cgroup.procs'), String(d.pid()));
+    obdLayer(d, 'create', '--vsize', '1G', tmp.join('m.data'), tmp.join('m.index'));
+    const dev = d.attach(writeImageConfig(tmp, 'm.json', { upper: { data: tmp.join('m.data'), index: tmp.join('m.index') } }), 'memcg');
+    run('mkfs.ext4', ['-q', '-F', dev]);
+    const mnt = tmp.join('mnt');
+    mountDev(cleanup, dev, mnt, 'rw');
+    const out = path.join(mnt, 'big.bin');
+    const w = spawnSync('sh', ['-c', `echo $$ > ${writerGroup}/cgroup.procs && exec dd if=/dev/urandom of=${out} bs=1M count=320 conv=fsync status=none`], { timeout: 300_000 });
+    assert.equal(w.error, undefined, 'the writer did not hang');
+    assert.equal(w.status, 0, `writer failed: ${w.stderr}`);
+    const sum = run('sha256sum', [out]).split(' ')[0];
+    umount(mnt);
+    run('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+    mountDev(cleanup, dev, mnt, 'ro');
+    assert.equal(sha256File(out), sum, 'what was written reads back');
+    umount(mnt);
+    await d.client.detach('memcg');
+    assert.equal((await d.client.stats()).length, 0);
+  });
+
   it('asking for tcmu on a kernel without target_core_user fails at start, naming the module', async () => {
     if (fs.existsSync('/sys/module/target_core_user')) return; // this kernel has it: nothing to show
     fs.writeFileSync(tmp.join('tcmu.json'), JSON.stringify({ root: tmp.join('root'), deviceAddress: tmp.join('d.sock'), transport: 'tcmu' }));
