@@ -102,6 +102,7 @@ void RingProcessor::processRing() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!ringError_.ok()) return;
     fetching_ = true;
+    fetcher_ = std::this_thread::get_id();
   }
   for (;;) {
     const uint32_t head = loadAcquire(&mb_->cmd_head);
@@ -206,7 +207,8 @@ void RingProcessor::complete(Slot* slot, const ScsiResult& r) {
     std::lock_guard<std::mutex> lock(mu_);
     slot->done = true;
     if (advanceTailLocked()) {
-      if (fetching_) notifyPending_ = true;  // processRing rings once for the whole batch
+      // Completions inline in the fetch loop ride on its one doorbell write; others ring now.
+      if (fetching_ && std::this_thread::get_id() == fetcher_) notifyPending_ = true;
       else ring = true;
     }
   }

@@ -102,7 +102,8 @@ class RingProcessor {
   std::condition_variable idle_;
   std::deque<Slot> slots_;  // fetched, not yet passed by cmd_tail, in ring order
   uint32_t tail_;
-  bool fetching_ = false;   // true while processRing runs: completions defer the doorbell to it
+  bool fetching_ = false;   // true while processRing runs: its inline completions defer the doorbell
+  std::thread::id fetcher_;
   bool notifyPending_ = false;
   Status ringError_;
   RingStats stats_;
