@@ -349,3 +349,35 @@ export function openRemoteFile(spec: RemoteFileSpec): RemoteFile {
   return new native.RemoteFile(spec);
 }
 // ---- end remote ----
+
+// ---- convert ----
+export interface ApplyTarLimits {
+  maxEntries?: number;
+  maxEntrySize?: number; // bytes of one file
+  maxTotalBytes?: number; // bytes of all files of the layer
+}
+
+export interface ApplyTarStats {
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  specials: number;
+  whiteouts: number;
+  opaques: number;
+  removed: number;
+  bytes: number;
+  inputBytes: number;
+  warnings: number;
+  firstWarning: string;
+}
+
+/**
+ * Applies an OCI layer tar (plain/gzip/zstd) read from `inputFd` under `root` with OCI whiteout
+ * semantics; chroot()s into root while extracting (default). Blocks: only for obdconv's apply child.
+ */
+export function convertApplyTar(opts: { inputFd: number; root: string; chroot?: boolean; limits?: ApplyTarLimits }): ApplyTarStats {
+  return native.convertApplyTar(opts);
+}
+// ---- end convert ----

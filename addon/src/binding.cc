@@ -26,6 +26,7 @@
 #include "remote/remote_file.h"
 #include "util/crc32c.h"
 #include "transport/tcmu/kernel.h"
+#include "convert/tar_apply.h"
 
 namespace {
 
@@ -1129,6 +1130,60 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 }  // namespace tcmu_binding
 // ---- end tcmu ----
 
+// ---- convert ----
+// applyTar for obdconv: runs synchronously on purpose — it is called only by the dedicated apply
+// child process (src/convert/apply-child.ts), which chroot()s into the mounted layer filesystem.
+namespace convert_binding {
+
+// convertApplyTar({inputFd, root, chroot?, limits?: {maxEntries, maxEntrySize, maxTotalBytes}}) → stats
+Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) return common::fail(env, obd::InvalidArg("convertApplyTar(options)"));
+  Napi::Object o = info[0].As<Napi::Object>();
+  if (!o.Get("inputFd").IsNumber() || !o.Get("root").IsString()) {
+    return common::fail(env, obd::InvalidArg("convertApplyTar: inputFd and root are required"));
+  }
+  const int fd = o.Get("inputFd").ToNumber().Int32Value();
+  const std::string root = o.Get("root").ToString().Utf8Value();
+  const bool useChroot = !o.Get("chroot").IsBoolean() || o.Get("chroot").ToBoolean();
+  obd::convert::ApplyLimits limits;
+  if (o.Get("limits").IsObject()) {
+    Napi::Object l = o.Get("limits").As<Napi::Object>();
+    auto num = [&](const char* k, uint64_t& into) {
+      if (l.Get(k).IsNumber()) into = static_cast<uint64_t>(l.Get(k).ToNumber().Int64Value());
+    };
+    num("maxEntries", limits.maxEntries);
+    num("maxEntrySize", limits.maxEntrySize);
+    num("maxTotalBytes", limits.maxTotalBytes);
+  }
+  obd::convert::ApplyStats st;
+  obd::Status s = obd::convert::applyTar(fd, root, limits, useChroot, &st);
+  if (!s.ok()) return common::fail(env, s);
+  Napi::Object r = Napi::Object::New(env);
+  auto set = [&](const char* k, uint64_t v) { r.Set(k, Napi::Number::New(env, static_cast<double>(v))); };
+  set("entries", st.entries);
+  set("files", st.files);
+  set("dirs", st.dirs);
+  set("symlinks", st.symlinks);
+  set("hardlinks", st.hardlinks);
+  set("specials", st.specials);
+  set("whiteouts", st.whiteouts);
+  set("opaques", st.opaques);
+  set("removed", st.removed);
+  set("bytes", st.bytes);
+  set("inputBytes", st.inputBytes);
+  set("warnings", st.warnings);
+  r.Set("firstWarning", Napi::String::New(env, st.firstWarning));
+  return r;
+}
+
+void registerAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("convertApplyTar", Napi::Function::New(env, ApplyTar));
+}
+
+}  // namespace convert_binding
+// ---- end convert ----
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, Version));
   zfile_binding::registerAll(env, exports);
@@ -1136,6 +1191,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   device_binding::registerAll(env, exports);
   tcmu_binding::registerAll(env, exports);
   remote_binding::registerAll(env, exports);
+  convert_binding::registerAll(env, exports);
   return exports;
 }
 

@@ -1,10 +1,114 @@
 #!/usr/bin/env node
-// `obdconv SRC DST`: convert an OCI image into an overlaybd image.
-import { Command } from 'commander';
+// `obdconv SRC DST`: convert an OCI image into an overlaybd image. Options follow
+// accelerated-container-image's converters (aci-compat.md §1.6).
+import { Command, InvalidArgumentError, Option } from 'commander';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { runCli } from './obd';
+import { convertImage, type ConvertOptions } from '../convert/converter';
+import { ProgressPrinter } from '../convert/progress';
+import { defaultPlatform, openStore } from '../convert/store';
+import { CredentialStore, RegistryClient, parseReference, type Platform } from '../registry';
+
+function intArg(name: string, min: number, max: number) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}]`);
+    return n;
+  };
+}
+
+function boolArg(v: string): boolean {
+  if (v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  throw new InvalidArgumentError('expected true or false');
+}
+
+function parsePlatform(v: string): Platform {
+  const [osName, architecture, variant] = v.split('/');
+  if (!osName || !architecture) throw new InvalidArgumentError('expected OS/ARCH[/VARIANT]');
+  return { os: osName, architecture, ...(variant ? { variant } : {}) };
+}
+
+const defaultBaseLayers = ['/opt/overlaybd/baselayers/ext4_64'];
+
+interface Opts {
+  fstype: string; algorithm: 'lz4' | 'zstd' | 'none'; bs: number; vsize: number; mkfs: boolean; baseLayer?: string;
+  plainHttp: boolean; user?: string; concurrency: number; cacheDir: string; json: boolean; oci: boolean; platform?: Platform;
+  credentialFile?: string;
+}
 
 export function buildObdconvProgram(): Command {
-  return new Command('obdconv').description('convert OCI images into overlaybd images').exitOverride();
+  const program = new Command('obdconv')
+    .description('convert OCI images into overlaybd images (SRC/DST: registry reference or oci:DIR[:TAG])')
+    .argument('<src>', 'source image')
+    .argument('<dst>', 'destination image')
+    .addOption(new Option('--fstype <fs>', 'filesystem of the image').default('ext4').choices(['ext4']))
+    .addOption(new Option('--algorithm <algo>', 'ZFile compression of the layer blobs').default('lz4').choices(['lz4', 'zstd', 'none']))
+    .option('--bs <KiB>', 'ZFile block size in KiB (4, 8, 16, 32, 64)', intArg('--bs', 4, 64), 4)
+    .option('--vsize <GiB>', 'virtual size of the block device in GiB', intArg('--vsize', 1, 16384), 64)
+    .option('--mkfs <bool>', 'make the filesystem in the first layer (false: use the upstream ext4_64 base layer)', boolArg, true)
+    .option('--base-layer <file>', 'the ext4_64 base layer file for --mkfs=false')
+    .option('--plain-http', 'talk http (not https) to the registries of SRC and DST', false)
+    .option('-u, --user <user[:password]>', 'registry credentials')
+    .option('--credential-file <file>', 'docker config.json with registry credentials', path.join(os.homedir(), '.docker', 'config.json'))
+    .option('--concurrency <n>', 'parallel downloads and uploads', intArg('--concurrency', 1, 64), 4)
+    .option('--cache-dir <dir>', 'conversion cache (layer blobs by source chain id)', '/var/lib/obd/obdconv')
+    .option('--platform <os/arch[/variant]>', 'platform to convert from an index', parsePlatform)
+    .option('--oci', 'write an OCI manifest (default: Docker schema2, as ACI)', false)
+    .option('--json', 'print a JSON summary on stdout instead of progress', false)
+    .exitOverride()
+    .action(async (src: string, dst: string, o: Opts) => {
+      await run(src, dst, o);
+    });
+  return program;
+}
+
+function bsBytes(kib: number): number {
+  if (![4, 8, 16, 32, 64].includes(kib)) throw new InvalidArgumentError('--bs must be 4, 8, 16, 32 or 64');
+  return kib * 1024;
+}
+
+async function run(src: string, dst: string, o: Opts): Promise<void> {
+  const hosts = [src, dst].filter((s) => !s.startsWith('oci:')).map((s) => parseReference(s).host);
+  let client: RegistryClient | undefined;
+  const getClient = () => {
+    if (!client) {
+      let creds = o.credentialFile ? CredentialStore.fromFile(o.credentialFile) : new CredentialStore();
+      if (o.user) {
+        const i = o.user.indexOf(':');
+        const username = i >= 0 ? o.user.slice(0, i) : o.user;
+        const password = i >= 0 ? o.user.slice(i + 1) : '';
+        creds = new CredentialStore(Object.fromEntries(hosts.map((h) => [h, { username, password }]))).merge(creds);
+      }
+      client = new RegistryClient({ credentials: creds, plainHttpHosts: o.plainHttp ? hosts : [], operationDeadlineMs: 3_600_000,
+        requestTimeoutMs: 300_000 });
+    }
+    return client;
+  };
+  const baseLayer = o.baseLayer ?? defaultBaseLayers.find((f) => fs.existsSync(f));
+  const abort = new AbortController();
+  const onSignal = () => abort.abort(new Error('interrupted'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const printer = o.json ? undefined : new ProgressPrinter(process.stderr, !!process.stderr.isTTY);
+  const source = openStore(src, getClient);
+  const target = openStore(dst, getClient);
+  const opts: ConvertOptions = {
+    fstype: o.fstype, algorithm: o.algorithm, blockSize: bsBytes(o.bs), vsizeGB: o.vsize, mkfs: o.mkfs, baseLayer,
+    concurrency: o.concurrency, cacheDir: o.cacheDir, manifestKind: o.oci ? 'oci' : 'docker', platform: o.platform ?? defaultPlatform(),
+    signal: abort.signal, onEvent: printer ? (ev) => printer.onEvent(ev) : undefined,
+  };
+  try {
+    const result = await convertImage(source, target, opts);
+    if (o.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    else printer!.finish(result);
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    await client?.close();
+  }
 }
 
 if (require.main === module) {

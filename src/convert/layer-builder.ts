@@ -1,0 +1,121 @@
+// Builds one overlaybd layer from one OCI layer tar: a writable LSMT layer over the previous
+// sealed layers, served as a block device by the addon's fuse-loop engine in this process; the
+// filesystem work (mkfs, mount, tar apply, umount) happens in child processes — the apply child in
+// a private mount namespace — because a process must not do blocking I/O on a device it serves.
+// Then the writable layer is sealed (commit). One owner: whatever happens, the device is detached
+// and the writable files are removed before build() returns.
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  commitLayer, createWritableLayer, deviceAttach, deviceDetach, type ApplyTarLimits, type ApplyTarStats,
+  type CommitResult,
+} from '../addon';
+import type { ApplyChildRequest } from './apply-child';
+
+export interface BuildLayerSpec {
+  workDir: string;       // private dir for this layer's files
+  lowers: string[];      // sealed layer files below, bottom first
+  vsize: number;         // bytes
+  uuid: string;
+  parentUuid?: string;
+  tar?: string;          // the layer tar (plain/gzip/zstd); absent = only mkfs
+  mkfs?: { fstype: string; uuid: string };
+  fstype: string;
+  limits?: ApplyTarLimits;
+  out: string;           // sealed LSMT output
+  signal?: AbortSignal;
+}
+
+export interface BuildLayerResult {
+  commit: CommitResult;
+  apply?: ApplyTarStats;
+  applyMs: number;
+  commitMs: number;
+}
+
+let deviceSeq = 0;
+
+export async function buildLayer(spec: BuildLayerSpec): Promise<BuildLayerResult> {
+  const data = path.join(spec.workDir, 'writable_data');
+  const index = path.join(spec.workDir, 'writable_index');
+  const fuseDir = path.join(spec.workDir, 'fuse');
+  const mnt = path.join(spec.workDir, 'mnt');
+  fs.mkdirSync(mnt, { recursive: true });
+  createWritableLayer(data, index, { vsize: spec.vsize, uuid: spec.uuid, parentUuid: spec.parentUuid });
+  const t0 = Date.now();
+  let apply: ApplyTarStats | undefined;
+  try {
+    const dev = await deviceAttach({
+      id: `obdconv-${process.pid}-${++deviceSeq}`, mountDir: fuseDir, lowers: spec.lowers, upperData: data, upperIndex: index,
+    });
+    let detached = false;
+    try {
+      if (spec.mkfs) await runMkfs(dev.path, spec.mkfs.fstype, spec.mkfs.uuid, spec.signal);
+      if (spec.tar) {
+        apply = await runApplyChild({
+          device: dev.path, mountpoint: mnt, input: spec.tar, fstype: spec.fstype, mountOptions: mountOptions(spec.fstype),
+          limits: spec.limits,
+        }, spec.signal);
+      }
+      await deviceDetach(dev.handle, false);
+      detached = true;
+    } finally {
+      if (!detached) await deviceDetach(dev.handle, true).catch(() => undefined);
+    }
+    const t1 = Date.now();
+    const commit = commitLayer(data, index, spec.out, { uuid: spec.uuid, parentUuid: spec.parentUuid });
+    return { commit, apply, applyMs: t1 - t0, commitMs: Date.now() - t1 };
+  } finally {
+    fs.rmSync(data, { force: true });
+    fs.rmSync(index, { force: true });
+  }
+}
+
+/** No journal while converting (journal blocks would land in every layer); no background inode-table zeroing. */
+function mountOptions(fstype: string): string {
+  return fstype === 'ext4' ? 'noload,noinit_itable' : 'rw';
+}
+
+/** mkfs.ext4 with the feature set of overlaybd's own ext4_64 base layer (readable by old kernels). */
+export function mkfsArgs(fstype: string, device: string, uuid: string): [string, string[]] {
+  if (fstype !== 'ext4') throw new Error(`--fstype ${fstype}: only ext4 is supported`);
+  return ['mkfs.ext4', ['-F', '-q', '-b', '4096', '-i', '16384', '-U', uuid,
+    '-O', '^metadata_csum,^metadata_csum_seed,^orphan_file,uninit_bg',
+    '-E', 'lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0', device]];
+}
+
+function runMkfs(device: string, fstype: string, uuid: string, signal?: AbortSignal): Promise<void> {
+  const [cmd, args] = mkfsArgs(fstype, device, uuid);
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { signal }, (err, _out, stderr) => {
+      if (err) reject(new Error(`${cmd} ${device}: ${stderr.trim() || err.message}`));
+      else resolve();
+    });
+  });
+}
+
+function runApplyChild(req: ApplyChildRequest, signal?: AbortSignal): Promise<ApplyTarStats> {
+  const script = path.join(__dirname, 'apply-child.js');
+  return new Promise((resolve, reject) => {
+    const child = spawn('unshare', ['-m', '--propagation', 'private', process.execPath, script, JSON.stringify(req)], {
+      stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGKILL',
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    child.on('error', reject);
+    child.on('close', (code, sig) => {
+      const line = out.trim().split('\n').pop() ?? '';
+      let msg: { ok: boolean; stats?: ApplyTarStats; error?: string } | undefined;
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        msg = undefined;
+      }
+      if (msg?.ok && msg.stats) return resolve(msg.stats);
+      reject(new Error(msg?.error ?? `apply child exited with ${sig ?? code}: ${err.trim().split('\n').slice(-3).join(' ')}`));
+    });
+  });
+}

@@ -1,0 +1,97 @@
+// Media types, annotations and the config/manifest shapes of an overlaybd image as
+// accelerated-container-image writes them (aci-compat.md §1.6): layers are
+// `application/vnd.oci.image.layer.v1.tar` (the blob is a tar-wrapped ZFile/LSMT, so its digest is
+// also its diff_id) annotated with the overlaybd version, blob digest, size and fs type.
+import crypto from 'node:crypto';
+import type { Descriptor, ImageManifest } from '../registry';
+
+export const OverlaybdVersion = '0.1.0';
+export const LayerMediaType = 'application/vnd.oci.image.layer.v1.tar';
+export const Annotations = {
+  version: 'containerd.io/snapshot/overlaybd/version',
+  blobDigest: 'containerd.io/snapshot/overlaybd/blob-digest',
+  blobSize: 'containerd.io/snapshot/overlaybd/blob-size',
+  fsType: 'containerd.io/snapshot/overlaybd/blob-fs-type',
+} as const;
+
+export const ManifestTypes = {
+  docker: { manifest: 'application/vnd.docker.distribution.manifest.v2+json', config: 'application/vnd.docker.container.image.v1+json' },
+  oci: { manifest: 'application/vnd.oci.image.manifest.v1+json', config: 'application/vnd.oci.image.config.v1+json' },
+} as const;
+
+const sourceLayerTypes = new Set([
+  'application/vnd.oci.image.layer.v1.tar',
+  'application/vnd.oci.image.layer.v1.tar+gzip',
+  'application/vnd.oci.image.layer.v1.tar+zstd',
+  'application/vnd.docker.image.rootfs.diff.tar',
+  'application/vnd.docker.image.rootfs.diff.tar.gzip',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
+  'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
+]);
+
+export function sha256(data: string | Buffer): string {
+  return `sha256:${crypto.createHash('sha256').update(data).digest('hex')}`;
+}
+
+/** chainID(L0) = diffID(L0); chainID(Ln) = sha256(chainID(Ln-1) + " " + diffID(Ln)) (OCI image spec). */
+export function chainIds(diffIds: string[]): string[] {
+  const out: string[] = [];
+  for (const d of diffIds) out.push(out.length === 0 ? d : sha256(`${out[out.length - 1]} ${d}`));
+  return out;
+}
+
+/** A layer uuid derived from its chain id, so a re-conversion gives the same uuids. */
+export function uuidFromChainId(chainId: string): string {
+  const h = crypto.createHash('sha256').update(`overlaybd-uuid ${chainId}`).digest('hex');
+  const v = `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  return v.toUpperCase();
+}
+
+export interface ImageConfigJson {
+  rootfs?: { type: string; diff_ids: string[] };
+  history?: { created?: string; created_by?: string; empty_layer?: boolean; comment?: string }[];
+  [k: string]: unknown;
+}
+
+/** Checks the source before any work: layer media types and a consistent rootfs. */
+export function checkSource(manifest: ImageManifest, config: ImageConfigJson, name: string): string[] {
+  const diffIds = config.rootfs?.diff_ids ?? [];
+  if (diffIds.length !== manifest.layers.length) {
+    throw new Error(`${name}: config has ${diffIds.length} diff_ids but the manifest has ${manifest.layers.length} layers`);
+  }
+  manifest.layers.forEach((l, i) => {
+    if (l.annotations?.[Annotations.blobDigest]) throw new Error(`${name}: layer ${i} (${l.digest}) is already an overlaybd layer`);
+    if (!sourceLayerTypes.has(l.mediaType)) throw new Error(`${name}: layer ${i} (${l.digest}) has unsupported media type ${l.mediaType}`);
+  });
+  return diffIds;
+}
+
+export function layerDescriptor(digest: string, size: number, fsType: string): Descriptor {
+  return {
+    mediaType: LayerMediaType, digest, size,
+    annotations: { [Annotations.version]: OverlaybdVersion, [Annotations.blobDigest]: digest, [Annotations.blobSize]: String(size),
+      [Annotations.fsType]: fsType },
+  };
+}
+
+export function buildConfig(source: ImageConfigJson, layerDigests: string[], baseAdded: boolean): Buffer {
+  const cfg: ImageConfigJson = { ...source, rootfs: { type: 'layers', diff_ids: layerDigests } };
+  if (baseAdded && Array.isArray(source.history)) {
+    cfg.history = [{ created: '2021-03-01T00:00:00Z', created_by: 'overlaybd ext4 base layer', comment: 'obdconv' }, ...source.history];
+  }
+  return Buffer.from(JSON.stringify(cfg));
+}
+
+export function buildManifest(kind: 'docker' | 'oci', config: Buffer, layers: Descriptor[], annotations?: Record<string, string>): Buffer {
+  const t = ManifestTypes[kind];
+  const m: Record<string, unknown> = {
+    schemaVersion: 2,
+    mediaType: t.manifest,
+    config: { mediaType: t.config, digest: sha256(config), size: config.length },
+    layers,
+  };
+  if (annotations && kind === 'oci') m.annotations = annotations;
+  return Buffer.from(JSON.stringify(m, null, 2));
+}

@@ -1,0 +1,245 @@
+// Where images come from and go to: a registry reference or an OCI image layout directory
+// (`oci:DIR[:TAG]`). Both expose the same small surface the converter needs: resolve a platform
+// manifest, stream a blob to a file (digest-verified while streaming), check/mount/upload a blob,
+// put the manifest. Nothing here knows about overlaybd.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Transform } from 'node:stream';
+import {
+  MediaTypes, RegistryClient, RegistryNotFoundError, defaultPlatform, parseReference, selectPlatform,
+  type Descriptor, type ImageManifest, type Platform, type Reference,
+} from '../registry';
+import { repositoryScope } from '../registry/auth';
+
+export type Progress = (bytes: number) => void;
+
+export interface ResolvedImage {
+  manifest: ImageManifest;
+  mediaType: string;
+  digest: string;
+}
+
+export interface ImageStore {
+  readonly name: string;
+  resolve(platform: Platform, signal?: AbortSignal): Promise<ResolvedImage>;
+  readBlob(desc: Descriptor, signal?: AbortSignal): Promise<Buffer>;
+  /** Streams a blob into `file`; rejects (and removes the file) when the content does not match the digest. */
+  fetchBlob(desc: Descriptor, file: string, progress?: Progress, signal?: AbortSignal): Promise<void>;
+  hasBlob(digest: string, signal?: AbortSignal): Promise<boolean>;
+  /** Cross-repository mount from another repository of the same registry; false if not possible. */
+  mountBlob(digest: string, from: string, signal?: AbortSignal): Promise<boolean>;
+  pushBlobFile(file: string, digest: string, progress?: Progress, signal?: AbortSignal): Promise<void>;
+  putManifest(body: Buffer, mediaType: string, signal?: AbortSignal): Promise<string>;
+  /** "host/repo" (registries) or the layout dir: the scope inside which mounts are possible. */
+  readonly location: string;
+  close(): Promise<void>;
+}
+
+export class DigestMismatchError extends Error {
+  readonly code = 'EDIGEST';
+}
+
+function hashingTransform(hash: crypto.Hash, progress?: Progress): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      progress?.(chunk.length);
+      cb(null, chunk);
+    },
+  });
+}
+
+async function streamVerified(src: NodeJS.ReadableStream, desc: Descriptor, file: string, what: string, progress?: Progress): Promise<void> {
+  const hash = crypto.createHash('sha256');
+  const tmp = `${file}.part`;
+  try {
+    await pipeline(src, hashingTransform(hash, progress), fs.createWriteStream(tmp));
+    const got = `sha256:${hash.digest('hex')}`;
+    const size = fs.statSync(tmp).size;
+    if (got !== desc.digest) throw new DigestMismatchError(`${what}: content is ${got}, expected ${desc.digest}`);
+    if (desc.size !== undefined && size !== desc.size) throw new DigestMismatchError(`${what}: ${size} bytes, descriptor says ${desc.size}`);
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+export class RegistryStore implements ImageStore {
+  readonly ref: Reference;
+  readonly name: string;
+
+  constructor(ref: string, readonly client: RegistryClient) {
+    this.ref = parseReference(ref);
+    this.name = ref;
+  }
+
+  get location(): string {
+    return `${this.ref.host}/${this.ref.repo}`;
+  }
+
+  async resolve(platform: Platform, signal?: AbortSignal): Promise<ResolvedImage> {
+    const m = await this.client.getManifest(this.ref, { platform, signal });
+    return { manifest: m.manifest, mediaType: m.mediaType, digest: m.digest };
+  }
+
+  readBlob(desc: Descriptor, signal?: AbortSignal): Promise<Buffer> {
+    return this.client.getBlob(this.ref.host, this.ref.repo, desc.digest, { signal });
+  }
+
+  async fetchBlob(desc: Descriptor, file: string, progress?: Progress, signal?: AbortSignal): Promise<void> {
+    const { host, repo } = this.ref;
+    const what = `${host}/${repo}@${desc.digest}`;
+    await this.client.pull(host, `GET blob ${repo}@${desc.digest}`, signal, async (ep, sig) => {
+      const res = await this.client.send(ep, repo, { method: 'GET', path: `/v2/${repo}/blobs/${desc.digest}`,
+        scope: repositoryScope(repo, 'pull'), signal: sig, followRedirects: true });
+      if (res.statusCode !== 200) await this.client.fail(res, ep, `GET blob ${repo}@${desc.digest}`);
+      await streamVerified(res.body, desc, file, what, progress);
+    });
+  }
+
+  async hasBlob(digest: string, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.client.headBlob(this.ref.host, this.ref.repo, digest, signal);
+      return true;
+    } catch (err) {
+      if (err instanceof RegistryNotFoundError) return false;
+      throw err;
+    }
+  }
+
+  async mountBlob(digest: string, from: string, signal?: AbortSignal): Promise<boolean> {
+    const prefix = `${this.ref.host}/`;
+    if (!from.startsWith(prefix) || from === this.location) return false;
+    return this.client.mountBlob(this.ref.host, this.ref.repo, digest, from.slice(prefix.length), signal).catch(() => false);
+  }
+
+  async pushBlobFile(file: string, digest: string, progress?: Progress, signal?: AbortSignal): Promise<void> {
+    const data = await fs.promises.readFile(file);
+    const got = await this.client.uploadBlob(this.ref.host, this.ref.repo, data, { signal, chunkSize: 64 << 20 });
+    if (got !== digest) throw new DigestMismatchError(`${file}: uploaded ${got}, expected ${digest}`);
+    progress?.(data.length);
+  }
+
+  putManifest(body: Buffer, mediaType: string, signal?: AbortSignal): Promise<string> {
+    return this.client.putManifest(this.ref.host, this.ref.repo, this.ref.tag ?? this.ref.digest ?? 'latest', body, mediaType, signal);
+  }
+
+  async close(): Promise<void> {
+    // the client is shared and closed by its owner
+  }
+}
+
+interface OciIndex {
+  schemaVersion: number;
+  mediaType?: string;
+  manifests: Descriptor[];
+}
+
+const refNameKey = 'org.opencontainers.image.ref.name';
+
+/** An OCI image layout directory (image-layout spec): oci-layout, index.json, blobs/sha256/…. */
+export class OciLayoutStore implements ImageStore {
+  readonly name: string;
+
+  constructor(readonly dir: string, readonly tag: string | undefined) {
+    this.name = `oci:${dir}${tag ? `:${tag}` : ''}`;
+  }
+
+  get location(): string {
+    return path.resolve(this.dir);
+  }
+
+  blobPath(digest: string): string {
+    const m = /^sha256:([a-f0-9]{64})$/.exec(digest);
+    if (!m) throw new Error(`${this.name}: "${digest}" is not a sha256 digest`);
+    return path.join(this.dir, 'blobs', 'sha256', m[1]);
+  }
+
+  private readIndex(): OciIndex {
+    const p = path.join(this.dir, 'index.json');
+    if (!fs.existsSync(p)) return { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [] };
+    return JSON.parse(fs.readFileSync(p, 'utf8')) as OciIndex;
+  }
+
+  async resolve(platform: Platform): Promise<ResolvedImage> {
+    const index = this.readIndex();
+    const tagged = this.tag ? index.manifests.filter((d) => d.annotations?.[refNameKey] === this.tag) : index.manifests;
+    if (tagged.length === 0) throw new Error(`${this.name}: no manifest${this.tag ? ` tagged ${this.tag}` : ''} in index.json`);
+    let desc = tagged.length === 1 ? tagged[0] : selectPlatform(tagged, platform);
+    if (!desc) throw new Error(`${this.name}: ${tagged.length} manifests and none for ${platform.os}/${platform.architecture}`);
+    for (let depth = 0; depth < 2; depth++) {
+      const body = await this.readBlob(desc);
+      const json = JSON.parse(body.toString('utf8')) as { mediaType?: string; manifests?: Descriptor[]; layers?: Descriptor[] };
+      if (!json.manifests) {
+        return { manifest: json as unknown as ImageManifest, mediaType: json.mediaType ?? desc.mediaType, digest: desc.digest };
+      }
+      const pick = selectPlatform(json.manifests, platform);
+      if (!pick) throw new Error(`${this.name}: index ${desc.digest} has no manifest for ${platform.os}/${platform.architecture}`);
+      desc = pick;
+    }
+    throw new Error(`${this.name}: nested indexes`);
+  }
+
+  async readBlob(desc: Descriptor): Promise<Buffer> {
+    const data = await fs.promises.readFile(this.blobPath(desc.digest));
+    const got = `sha256:${crypto.createHash('sha256').update(data).digest('hex')}`;
+    if (got !== desc.digest) throw new DigestMismatchError(`${this.name}: blob ${desc.digest} has content ${got}`);
+    return data;
+  }
+
+  async fetchBlob(desc: Descriptor, file: string, progress?: Progress): Promise<void> {
+    await streamVerified(fs.createReadStream(this.blobPath(desc.digest), { highWaterMark: 1 << 20 }), desc, file,
+      `${this.name}: blob ${desc.digest}`, progress);
+  }
+
+  async hasBlob(digest: string): Promise<boolean> {
+    return fs.existsSync(this.blobPath(digest));
+  }
+
+  async mountBlob(): Promise<boolean> {
+    return false;
+  }
+
+  async pushBlobFile(file: string, digest: string, progress?: Progress): Promise<void> {
+    const dst = this.blobPath(digest);
+    fs.mkdirSync(path.dirname(dst), { recursive: true });
+    const tmp = `${dst}.part-${process.pid}`;
+    await fs.promises.copyFile(file, tmp);
+    fs.renameSync(tmp, dst);
+    progress?.(fs.statSync(dst).size);
+  }
+
+  async putManifest(body: Buffer, mediaType: string): Promise<string> {
+    const digest = `sha256:${crypto.createHash('sha256').update(body).digest('hex')}`;
+    const dst = this.blobPath(digest);
+    fs.mkdirSync(path.dirname(dst), { recursive: true });
+    fs.writeFileSync(dst, body);
+    fs.writeFileSync(path.join(this.dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    const index = this.readIndex();
+    const tag = this.tag ?? 'latest';
+    index.manifests = index.manifests.filter((d) => d.annotations?.[refNameKey] !== tag);
+    index.manifests.push({ mediaType, digest, size: body.length, annotations: { [refNameKey]: tag } });
+    const tmp = path.join(this.dir, `index.json.tmp-${process.pid}`);
+    fs.writeFileSync(tmp, JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: index.manifests }, null, 2));
+    fs.renameSync(tmp, path.join(this.dir, 'index.json'));
+    return digest;
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** `oci:DIR[:TAG]` or a registry reference. */
+export function openStore(spec: string, client: () => RegistryClient): ImageStore {
+  if (spec.startsWith('oci:')) {
+    const rest = spec.slice(4);
+    const m = /^(.*?)(?::([A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?$/.exec(rest)!;
+    if (!m[1]) throw new Error(`"${spec}": expected oci:DIR[:TAG]`);
+    return new OciLayoutStore(m[1], m[2]);
+  }
+  return new RegistryStore(spec, client());
+}
+
+export { defaultPlatform };
