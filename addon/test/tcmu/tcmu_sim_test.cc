@@ -236,6 +236,16 @@ void modeSenseAndSelect() {
     CHECK(c.dataIn[0] == 4 + 12 - 1 && c.dataIn[8] == 0xEE, "allocation length honoured");
     expectSense(rig.run({0x1a, 0, 0x1c, 0, 255, 0}, {}, 255), kSenseIllegalRequest, 0x24, 0, "unknown mode page");
   }
+  {  // a disk with a write cache says so (WCE), so that the initiator sends SYNCHRONIZE CACHE
+    MemDisk d(kDiskSize);
+    ScsiDisk wc(d, ScsiDiskParams{kBs, 2048, "s", "", true});
+    uint8_t buf[64] = {};
+    DataSegment seg{buf, sizeof buf};
+    const uint8_t cdb[6] = {0x1a, 0, 0x08, 0, 64, 0};
+    uint8_t status = 0xff;
+    wc.execute(cdb, 6, &seg, 1, [&](const ScsiResult& r) { status = r.status; });
+    CHECK(status == kStatusGood && buf[4] == 0x08 && (buf[6] & 0x04), "WCE not reported");
+  }
   Rig rig;
   std::vector<uint8_t> same = {0, 0, 0, 0, 0x0a, 0x0a, 0x02, 0, 0, 0x40, 0, 0, 0xff, 0xff, 0, 0};
   expectGood(rig.run({0x15, 0x10, 0, 0, uint8_t(same.size()), 0}, same, 0), "MODE SELECT current values");

@@ -48,6 +48,10 @@ Status TcmuDevice::open() {
   params.maxTransferBlocks = opts_.maxTransferBlocks;
   params.unitSerial = readUnitSerial(opts_.paths, spec);
   params.cfgString = spec.cfgString;
+  // Unlike overlaybd (WCE off), a writable disk reports a write cache: only then does the initiator
+  // send SYNCHRONIZE CACHE on fsync and journal commits, which is what makes the LSMT upper's data
+  // and index durable (BlockDevice::flush). Read-only disks have nothing to flush.
+  params.writeCache = !dev_->readOnly();
   scsi_ = std::make_unique<ScsiDisk>(*dev_, params);
   auto ring = RingProcessor::create(static_cast<uint8_t*>(map_), mapSize_, Doorbell{uio_.get(), uio_.get(), 4}, *scsi_);
   if (!ring.ok()) return ring.status();
