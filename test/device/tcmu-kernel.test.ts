@@ -80,7 +80,13 @@ test('TCMU device on the real kernel: mkfs.ext4, mount, write, remount, read bac
     assert.ok(!fs.existsSync(dev) || !fs.readdirSync('/sys/block').includes(dev.replace('/dev/', '')), `${dev} still exists`);
   } finally {
     if (mounted) spawnSync('umount', ['-l', mnt]);
-    if (server.exitCode === null) server.kill('SIGKILL');
+    if (server.exitCode === null) {
+      // Closing stdin makes the server remove its LUN and backstore; SIGKILL only as a last resort.
+      const gone = new Promise((resolve) => server.once('exit', resolve));
+      server.stdin!.end();
+      await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 20_000))]);
+      if (server.exitCode === null) server.kill('SIGKILL');
+    }
     tmp.cleanup();
   }
 });

@@ -2,6 +2,7 @@
 // (needs target_core_user + tcm_loop). Prints "unsupported: <reason>" and exits 77 when the kernel
 // lacks TCMU; otherwise "device <path>", then serves until stdin closes, tears down, prints "closed".
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,6 +73,11 @@ int serveMain(int argc, char** argv) {
     std::printf("error: %s\n", dev.status().message().c_str());
     return 1;
   }
+  // SIGTERM/SIGINT end the wait below like EOF does, so the device is still torn down.
+  struct sigaction sa = {};
+  sa.sa_handler = [](int) { ::close(0); };
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
   std::printf("device %s\n", dev.value()->devicePath().c_str());
   std::fflush(stdout);
   char buf[64];
