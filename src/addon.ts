@@ -260,6 +260,7 @@ export interface BlockCacheOptions {
   capacityBytes: number;
   unitSize?: number; // refill unit, power of two; default 262144 (overlaybd's refillSize)
   sync?: boolean; // fdatasync before a unit is marked present; default true
+  minFreeBytes?: number; // disk-free floor of the cache's filesystem; default 1 GiB
 }
 
 export interface BlockCacheStats {
@@ -272,6 +273,7 @@ export interface BlockCacheStats {
   verifiedBlobs: number;
   verifyFailures: number;
   writeErrors: number;
+  skippedForSpace: number; // units not cached because of the disk-free floor
   lastError: string;
 }
 

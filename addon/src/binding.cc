@@ -57,7 +57,7 @@ Napi::Value fail(Napi::Env env, const obd::Status& st) {
 // Remote blobs read through the block cache (addon/src/cache, addon/src/remote).
 //
 // JS API (typed wrappers in src/addon.ts, section "remote"):
-//   new BlockCache({dir, capacityBytes, unitSize?, sync?})   .stats()  .drain(): Promise<void>
+//   new BlockCache({dir, capacityBytes, unitSize?, sync?, minFreeBytes?})   .stats()  .drain(): Promise<void>
 //   new RemoteFetcher(fn)   fn(digest, offset, length, done) runs on the JS thread for every cache
 //                           miss; JS calls done(null, bytes) or done(err) exactly once.  .close()
 //   new RemoteFile({digest, size, cache, fetcher, readAheadUnits?, maxFetchUnits?})
@@ -197,6 +197,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
     else opts.dir = o.Get("dir").As<Napi::String>().Utf8Value();
     if (bad.empty()) numberArg(o, "capacityBytes", &opts.capacityBytes, true, &bad);
     if (bad.empty()) numberArg(o, "unitSize", &unit, false, &bad);
+    if (bad.empty()) numberArg(o, "minFreeBytes", &opts.minFreeBytes, false, &bad);
     if (!bad.empty()) {
       toError(env, obd::InvalidArg("BlockCache: " + bad)).ThrowAsJavaScriptException();
       return;
@@ -227,6 +228,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
     o.Set("verifiedBlobs", static_cast<double>(s.verifiedBlobs));
     o.Set("verifyFailures", static_cast<double>(s.verifyFailures));
     o.Set("writeErrors", static_cast<double>(s.writeErrors));
+    o.Set("skippedForSpace", static_cast<double>(s.skippedForSpace));
     o.Set("lastError", s.lastError);
     return o;
   }

@@ -15,6 +15,11 @@ import { TestRegistry } from '../helpers/registry';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+const popcount = (b: number) => {
+  let n = 0;
+  for (; b; b &= b - 1) n++;
+  return n;
+};
 const sha = (b: Uint8Array) => 'sha256:' + crypto.createHash('sha256').update(b).digest('hex');
 
 function tmpDir(t: { after: (fn: () => void) => void }): string {
@@ -130,6 +135,20 @@ describe('remote file through the block cache', () => {
     assert.equal(s.writeErrors, 0, s.lastError);
   });
 
+  it('respects a disk-free floor: nothing is cached, reads still return the right bytes', async (t) => {
+    const src = localSource(data);
+    const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB, minFreeBytes: Number.MAX_SAFE_INTEGER });
+    const fetcher = createRemoteFetcher(src.fn);
+    t.after(() => fetcher.close());
+    const file = openRemoteFile({ digest: sha(data), size: data.length, cache, fetcher });
+    await readAndCheck(file, data, 1000, 600 * KiB);
+    await cache.drain();
+    const s = cache.stats();
+    assert.equal(s.usedBytes, 0);
+    assert.ok(s.skippedForSpace > 0);
+    assert.match(s.lastError, /free; not caching/);
+  });
+
   it('reads ahead on sequential access', async (t) => {
     const src = localSource(data);
     const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB, unitSize: 64 * KiB });
@@ -220,16 +239,24 @@ describe('remote file through the block cache', () => {
       child.stdout!.once('data', () => resolve());
       child.once('exit', (c) => reject(new Error(`child exited ${c}`)));
     });
-    await new Promise((r) => setTimeout(r, 1500));
+    // Kill while it is filling: once a tenth of the units are in (or after 3 s at most).
+    const stem = path.join(cacheDir, `sha256_${digest.slice(7)}`);
+    const units = Math.ceil(source.length / unit);
+    const presentNow = () => {
+      try {
+        return fs.readFileSync(stem + '.bitmap').subarray(64).reduce((n, b) => n + popcount(b), 0);
+      } catch {
+        return 0;
+      }
+    };
+    for (let waited = 0; waited < 3000 && presentNow() < units / 10; waited += 10) await new Promise((r) => setTimeout(r, 10));
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGKILL');
     await exited;
 
-    const stem = path.join(cacheDir, `sha256_${digest.slice(7)}`);
     const bitmap = fs.readFileSync(stem + '.bitmap');
     const cached = fs.readFileSync(stem + '.data');
     assert.equal(bitmap.subarray(0, 8).toString(), 'OBDCACH1');
-    const units = Math.ceil(source.length / unit);
     let present = 0;
     for (let u = 0; u < units; u++) {
       if (!((bitmap[64 + (u >> 3)] >> (u & 7)) & 1)) continue;

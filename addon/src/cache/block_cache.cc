@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -302,6 +303,11 @@ void BlockCache::persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t fi
     recordError(blob->digest_ + ": refusing to cache a misaligned piece at " + std::to_string(off), true);
     return;
   }
+  if (!makeRoomOnDisk(data.size())) {
+    std::lock_guard<std::mutex> g(mu_);
+    stats_.skippedForSpace += count;
+    return;
+  }
   Status st = pwriteAll(blob->data_.get(), data.data(), data.size(), off, blob->digest_ + " cache");
   if (st.ok() && opts_.sync && ::fdatasync(blob->data_.get()) != 0) st = SysError(blob->digest_ + " cache: fdatasync");
   if (st.ok()) st = blob->setPresent(firstUnit, count);
@@ -335,14 +341,32 @@ void BlockCache::account(CachedBlob* blob, uint64_t firstUnit, uint64_t count) {
   }
 }
 
-void BlockCache::evictIfNeeded() {
+bool BlockCache::makeRoomOnDisk(uint64_t bytes) {
+  if (opts_.minFreeBytes == 0) return true;
+  for (int round = 0; round < 2; round++) {
+    struct statvfs vfs{};
+    if (::statvfs(opts_.dir.c_str(), &vfs) != 0) return true;  // cannot tell: rely on the size limit
+    uint64_t freeBytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    if (freeBytes >= opts_.minFreeBytes + bytes) return true;
+    if (round == 1) break;
+    evictIfNeeded(opts_.minFreeBytes + bytes - freeBytes);
+  }
+  recordError(opts_.dir + ": less than " + std::to_string(opts_.minFreeBytes >> 20) + " MiB free; not caching", false);
+  return false;
+}
+
+// Evicts least recently used units until the cache is within its capacity (down to 95% of it, so a
+// full cache does not evict on every write) and, when extraBytes > 0, at least that much more.
+void BlockCache::evictIfNeeded(uint64_t extraBytes) {
   for (;;) {
     std::map<CachedBlob*, std::vector<uint64_t>> victims;
     {
       std::lock_guard<std::mutex> g(mu_);
-      if (stats_.usedBytes <= opts_.capacityBytes || lru_.empty()) return;
-      // Evict down to 95% so that a full cache does not evict on every single write.
+      if ((stats_.usedBytes <= opts_.capacityBytes && extraBytes == 0) || lru_.empty()) return;
       uint64_t target = opts_.capacityBytes - opts_.capacityBytes / 20;
+      if (stats_.usedBytes <= opts_.capacityBytes) target = stats_.usedBytes;
+      target = target > extraBytes ? target - extraBytes : 0;
+      extraBytes = 0;
       while (stats_.usedBytes > target && !lru_.empty()) {
         UnitKey k = lru_.back();
         lru_.pop_back();

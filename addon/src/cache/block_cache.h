@@ -44,6 +44,10 @@ struct BlockCacheOptions {
   uint64_t capacityBytes = 8ull << 30;
   uint32_t unitSize = 256 << 10;  // power of two, 4 KiB .. 64 MiB
   bool sync = true;               // fdatasync before marking present (tests of crash safety need it)
+  // Disk-free floor: when the filesystem of `dir` has less free space than this, least recently
+  // used units are evicted first, and if that is not enough the new bytes are not cached (reads
+  // still complete from memory). Default 1 GiB.
+  uint64_t minFreeBytes = 1ull << 30;
 };
 
 struct BlockCacheStats {
@@ -55,6 +59,7 @@ struct BlockCacheStats {
   uint64_t verifiedBlobs = 0;
   uint64_t verifyFailures = 0;
   uint64_t writeErrors = 0;
+  uint64_t skippedForSpace = 0;  // units not cached because of the disk-free floor
   std::string lastError;
 };
 
@@ -121,7 +126,8 @@ class BlockCache {
   void writerLoop();
   void persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t firstUnit, const std::vector<uint8_t>& data);
   void account(CachedBlob* blob, uint64_t firstUnit, uint64_t count);  // LRU insert + used bytes
-  void evictIfNeeded();
+  void evictIfNeeded(uint64_t extraBytes = 0);
+  bool makeRoomOnDisk(uint64_t bytes);  // the disk-free floor; false → do not write
   void verify(const std::shared_ptr<CachedBlob>& blob);
   void dropBlob(const std::shared_ptr<CachedBlob>& blob, const std::string& why);
   void recordError(const std::string& msg, bool writeError);
