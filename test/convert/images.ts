@@ -68,3 +68,109 @@ export function buildImage(dir: string, tars: string[], compression: Compression
     annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }));
   return { dir, manifest, manifestDigest, config, layers };
 }
+
+function setXattr(p: string, name: string, value: string): void {
+  execFileSync('python3', ['-c', 'import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode(), follow_symlinks=False)', p, name, value]);
+}
+
+/** GNU tar of a staged tree: pax format (xattrs), sparse files detected, numeric owners, "./" names. */
+export function tarTree(dir: string, out: string): string {
+  execFileSync('tar', ['--format=posix', '--xattrs', '--xattrs-include=*', '--sparse', '--numeric-owner', '--sort=name',
+    '-C', dir, '-cf', out, '.']);
+  return out;
+}
+
+function pattern(size: number, seed: number): Buffer {
+  const b = Buffer.alloc(size);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < size; i += 4) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    b.writeUInt32LE(x, Math.min(i, size - 4));
+  }
+  return b;
+}
+
+/**
+ * Three layers exercising what OCI layers can hold: many small files, one large file, a sparse
+ * file, hardlinks, symlinks, a fifo and device nodes, owners and odd modes, xattrs; then
+ * whiteouts of files and directories, an opaque directory, a file replacing a directory and a
+ * directory replacing a file, a rewritten hardlink member.
+ */
+export function makeRichLayers(work: string, opts: { smallFiles?: number; largeBytes?: number } = {}): string[] {
+  const small = opts.smallFiles ?? 1500;
+  const large = opts.largeBytes ?? 24 << 20;
+  const l1 = path.join(work, 'stage-1');
+  const w = (rel: string, data: string | Buffer, mode = 0o644) => {
+    const p = path.join(l1, rel);
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, data);
+    fs.chmodSync(p, mode);
+    return p;
+  };
+  fs.mkdirSync(l1, { recursive: true });
+  for (let i = 0; i < small; i++) w(`usr/share/many/d${i % 30}/f${i}.txt`, `small file ${i}\n`.repeat(1 + (i % 7)));
+  w('usr/lib/large.bin', pattern(large, 7));
+  const sparse = w('var/sparse.img', '');
+  const fd = fs.openSync(sparse, 'r+');
+  fs.writeSync(fd, Buffer.from('head'), 0, 4, 0);
+  fs.writeSync(fd, Buffer.from('middle'), 0, 6, 8 << 20);
+  fs.ftruncateSync(fd, 32 << 20);
+  fs.closeSync(fd);
+  w('etc/hello.txt', 'hello\n');
+  fs.linkSync(path.join(l1, 'etc/hello.txt'), path.join(l1, 'etc/hello.link'));
+  fs.linkSync(path.join(l1, 'etc/hello.txt'), path.join(l1, 'usr/hello.link2'));
+  fs.symlinkSync('hello.txt', path.join(l1, 'etc/rel.sym'));
+  fs.symlinkSync('/usr/lib/large.bin', path.join(l1, 'etc/abs.sym'));
+  fs.symlinkSync('missing/target', path.join(l1, 'etc/dangling.sym'));
+  fs.mkdirSync(path.join(l1, 'dev'), { recursive: true });
+  execFileSync('mkfifo', ['-m', '0640', path.join(l1, 'dev/fifo')]);
+  execFileSync('mknod', ['-m', '0666', path.join(l1, 'dev/null'), 'c', '1', '3']);
+  execFileSync('mknod', ['-m', '0660', path.join(l1, 'dev/blk'), 'b', '7', '200']);
+  const owned = w('home/user/owned.txt', 'mine\n', 0o600);
+  fs.chownSync(owned, 1000, 1001);
+  fs.chownSync(path.join(l1, 'home/user'), 1000, 1001);
+  w('usr/bin/setuid', '#!/bin/sh\n', 0o4755);
+  fs.mkdirSync(path.join(l1, 'tmp'));
+  fs.chmodSync(path.join(l1, 'tmp'), 0o1777);
+  setXattr(w('etc/xattr.txt', 'has xattrs\n'), 'user.comment', 'hello xattr');
+  setXattr(path.join(l1, 'etc/xattr.txt'), 'user.other', 'v2');
+  setXattr(path.join(l1, 'etc'), 'user.dir', 'on a dir');
+  w('opaque/old/a.txt', 'old a\n');
+  w('opaque/keep-not.txt', 'gone later\n');
+  w('gone/dir/file.txt', 'whole dir removed\n');
+  w('to-dir', 'a file that becomes a directory\n');
+  w('to-file/inner.txt', 'a directory that becomes a file\n');
+  w('etc/deleted.txt', 'deleted in layer 2\n');
+  fs.mkdirSync(path.join(l1, 'emptydir'));
+  fs.utimesSync(path.join(l1, 'etc/hello.txt'), 1600000000, 1600000000);
+
+  const l2 = path.join(work, 'stage-2');
+  const w2 = (rel: string, data: string | Buffer, mode = 0o644) => {
+    const p = path.join(l2, rel);
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, data);
+    fs.chmodSync(p, mode);
+    return p;
+  };
+  w2('etc/.wh.deleted.txt', '');
+  w2('.wh.gone', '');
+  w2('opaque/.wh..wh..opq', '');
+  w2('opaque/new.txt', 'new in opaque\n');
+  w2('opaque/old/b.txt', 'recreated below opaque\n');
+  w2('.wh.to-dir', '');
+  w2('to-dir/child.txt', 'now a directory\n');
+  w2('to-file', 'now a file\n', 0o600);
+  w2('etc/hello.link', 'hardlink member rewritten\n');
+  w2('usr/share/many/d3/f3.txt', 'rewritten small file\n');
+  w2('usr/share/many/.wh.d4', '');
+  fs.chmodSync(path.join(l2, 'etc'), 0o750);
+
+  const l3 = path.join(work, 'stage-3');
+  fs.mkdirSync(path.join(l3, 'etc'), { recursive: true });
+  fs.writeFileSync(path.join(l3, 'etc/rel.sym'), 'symlink replaced by a file\n');
+  fs.writeFileSync(path.join(l3, 'etc/.wh.abs.sym'), '');
+  fs.symlinkSync('../usr/lib/large.bin', path.join(l3, 'etc/large.sym'));
+  fs.mkdirSync(path.join(l3, 'usr/lib'), { recursive: true });
+  fs.writeFileSync(path.join(l3, 'usr/lib/large.bin'), pattern(1 << 20, 99));
+  return [l1, l2, l3].map((d, i) => tarTree(d, path.join(work, `layer-${i + 1}.tar`)));
+}

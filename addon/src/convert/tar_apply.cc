@@ -5,10 +5,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <memory>
+#include <set>
 #include <unordered_set>
 #include <vector>
 
@@ -189,6 +191,9 @@ class Applier {
       if (!ok.ok()) return ok.status();
       OBD_RETURN_IF_ERROR(removeAt(AT_FDCWD, rel, rel, &stats_->removed).wrap("entry " + name));
     }
+    if (!link && type == AE_IFDIR && lstat(rel.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      OBD_RETURN_IF_ERROR(dropStaleXattrs(e, rel, name));
+    }
     int r = archive_write_header(out, e);
     if (r < ARCHIVE_WARN) return archiveError(out, "entry " + name);
     if (r == ARCHIVE_WARN) warn("entry " + name + ": " + (archive_error_string(out) ? archive_error_string(out) : "warning"));
@@ -204,6 +209,30 @@ class Applier {
     else if (type == AE_IFDIR) stats_->dirs++;
     else if (type == AE_IFLNK) stats_->symlinks++;
     else stats_->specials++;
+    return Status::Ok();
+  }
+
+  // A directory entry over an existing directory replaces its metadata, xattrs included (as the
+  // upper directory of an overlay does): xattrs the entry does not carry are removed.
+  Status dropStaleXattrs(archive_entry* e, const std::string& rel, const std::string& name) {
+    std::set<std::string> keep;
+    const char* xn;
+    const void* xv;
+    size_t xs;
+    archive_entry_xattr_reset(e);
+    while (archive_entry_xattr_next(e, &xn, &xv, &xs) == ARCHIVE_OK) keep.insert(xn);
+    ssize_t n = llistxattr(rel.c_str(), nullptr, 0);
+    if (n <= 0) return Status::Ok();
+    std::vector<char> buf(static_cast<size_t>(n) + 1, '\0');
+    n = llistxattr(rel.c_str(), buf.data(), buf.size() - 1);
+    if (n < 0) return SysError("entry " + name + ": listxattr");
+    for (ssize_t i = 0; i < n;) {
+      std::string x(&buf[static_cast<size_t>(i)]);
+      i += static_cast<ssize_t>(x.size()) + 1;
+      if (!x.empty() && !keep.count(x) && lremovexattr(rel.c_str(), x.c_str()) != 0 && errno != ENODATA) {
+        return SysError("entry " + name + ": removexattr " + x);
+      }
+    }
     return Status::Ok();
   }
 

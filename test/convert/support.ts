@@ -1,0 +1,84 @@
+// Shared steps of the obdconv tests: run the CLI, push an OCI layout to the private registry,
+// read a converted image back, and mount a converted layer stack read-only.
+import { execFile, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { openStack } from '../../src/addon';
+import { attachLoop, Cleanup, mount } from '../helpers/loop';
+import type { TestRegistry } from '../helpers/registry';
+import type { BuiltImage } from './images';
+
+const cli = path.join(__dirname, '..', '..', 'src', 'cli', 'obdconv.js');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function obdconv(args: string[], timeoutMs = 300_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export async function pushLayout(reg: TestRegistry, repo: string, tag: string, img: BuiltImage): Promise<void> {
+  const m = JSON.parse(img.manifest.toString());
+  await reg.pushBlob(repo, img.config);
+  for (const l of img.layers) await reg.pushBlob(repo, fs.readFileSync(l.file));
+  await reg.pushManifest(repo, tag, img.manifest, m.mediaType);
+}
+
+export interface ConvertedImage {
+  manifest: { mediaType: string; config: { digest: string; mediaType: string }; layers: { mediaType: string; digest: string; size: number; annotations: Record<string, string> }[] };
+  config: { rootfs: { diff_ids: string[] }; history?: unknown[] };
+  blobs: string[]; // local files of the layer blobs, bottom first
+}
+
+export async function fetchConverted(reg: TestRegistry, repo: string, tag: string, dir: string): Promise<ConvertedImage> {
+  const accept = 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json';
+  const r = await fetch(`${reg.url}/v2/${repo}/manifests/${tag}`, { headers: { accept } });
+  if (!r.ok) throw new Error(`manifest ${repo}:${tag}: ${r.status}`);
+  const manifest = (await r.json()) as ConvertedImage['manifest'];
+  const get = async (d: string) => {
+    const res = await fetch(`${reg.url}/v2/${repo}/blobs/${d}`);
+    if (!res.ok) throw new Error(`blob ${d}: ${res.status}`);
+    return Buffer.from(await res.arrayBuffer());
+  };
+  const config = JSON.parse((await get(manifest.config.digest)).toString()) as ConvertedImage['config'];
+  fs.mkdirSync(dir, { recursive: true });
+  const blobs: string[] = [];
+  for (const l of manifest.layers) {
+    const f = path.join(dir, l.digest.slice(7));
+    fs.writeFileSync(f, await get(l.digest));
+    blobs.push(f);
+  }
+  return { manifest, config, blobs };
+}
+
+/** Exports the stack to a sparse raw disk and mounts it read-only (ext4, noload) at mnt. */
+export function mountStack(cleanup: Cleanup, blobs: string[], raw: string, mnt: string): void {
+  const stack = openStack({ lowers: blobs });
+  try {
+    stack.exportRaw(raw);
+  } finally {
+    stack.close();
+  }
+  cleanup.add(`rm ${raw}`, () => fs.rmSync(raw, { force: true }));
+  const dev = attachLoop(cleanup, raw, { readOnly: true });
+  fs.mkdirSync(mnt, { recursive: true });
+  mount(cleanup, dev, mnt, { type: 'ext4', options: 'ro,noload' });
+}
+
+/** Loop devices whose backing file lies below dir (other tests on this machine have their own). */
+export function loopDevicesUnder(dir: string): string[] {
+  const out = execFileSync('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.includes(dir));
+}
+
+export function mountsUnder(dir: string): string[] {
+  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
+}
