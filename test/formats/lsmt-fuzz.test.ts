@@ -1,26 +1,12 @@
 // Bounded fuzz loop over mutated LSMT fixtures, in a child process: a crash (signal, abort) or a
 // mutant that silently yields wrong bytes fails the test; errors naming the file are the expected outcome.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { runNodeChild } from '../helpers/child';
 
-function runChild(iterations: number, seed: number): Promise<{ code: number | null; signal: string | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(__dirname, 'lsmt-fuzz-child.js'), String(iterations), String(seed)], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 240_000);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, out, err });
-    });
-  });
-}
+const runChild = (iterations: number, seed: number) =>
+  runNodeChild(path.join(__dirname, 'lsmt-fuzz-child.js'), [String(iterations), String(seed)], 240_000);
 
 describe('lsmt fuzz', () => {
   for (const seed of [1, 2]) {

@@ -12,6 +12,7 @@
 #include "format/lsmt/writable.h"
 #include "format/tar/tar_wrapper.h"
 #include "format/zfile/zfile.h"
+#include "util/fd_io.h"
 
 namespace obd {
 
@@ -219,12 +220,8 @@ Result<uint64_t> exportRaw(LayerStack& stack, const std::string& outPath) {
       Status st = stack.read(buf.data(), n, off);
       if (!st.ok()) return fail(st);
       if (std::memcmp(buf.data(), zero.data(), n) != 0) {  // all-zero data stays a hole
-        for (size_t done = 0; done < n;) {
-          ssize_t w = ::pwrite(fd.get(), buf.data() + done, n - done, static_cast<off_t>(off + done));
-          if (w < 0 && errno == EINTR) continue;
-          if (w < 0) return fail(SysError(outPath + ": write"));
-          done += static_cast<size_t>(w);
-        }
+        Status ws = pwriteAll(fd.get(), buf.data(), n, off, outPath);
+        if (!ws.ok()) return fail(ws);
         written += n;
       }
       off += n;

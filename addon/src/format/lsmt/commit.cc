@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "util/fd_io.h"
+
 namespace obd::lsmt {
 
 namespace {
@@ -29,19 +31,7 @@ class FileSink : public Sink {
     if (!fd.valid()) return SysError(path + ": create");
     return std::unique_ptr<Sink>(new FileSink(path, std::move(fd)));
   }
-  Status append(const void* p, size_t n) override {
-    auto* c = static_cast<const char*>(p);
-    while (n > 0) {
-      ssize_t w = ::write(fd_.get(), c, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return SysError(path_ + ": write");
-      }
-      c += w;
-      n -= static_cast<size_t>(w);
-    }
-    return Status::Ok();
-  }
+  Status append(const void* p, size_t n) override { return writeAll(fd_.get(), p, n, path_); }
   Status finish() override {
     if (::fsync(fd_.get()) != 0) return SysError(path_ + ": fsync");
     fd_.reset();

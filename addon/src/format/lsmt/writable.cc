@@ -9,42 +9,13 @@
 #include <mutex>
 #include <vector>
 
+#include "util/fd_io.h"
+
 namespace obd::lsmt {
 
 namespace {
 
 constexpr size_t kReplayChunk = 64 * 1024;  // records read per step while replaying the index log
-
-Status pwriteAll(int fd, const void* buf, size_t n, uint64_t off, const std::string& name) {
-  auto* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(off));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return SysError(name + ": write at offset " + std::to_string(off));
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    off += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
-}
-
-Status preadAll(int fd, void* buf, size_t n, uint64_t off, const std::string& name) {
-  auto* p = static_cast<char*>(buf);
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return SysError(name + ": read at offset " + std::to_string(off));
-    }
-    if (r == 0) return Corrupt(name + ": unexpected end of file at offset " + std::to_string(off));
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
-}
 
 Result<uint64_t> fileSize(int fd, const std::string& name) {
   struct stat st;
@@ -138,36 +109,42 @@ Result<std::unique_ptr<WritableLayer>> WritableLayer::open(const std::string& da
 
   auto dsize = fileSize(l->data_.get(), dataPath);
   if (!dsize.ok()) return dsize.status();
-  uint64_t dataSectors = dsize.value() / kSector;
-  l->dataEnd_ = dataSectors * kSector;  // a torn tail (not a whole sector) is overwritten by the next append
-  auto isize = fileSize(l->index_.get(), indexPath);
+  l->dataEnd_ = dsize.value() / kSector * kSector;  // a torn tail (not a whole sector) is overwritten by the next append
+  OBD_RETURN_IF_ERROR(l->replayLog());
+  return l;
+}
+
+// The index file is an append-only log: records are replayed in file order, later ones override
+// the overlapped parts of earlier ones (crash recovery needs nothing more).
+Status WritableLayer::replayLog() {
+  auto isize = fileSize(index_.get(), indexPath_);
   if (!isize.ok()) return isize.status();
   uint64_t records = (isize.value() - kHeaderSpace) / kRecordSize;  // a torn last record is ignored
   if (records > kMaxRwIndexSize)
-    return Corrupt(indexPath + ": " + std::to_string(records) + " records exceed the limit of " +
+    return Corrupt(indexPath_ + ": " + std::to_string(records) + " records exceed the limit of " +
                    std::to_string(kMaxRwIndexSize));
+  uint64_t dataSectors = dataEnd_ / kSector;
   std::vector<uint8_t> buf(std::min<uint64_t>(records, kReplayChunk) * kRecordSize);
   for (uint64_t done = 0; done < records;) {
     uint64_t n = std::min<uint64_t>(records - done, kReplayChunk);
-    OBD_RETURN_IF_ERROR(preadAll(l->index_.get(), buf.data(), n * kRecordSize, kHeaderSpace + done * kRecordSize, indexPath));
+    OBD_RETURN_IF_ERROR(preadAll(index_.get(), buf.data(), n * kRecordSize, kHeaderSpace + done * kRecordSize, indexPath_));
     for (uint64_t i = 0; i < n; ++i) {
       Segment s = decodeSegment(&buf[i * kRecordSize]);
       if (s.invalid()) continue;
       s.tag = 0;  // upstream writes the stack depth here; it means nothing on disk
-      uint64_t rec = done + i;
       auto bad = [&](const std::string& what) {
-        return Corrupt(indexPath + ": record " + std::to_string(rec) + " (sector " + std::to_string(s.offset) + "+" +
-                       std::to_string(s.length) + " -> " + std::to_string(s.moffset) + "): " + what);
+        return Corrupt(indexPath_ + ": record " + std::to_string(done + i) + " (sector " + std::to_string(s.offset) +
+                       "+" + std::to_string(s.length) + " -> " + std::to_string(s.moffset) + "): " + what);
       };
       if (s.length == 0) return bad("length 0");
       if (s.moffset < kHeaderSpace / kSector) return bad("data offset inside the header");
       if (s.zeroed ? s.moffset > dataSectors : s.moffset + s.length > dataSectors)
-        return bad("data beyond the end of " + dataPath + " (" + std::to_string(dataSectors) + " sectors)");
-      l->map_.insert(s);
+        return bad("data beyond the end of " + dataPath_ + " (" + std::to_string(dataSectors) + " sectors)");
+      map_.insert(s);
     }
     done += n;
   }
-  return l;
+  return Status::Ok();
 }
 
 Status WritableLayer::checkRange(uint64_t off, uint64_t n, const char* op) const {

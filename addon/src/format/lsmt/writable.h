@@ -45,6 +45,7 @@ class WritableLayer {
 
  private:
   WritableLayer() = default;
+  Status replayLog();
   Status appendRecords(const Segment* recs, size_t n);
   Status checkRange(uint64_t off, uint64_t n, const char* op) const;
 
