@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { registerLayerCommands } from './layer';
 import { registerDeviceCommands } from './device';
 import { registerSnapshotterCommand } from './snapshotter';
+import { registerRpullCommand } from './rpull';
 
 export function buildObdProgram(): Command {
   const program = new Command('obd')
@@ -13,6 +14,7 @@ export function buildObdProgram(): Command {
   registerLayerCommands(program);
   registerDeviceCommands(program);
   registerSnapshotterCommand(program);
+  registerRpullCommand(program);
   return program;
 }
 

@@ -4,12 +4,13 @@
 import { Command } from 'commander';
 import { loadConfig, resolveConfigPath } from '../config';
 import { stderrLogger } from '../snapshotter/log';
+import { OverlaybdHooks } from '../snapshotter/overlaybd/hooks';
 import { SnapshotterServer } from '../snapshotter/server';
 
 export async function runSnapshotter(configFlag?: string): Promise<void> {
   const cfg = loadConfig(resolveConfigPath(configFlag));
   const log = stderrLogger(cfg.verbose);
-  const server = await SnapshotterServer.start(cfg, log);
+  const server = await SnapshotterServer.start(cfg, log, [new OverlaybdHooks(cfg, log)]);
   await new Promise<void>((resolve) => {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {

@@ -38,7 +38,7 @@ export interface ObdConfig {
   // obd keys
   deviceAddress: string;
   transport: Transport;
-  cacheConfig: { cacheDir: string; cacheSizeGB: number; refillSize: number; blockSize: number };
+  cacheConfig: { cacheDir: string; cacheSizeGB: number; refillSize: number; blockSize: number; readAheadSize: number };
   download: { enable: boolean; delay: number; delayExtra: number; maxMBps: number; tryCnt: number; blockSize: number };
   credentialFile: string;
   allowedLowerPrefixes: string[];
@@ -105,6 +105,8 @@ const SCHEMA: Schema = {
       cacheSizeGB: { type: 'number', default: 8, min: 0 },
       refillSize: { type: 'integer', default: 1 << 20, min: 4096 },
       blockSize: { type: 'integer', default: 65536, min: 512 },
+      // obd: bytes fetched ahead of sequential reads of a remote blob (0: none)
+      readAheadSize: { type: 'integer', default: 16 << 20, min: 0 },
     },
   },
   download: {

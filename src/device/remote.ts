@@ -31,7 +31,9 @@ export class RemoteLowers {
     const source = this.sourceFor(scheme, host);
     source.add({ host, repo, digest, size });
     if (!this.byDigest.has(digest)) this.byDigest.set(digest, source);
-    return addon.openRemoteFile({ digest, size, cache: this.openCache(), fetcher: this.openFetcher() });
+    const c = this.cfg.cacheConfig;
+    const readAheadUnits = Math.floor(c.readAheadSize / c.refillSize);
+    return addon.openRemoteFile({ digest, size, cache: this.openCache(), fetcher: this.openFetcher(), readAheadUnits });
   }
 
   private openCache(): addon.BlockCache {

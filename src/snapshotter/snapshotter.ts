@@ -34,11 +34,11 @@ export interface SnapshotHooks extends MountHook {
    *  in `tx` (e.g. a remote layer): the transaction is committed and the caller gets AlreadyExists. */
   beforeCreate?(req: CreateRequest, tx: Transaction): Promise<{ committed: string } | undefined>;
   /** After the directory of a new snapshot exists, inside its transaction. */
-  afterCreate?(snap: ChainLink, req: CreateRequest): Promise<void>;
+  afterCreate?(snap: ChainLink, req: CreateRequest, ancestors: ChainLink[]): Promise<void>;
   /** Before an Active snapshot is committed; may return labels to add (e.g. a local commit path). */
-  beforeCommit?(snap: ChainLink, name: string): Promise<Record<string, string> | undefined>;
+  beforeCommit?(snap: ChainLink, name: string, ancestors: ChainLink[]): Promise<Record<string, string> | undefined>;
   /** After a record is deleted, before its directory goes (e.g. detach its device). */
-  beforeRemoveDir?(snap: ChainLink): Promise<void>;
+  beforeRemoveDir?(snap: ChainLink, ancestors: ChainLink[]): Promise<void>;
   /** Usage of snapshots whose data is not (only) in fs/. */
   usage?(snap: ChainLink): Promise<Usage | undefined>;
 }
@@ -106,7 +106,8 @@ export class Snapshotter {
     if (this.store.get(name)) throw alreadyExists(`snapshot ${name} already exists`);
     const snap = this.link(key, before);
     const extra: Record<string, string> = {};
-    for (const h of this.hooks) Object.assign(extra, await h.beforeCommit?.(snap, name));
+    const ancestors = this.chain(before.parent);
+    for (const h of this.hooks) Object.assign(extra, await h.beforeCommit?.(snap, name, ancestors));
     const usage = await this.usageOf(snap);
     await this.store.update((tx) => {
       if (tx.requireActive(key).id !== before.id) throw failedPrecondition(`snapshot ${key} changed while committing`);
@@ -119,7 +120,8 @@ export class Snapshotter {
     const rec = await this.store.update((tx) => tx.remove(key));
     this.log.log('debug', 'remove', { key, id: rec.id });
     const snap = this.link(key, rec);
-    for (const h of this.hooks) await h.beforeRemoveDir?.(snap);
+    const ancestors = rec.parent === '' || !this.store.get(rec.parent) ? [] : this.chain(rec.parent);
+    for (const h of this.hooks) await h.beforeRemoveDir?.(snap, ancestors);
     if (this.opts.asyncRemove) return;
     await this.removeDir(String(rec.id)).catch((err: Error) =>
       this.log.log('warn', 'removing snapshot dir failed; Cleanup will retry', { key, id: rec.id, err: err.message }),
@@ -181,7 +183,7 @@ export class Snapshotter {
       const ancestors = req.parent === '' ? [] : this.chain(req.parent);
       await this.makeDir(rec);
       try {
-        for (const h of this.hooks) await h.afterCreate?.(snap, req);
+        for (const h of this.hooks) await h.afterCreate?.(snap, req, ancestors);
         return await this.mountsOf(snap, ancestors);
       } catch (err) {
         await this.removeDir(String(rec.id));

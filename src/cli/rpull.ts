@@ -1,0 +1,50 @@
+// `obd rpull [--address SOCK] [--namespace NS] [--plain-http] IMAGE`: register an overlaybd image in
+// containerd without downloading its layers (accelerated-container-image's `ctr rpull`).
+import { Command } from 'commander';
+import { CredentialStore, parseReference } from '../registry';
+import { rpull } from '../rpull/rpull';
+
+interface Opts {
+  address: string;
+  namespace: string;
+  snapshotter: string;
+  plainHttp: boolean;
+  user?: string;
+  credentialFile?: string;
+  downloadBlobs: boolean;
+}
+
+export function registerRpullCommand(program: Command): void {
+  program
+    .command('rpull')
+    .description('register an overlaybd image in containerd for lazy loading: fetches manifest and config only')
+    .argument('<image>', 'image reference, e.g. registry.example.com/app:v1')
+    .option('-a, --address <socket>', "containerd's socket", process.env.CONTAINERD_ADDRESS || '/run/containerd/containerd.sock')
+    .option('-n, --namespace <ns>', 'containerd namespace', process.env.CONTAINERD_NAMESPACE || 'default')
+    .option('--snapshotter <name>', 'proxy snapshotter name in containerd', process.env.CONTAINERD_SNAPSHOTTER || 'obd')
+    .option('--plain-http', 'talk http to the registry', false)
+    .option('-u, --user <user[:password]>', 'registry credentials')
+    .option('--credential-file <file>', 'docker config.json with registry credentials')
+    .option('--download-blobs', 'download the layer blobs instead of lazy loading (label download-remote-blob)', false)
+    .action(async (image: string, o: Opts) => {
+      let creds = o.credentialFile ? CredentialStore.fromFile(o.credentialFile) : new CredentialStore();
+      if (o.user) {
+        const i = o.user.indexOf(':');
+        const host = parseReference(image).host;
+        const cred = { username: i >= 0 ? o.user.slice(0, i) : o.user, password: i >= 0 ? o.user.slice(i + 1) : '' };
+        creds = new CredentialStore({ [host]: cred }).merge(creds);
+      }
+      const t0 = Date.now();
+      const r = await rpull(image, {
+        address: o.address,
+        namespace: o.namespace,
+        snapshotter: o.snapshotter,
+        plainHttp: o.plainHttp,
+        credentials: creds,
+        labels: o.downloadBlobs ? { 'containerd.io/snapshot/overlaybd/download-remote-blob': 'download' } : undefined,
+        log: (l) => process.stderr.write(l + '\n'),
+      });
+      process.stderr.write(`${r.name}: ${r.layers.length} remote layers, ${r.downloadedBytes} bytes downloaded in ${Date.now() - t0} ms\n`);
+      process.stdout.write('done\n');
+    });
+}

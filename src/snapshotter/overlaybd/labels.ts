@@ -1,0 +1,22 @@
+// Label names of accelerated-container-image (aci-compat.md §1.2) and CRI (snapshots-api.md §4.3)
+// that drive the overlaybd paths of the snapshotter.
+export const Labels = {
+  targetRef: 'containerd.io/snapshot.ref',
+  imageRef: 'containerd.io/snapshot/image-ref',
+  criImageRef: 'containerd.io/snapshot/cri.image-ref',
+  criLayerDigest: 'containerd.io/snapshot/cri.layer-digest',
+  blobDigest: 'containerd.io/snapshot/overlaybd/blob-digest',
+  blobSize: 'containerd.io/snapshot/overlaybd/blob-size',
+  fsType: 'containerd.io/snapshot/overlaybd/blob-fs-type',
+  remote: 'containerd.io/snapshot/remote',
+  writable: 'containerd.io/snapshot/overlaybd.writable',
+  localCommitPath: 'containerd.io/snapshot/overlaybd.localcommitpath',
+  vsize: 'containerd.io/snapshot/overlaybd/vsize',
+  recordTrace: 'containerd.io/snapshot/overlaybd/record-trace',
+  recordTracePath: 'containerd.io/snapshot/overlaybd/record-trace-path',
+  snapshotType: 'containerd.io/snapshot/type',
+  /** obd: which path a snapshot took ("remote", "local", "overlayfs", "dir", "dev"), so a silent full download is visible. */
+  path: 'containerd.io/snapshot/obd/path',
+} as const;
+
+export const REMOTE_SNAPSHOT = 'remote snapshot';
