@@ -221,13 +221,17 @@ void FuseFileServer::sessionThread() {
   fuse_buf buf;
   std::memset(&buf, 0, sizeof buf);
   pollfd fds[2] = {{fuse_session_fd(se_), POLLIN, 0}, {stopFd_.get(), POLLIN, 0}};
-  while (!fuse_session_exited(se_)) {
-    int r = ::poll(fds, 2, -1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 || fds[1].revents) break;
-    if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) break;  // connection aborted or unmounted
+  // Read first and poll only when there is nothing to read: under load a request costs one read(2).
+  while (!stopping_.load(std::memory_order_relaxed) && !fuse_session_exited(se_)) {
     int n = fuse_session_receive_buf(se_, &buf);
-    if (n == -EAGAIN || n == -EINTR) continue;
+    if (n == -EINTR) continue;
+    if (n == -EAGAIN) {
+      int r = ::poll(fds, 2, -1);
+      if (r < 0 && errno != EINTR) break;
+      if (fds[1].revents) break;
+      if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) break;  // connection aborted or unmounted
+      continue;
+    }
     if (n <= 0) break;
     fuse_session_process_buf(se_, &buf);
   }
@@ -240,6 +244,7 @@ void FuseFileServer::stop() {
     fuse_session_unmount(se_);  // lazy: a loop device still holding the file does not block it
     mounted_ = false;
   }
+  stopping_ = true;
   uint64_t one = 1;
   if (stopFd_.valid()) (void)!::write(stopFd_.get(), &one, sizeof one);
   for (auto& t : threads_)

@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <list>
 #include <memory>
@@ -67,6 +68,7 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   fuse_session* se_ = nullptr;
   bool mounted_ = false;
   UniqueFd stopFd_;  // eventfd: wakes the session threads for shutdown
+  std::atomic<bool> stopping_{false};
   std::vector<std::thread> threads_;
 
   std::mutex readsMu_;
