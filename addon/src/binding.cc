@@ -336,8 +336,10 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
   std::shared_ptr<obd::RemoteFile> file;
 
  private:
+  // The result Buffer is allocated up front and filled in place (no copy); the reference keeps it
+  // alive, unseen by JS, until the read completes.
   struct ReadCtx {
-    std::vector<uint8_t> buf;
+    Napi::Reference<Napi::Buffer<uint8_t>> out;
     Status st;
     Napi::Promise::Deferred deferred;
   };
@@ -355,18 +357,27 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
       deferred.Reject(toError(env, obd::InvalidArg("RemoteFile.read(offset, length): " + (bad.empty() ? "length too large" : bad))).Value());
       return deferred.Promise();
     }
-    auto* ctx = new ReadCtx{std::vector<uint8_t>(len), Status::Ok(), deferred};
+    Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, len);
+    uint8_t* data = out.Data();
+    auto* ctx = new ReadCtx{Napi::Persistent(out), Status::Ok(), deferred};
     auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "obd-remote-read", 0, 1);
-    file->readAsync(ctx->buf.data(), len, off, [ctx, tsfn](Status st) mutable {
+    file->readAsync(data, len, off, [ctx, tsfn](Status st) mutable {
       ctx->st = std::move(st);
       napi_status s = tsfn.NonBlockingCall(ctx, [](Napi::Env e, Napi::Function, ReadCtx* c) {
-        if (e != nullptr) {
-          if (c->st.ok()) c->deferred.Resolve(Napi::Buffer<uint8_t>::Copy(e, c->buf.data(), c->buf.size()));
-          else c->deferred.Reject(toError(e, c->st).Value());
+        if (e == nullptr) {  // environment going away: the reference cannot be released any more
+          c->out.SuppressDestruct();
+          delete c;
+          return;
         }
+        if (c->st.ok()) c->deferred.Resolve(c->out.Value());
+        else c->deferred.Reject(toError(e, c->st).Value());
+        c->out.Reset();
         delete c;
       });
-      if (s != napi_ok) delete ctx;
+      if (s != napi_ok) {
+        ctx->out.SuppressDestruct();
+        delete ctx;
+      }
       tsfn.Release();
     });
     return deferred.Promise();
