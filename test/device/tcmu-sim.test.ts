@@ -25,6 +25,7 @@ const CASES: Record<string, string> = {
   malformed_entries: 'ring entries with iovecs or CDBs outside the mapping get HARDWARE ERROR 44/00, never a crash',
   broken_ring_stops_safely: 'an unwalkable ring (zero-length entry, bad cmd_head, bad mailbox) is reported, not crashed on',
   notifications_are_batched: 'one uio write covers a batch of completions',
+  slow_flush_does_not_stop_reads: 'a slow flush runs off the fetch thread: later reads reach the device meanwhile, completions stay in ring order',
   configfs_create_and_teardown:
     'on a configfs model: backstore, enable, tcm_loop LUN and /dev/sdX are made in order and removed LUN-first',
   configfs_failures_leave_nothing:

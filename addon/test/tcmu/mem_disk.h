@@ -54,7 +54,8 @@ class MemDisk : public BlockDevice {
     return Status::Ok();
   }
   Status flush() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return !flushBlocked_; });
     flushes_++;
     return failFlush_ ? IoError("injected flush error") : Status::Ok();
   }
@@ -81,6 +82,8 @@ class MemDisk : public BlockDevice {
 
   void failReads(uint64_t off, uint64_t n) { std::lock_guard<std::mutex> l(mu_); failRead_ = {off, n}; }
   void failWrites(uint64_t off, uint64_t n) { std::lock_guard<std::mutex> l(mu_); failWrite_ = {off, n}; }
+  // While blocked, flush() waits (a slow fdatasync).
+  void blockFlushes(bool on) { std::lock_guard<std::mutex> l(mu_); flushBlocked_ = on; cv_.notify_all(); }
   void failFlush(bool on) { std::lock_guard<std::mutex> l(mu_); failFlush_ = on; }
 
   std::vector<uint8_t> snapshot(uint64_t off, size_t n) {
@@ -149,7 +152,7 @@ class MemDisk : public BlockDevice {
   std::vector<uint64_t> held_;
   std::thread worker_;
   Range failRead_{0, 0}, failWrite_{0, 0};
-  bool failFlush_ = false;
+  bool failFlush_ = false, flushBlocked_ = false;
   std::vector<uint64_t> order_;
   uint64_t flushes_ = 0, discards_ = 0, writes_ = 0;
 };

@@ -583,11 +583,11 @@ void brokenRingStopsSafely() {
   }
   {  // cmd_head outside the ring
     Rig rig;
-    rig.kernel.mailbox()->cmd_head = 1 << 30;
+    storeRelease(&rig.kernel.mailbox()->cmd_head, 1u << 30);
     rig.kernel.kick();
     for (int i = 0; i < 200 && rig.proc->ringError().ok(); i++) usleep(5000);
     CHECK(!rig.proc->ringError().ok(), "bad cmd_head not reported");
-    rig.kernel.mailbox()->cmd_head = 0;
+    storeRelease(&rig.kernel.mailbox()->cmd_head, 0);
   }
   {  // a mailbox that does not describe a ring inside the mapping is refused up front
     KernelSim k(4096, 16);
@@ -746,6 +746,23 @@ void configfsAdoptAfterRestart() {
   m.expectClean();
 }
 
+void slowFlushDoesNotStopReads() {
+  Rig rig;
+  rig.disk.blockFlushes(true);
+  int flush = rig.kernel.submit({0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {}, 0);
+  std::vector<int> reads;
+  for (int i = 0; i < 8; i++) reads.push_back(rig.kernel.submit(rw10(0x28, 8 * i, 8), {}, 8 * kBs));
+  rig.kernel.kick();
+  for (int spin = 0; spin < 400 && rig.disk.completionOrder().size() < 8; spin++) usleep(5000);
+  CHECK(rig.disk.completionOrder().size() == 8, "reads waited for the flush to finish");
+  std::string err = rig.kernel.reap();
+  CHECK(err.empty() && rig.kernel.completions().empty(), "completions passed the unfinished flush in the ring");
+  rig.disk.blockFlushes(false);
+  CHECK(rig.kernel.waitAll(5000, &err), err);
+  expectGood(rig.kernel.completions().at(flush), "flush");
+  for (int id : reads) expectGood(rig.kernel.completions().at(id), "read");
+}
+
 struct Case {
   const char* name;
   void (*fn)();
@@ -767,6 +784,7 @@ const Case kCases[] = {
     {"malformed_entries", malformedEntries},
     {"broken_ring_stops_safely", brokenRingStopsSafely},
     {"notifications_are_batched", notificationsAreBatched},
+    {"slow_flush_does_not_stop_reads", slowFlushDoesNotStopReads},
     {"configfs_create_and_teardown", configfsCreateAndTeardown},
     {"configfs_failures_leave_nothing", configfsFailuresLeaveNothing},
     {"configfs_adopt_after_restart", configfsAdoptAfterRestart},

@@ -52,6 +52,11 @@ RingProcessor::~RingProcessor() { stop(); }
 
 Status RingProcessor::start() {
   if (thread_.joinable()) return Status::Ok();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workerStop_ = false;
+  }
+  worker_ = std::thread([this] { work(); });
   thread_ = std::thread([this] { run(); });
   return Status::Ok();
 }
@@ -62,8 +67,44 @@ void RingProcessor::stop() {
     (void)!::write(stopFd_.get(), &one, sizeof one);
     thread_.join();
   }
+  if (worker_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      workerStop_ = true;  // the worker drains what is queued first
+    }
+    workCv_.notify_all();
+    worker_.join();
+  }
   std::unique_lock<std::mutex> lock(mu_);
   idle_.wait(lock, [this] { return stats_.inFlight == 0; });
+}
+
+void RingProcessor::work() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    workCv_.wait(lock, [this] { return workerStop_ || !blocking_.empty(); });
+    if (blocking_.empty()) return;
+    Slot* slot = blocking_.front();
+    blocking_.pop_front();
+    lock.unlock();
+    disk_.execute(slot->cdb, slot->cdbLen, slot->data.data(), slot->data.size(),
+                  [this, slot](const ScsiResult& r) { complete(slot, r); });
+    lock.lock();
+  }
+}
+
+void RingProcessor::dispatch(Slot* slot) {
+  if (mayBlock(slot->cdb[0])) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (worker_.joinable()) {
+      blocking_.push_back(slot);
+      lock.unlock();
+      workCv_.notify_one();
+      return;
+    }
+  }
+  disk_.execute(slot->cdb, slot->cdbLen, slot->data.data(), slot->data.size(),
+                [this, slot](const ScsiResult& r) { complete(slot, r); });
 }
 
 void RingProcessor::run() {
@@ -145,8 +186,7 @@ void RingProcessor::processRing() {
         complete(slot, senseInternalFailure());
         continue;
       }
-      disk_.execute(slot->cdb, slot->cdbLen, slot->data.data(), slot->data.size(),
-                    [this, slot](const ScsiResult& r) { complete(slot, r); });
+      dispatch(slot);
       continue;
     }
     std::lock_guard<std::mutex> lock(mu_);

@@ -6,6 +6,10 @@
 // fetched). So commands may finish in any order on any thread, but the kernel never sees an entry as
 // done before its response and its read data are in place. This does not rely on CAP_OOOC.
 //
+// Threads: one fetch thread waits on the doorbell and dispatches; reads go straight to the device
+// (asynchronous), commands that block (writes, discards, flushes: mayBlock) go to one worker thread
+// in ring order, so a slow flush never stops reads from being fetched.
+//
 // Every ring entry is untrusted: offsets and lengths are checked against the mapping. A bad CMD entry
 // is answered with HARDWARE ERROR (internal target failure); an inconsistent ring (cmd_head or entry
 // length that cannot be walked) stops fetching and is reported by ringError().
@@ -77,6 +81,8 @@ class RingProcessor {
 
   RingProcessor(uint8_t* base, size_t size, Doorbell bell, ScsiDisk& disk, UniqueFd stopFd);
   void run();
+  void work();
+  void dispatch(Slot* slot);
   // Validates one CMD entry into slot; returns false (slot answered as bad) on any bounds failure.
   bool parseCmd(Slot& slot, const uint8_t* entry);
   void complete(Slot* slot, const ScsiResult& r);
@@ -95,6 +101,10 @@ class RingProcessor {
   ScsiDisk& disk_;
   UniqueFd stopFd_;
   std::thread thread_;
+  std::thread worker_;
+  std::deque<Slot*> blocking_;  // mayBlock commands waiting for the worker (under mu_)
+  std::condition_variable workCv_;
+  bool workerStop_ = false;
   std::function<void(const std::string&)> log_;
 
   uint32_t readPos_;  // our fetch cursor; only the fetching thread touches it

@@ -90,6 +90,17 @@ size_t cdbLength(uint8_t opcode) {
   }
 }
 
+bool mayBlock(uint8_t opcode) {
+  switch (opcode) {
+    case kWrite6: case kWrite10: case kWrite12: case kWrite16:
+    case kSyncCache10: case kSyncCache16:
+    case kWriteSame10: case kWriteSame16: case kUnmap:
+      return true;
+    default:
+      return false;
+  }
+}
+
 size_t segmentsLength(const DataSegment* seg, size_t n) {
   size_t total = 0;
   for (size_t i = 0; i < n; i++) total += seg[i].len;

@@ -56,6 +56,10 @@ struct DataSegment {
 // CDB length implied by the opcode's group code; 0 for groups we never accept (variable/vendor).
 size_t cdbLength(uint8_t opcode);
 
+// Commands whose execution calls a synchronous BlockDevice method (write, discard, flush), so that
+// the ring processor runs them off its fetch thread.
+bool mayBlock(uint8_t opcode);
+
 using ScsiDone = std::function<void(const ScsiResult&)>;
 
 struct ScsiDiskParams {
