@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { Cleanup } from '../helpers/loop';
+import { freePort } from '../helpers/registry';
 import { makeTempDir, TempDir } from '../helpers/tmp';
 import {
   Deviced,
@@ -75,6 +76,9 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     });
     const devA = d.attach(cfgA, 'layer-a');
     assert.match(devA, /^\/dev\/loop\d+$/);
+    assert.equal(d.attach(cfgA, 'layer-a'), devA, 'attach is idempotent for the same id and config');
+    const other = writeImageConfig(tmp, 'other.json', { upper: { data: tmp.join('a.data'), index: tmp.join('a.index') }, resultFile: tmp.join('x') });
+    assert.match(d.obd('device', 'attach', other, '--id', 'layer-a').stderr, /already attached .* with a different config/);
     assert.equal(fs.readFileSync(tmp.join('a.result'), 'utf8'), 'success');
     run('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard', devA]);
     mountDev(cleanup, devA, mnt, 'rw');
@@ -121,7 +125,8 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
   });
 
   it('upstream ext4 fixture stack read-only: the expected files are there', async () => {
-    const d = await startDeviced(tmp, cleanup);
+    const port = await freePort();
+    const d = await startDeviced(tmp, cleanup, { exporterConfig: { enable: true, uriPrefix: '/metrics', port } });
     run('tar', ['-xzf', path.join(FIXTURES, 'ext4_64.tar.gz'), '-C', tmp.path, 'ext4_64']);
     const cfg = writeImageConfig(tmp, 'e.json', {
       lowers: [
@@ -153,6 +158,9 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     assert.ok(st.readBytes > 0 && st.readOps > 0);
     const human = d.obd('device', 'stats');
     assert.match(human.stdout, /fixture-e\s+\/dev\/loop\d+/, human.stderr);
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^obd_deviced_devices 1$/m);
+    assert.match(metrics, new RegExp(`^obd_device_read_bytes_total\\{device="fixture-e",path="${dev}"\\} [1-9]\\d*$`, 'm'));
 
     // Forced: detach succeeds, the mounted filesystem gets errors (not a hang), and the loop device
     // is released once it is unmounted.
