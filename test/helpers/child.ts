@@ -1,5 +1,6 @@
-// Runs a compiled node script in a child process and collects its output — for tests where a crash
-// of the code under test (signal, abort) must show up as a failure instead of killing the runner.
+// Runs a program (or a compiled node script) in a child process and collects its output — for tests
+// where a crash of the code under test (signal, abort) must show up as a failure instead of killing
+// the test runner.
 import { spawn } from 'node:child_process';
 
 export interface ChildResult {
@@ -11,8 +12,13 @@ export interface ChildResult {
 
 /** Runs `node script ...args`; killed with SIGKILL after timeoutMs. Never rejects. */
 export function runNodeChild(script: string, args: string[], timeoutMs: number): Promise<ChildResult> {
+  return runChild(process.execPath, [script, ...args], timeoutMs);
+}
+
+/** Runs `cmd ...args`; killed with SIGKILL after timeoutMs. Never rejects. */
+export function runChild(cmd: string, args: string[], timeoutMs: number): Promise<ChildResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
