@@ -36,7 +36,7 @@ const defaultBaseLayers = ['/opt/overlaybd/baselayers/ext4_64'];
 interface Opts {
   fstype: string; algorithm: 'lz4' | 'zstd' | 'none'; bs: number; vsize: number; mkfs: boolean; baseLayer?: string;
   plainHttp: boolean; user?: string; concurrency: number; cacheDir: string; json: boolean; oci: boolean; platform?: Platform;
-  credentialFile?: string;
+  credentialFile?: string; maxEntries: number;
 }
 
 export function buildObdconvProgram(): Command {
@@ -57,6 +57,7 @@ export function buildObdconvProgram(): Command {
     .option('--cache-dir <dir>', 'conversion cache (layer blobs by source chain id)', '/var/lib/obd/obdconv')
     .option('--platform <os/arch[/variant]>', 'platform to convert from an index', parsePlatform)
     .option('--oci', 'write an OCI manifest (default: Docker schema2, as ACI)', false)
+    .option('--max-entries <n>', 'refuse layers with more tar entries than this', intArg('--max-entries', 1, 1e9), 10_000_000)
     .option('--json', 'print a JSON summary on stdout instead of progress', false)
     .exitOverride()
     .action(async (src: string, dst: string, o: Opts) => {
@@ -98,7 +99,7 @@ async function run(src: string, dst: string, o: Opts): Promise<void> {
   const opts: ConvertOptions = {
     fstype: o.fstype, algorithm: o.algorithm, blockSize: bsBytes(o.bs), vsizeGB: o.vsize, mkfs: o.mkfs, baseLayer,
     concurrency: o.concurrency, cacheDir: o.cacheDir, manifestKind: o.oci ? 'oci' : 'docker', platform: o.platform ?? defaultPlatform(),
-    signal: abort.signal, onEvent: printer ? (ev) => printer.onEvent(ev) : undefined,
+    limits: { maxEntries: o.maxEntries }, signal: abort.signal, onEvent: printer ? (ev) => printer.onEvent(ev) : undefined,
   };
   try {
     const result = await convertImage(source, target, opts);

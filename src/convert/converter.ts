@@ -177,9 +177,9 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
       const built = await buildLayer({
         workDir: layerDir, lowers: [...lowers], vsize, uuid, parentUuid, tar: dl.file,
         mkfs: i === 0 && opts.mkfs ? { fstype: opts.fstype, uuid: uuidFromChainId(`mkfs ${chains[0]}`).toLowerCase() } : undefined,
-        fstype: opts.fstype, limits: opts.limits, out: lsmt, signal,
+        fstype: opts.fstype, limits: { maxEntrySize: vsize, maxTotalBytes: vsize, ...opts.limits }, out: lsmt, signal,
       }).catch((err: Error) => {
-        throw new Error(`layer ${i} (${layers[i].digest}): ${err.message}`);
+        throw new Error(`layer ${i + 1}/${layers.length} (${layers[i].digest}): ${err.message}`);
       });
       fs.rmSync(dl.file, { force: true });
       report.apply = built.apply;

@@ -42,13 +42,23 @@ function compress(tar: Buffer, c: Compression): Buffer {
 
 /** An OCI layout (tag `latest`) whose layers are the given uncompressed tars. */
 export function buildImage(dir: string, tars: string[], compression: Compression | Compression[] = 'gzip'): BuiltImage {
-  fs.mkdirSync(dir, { recursive: true });
-  const layers = tars.map((t, i) => {
+  return writeLayout(dir, tars.map((t, i) => {
     const raw = fs.readFileSync(t);
     const c = Array.isArray(compression) ? compression[i % compression.length] : compression;
-    const blob = compress(raw, c);
+    return { blob: compress(raw, c), mediaType: layerTypes[c], diffId: sha(raw) };
+  }));
+}
+
+/** An OCI layout whose layer blobs are given as they are (e.g. a deliberately broken gzip stream). */
+export function buildRawImage(dir: string, blobs: { data: Buffer; mediaType: string }[]): BuiltImage {
+  return writeLayout(dir, blobs.map((b) => ({ blob: b.data, mediaType: b.mediaType, diffId: sha(b.data) })));
+}
+
+function writeLayout(dir: string, input: { blob: Buffer; mediaType: string; diffId: string }[]): BuiltImage {
+  fs.mkdirSync(dir, { recursive: true });
+  const layers = input.map(({ blob, mediaType, diffId }) => {
     const digest = writeBlob(dir, blob);
-    return { digest, size: blob.length, mediaType: layerTypes[c], file: path.join(dir, 'blobs', 'sha256', digest.slice(7)), diffId: sha(raw) };
+    return { digest, size: blob.length, mediaType, file: path.join(dir, 'blobs', 'sha256', digest.slice(7)), diffId };
   });
   const config = Buffer.from(JSON.stringify({
     architecture: 'amd64', os: 'linux', config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },

@@ -159,6 +159,10 @@ class Applier {
     const std::string base = baseOf(rel);
     if (startsWith(base, kWhiteoutPrefix)) return whiteout(rel, base, name);
 
+    // Never write through a symlink, wherever it points (libarchive's own SECURE_SYMLINKS would
+    // replace it under ARCHIVE_EXTRACT_UNLINK instead of refusing).
+    auto parents = ancestorsAreDirs(rel, name);
+    if (!parents.ok()) return parents.status();
     const char* link = archive_entry_hardlink(e);
     if (link) {
       std::string target;
