@@ -149,6 +149,21 @@ describe('layer stacks merge as overlaybd does', () => {
     }
   });
 
+  it('overlaybd-merge output (entries with tag=1 on disk) reads as the same merged disk', () => {
+    const f = fixture('d_stack/d.merged_by_overlaybd-merge.zfile');
+    const i = layerInfo(f);
+    assert.equal(i.extentCount, 9);
+    assert.equal(i.zeroedCount, 2);
+    withStack({ lowers: [f] }, (s) => {
+      assert.deepEqual(sectors(s.extents()).slice(0, 3), [
+        [0, 4, false],
+        [4, 8, true],
+        [16384, 16392, false],
+      ]);
+      assert.equal(stackSha256(s), D_MERGED);
+    });
+  });
+
   it('writable layers replay their index log: b.rw alone reads as b.commit; d.rw over b as the merge', () => {
     const bData = copyFixture('b_patterns/b.rw.data', tmp, 'replay-b.data');
     const bIndex = copyFixture('b_patterns/b.rw.index', tmp, 'replay-b.index');

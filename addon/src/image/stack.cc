@@ -97,7 +97,7 @@ Result<std::unique_ptr<LayerStack>> LayerStack::open(const StackSpec& spec) {
   if (!merged.ok()) return merged.status();
   st->merged_ = lsmt::SegmentIndex(merged.take());
   for (auto it = st->lowers_.rbegin(); it != st->lowers_.rend() && st->size_ == 0; ++it)
-    st->size_ = (*it)->trailer().virtualSize;
+    st->size_ = (*it)->trailer().virtualSize / kSector * kSector;  // a device is whole sectors
   if (!spec.upperData.empty()) {
     auto up = lsmt::WritableLayer::open(spec.upperData, spec.upperIndex);
     if (!up.ok()) return up.status();
