@@ -7,3 +7,4 @@ export * from './retry';
 export * from './client';
 export * from './range-reader';
 export * from './blob-source';
+export * from './from-config';

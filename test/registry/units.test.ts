@@ -7,8 +7,11 @@ import { describe, it } from 'node:test';
 import { Agent } from 'undici';
 import {
   AuthHandler, CredentialStore, Hosts, RegistryAuthError, RegistryHttpError, RegistryNotFoundError, RegistryTimeoutError,
-  RetryHandler, parseRetryAfter, redirectExpiry,
+  RetryHandler, parseRetryAfter, redirectExpiry, registryOptionsFromConfig,
 } from '../../src/registry';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 describe('RetryHandler', () => {
   it('retries retryable errors with bounded jittered backoff, then gives the last error', async () => {
@@ -106,5 +109,18 @@ describe('AuthHandler', () => {
     const h = await auth.onUnauthorized('https://reg.io', 'reg.io', 'a', '', 'Basic realm="x"', undefined);
     await assert.rejects(auth.onUnauthorized('https://reg.io', 'reg.io', 'a', '', 'Basic realm="x"', h),
       (e: Error) => e instanceof RegistryAuthError && /reg\.io: 401 Unauthorized.*credentials of "u" refused/.test(e.message));
+  });
+});
+
+describe('registryOptionsFromConfig', () => {
+  it('takes mirrors and the credential file from the config', (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'obd-cfg-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'config.json');
+    fs.writeFileSync(file, JSON.stringify({ auths: { 'reg.io': { auth: Buffer.from('u:p').toString('base64') } } }));
+    const o = registryOptionsFromConfig({ mirrorRegistry: [{ host: 'm:5000', insecure: true }], credentialFile: file });
+    assert.deepEqual(o.mirrors, [{ host: 'm:5000', insecure: true }]);
+    assert.deepEqual(o.credentials?.lookup('reg.io', 'x/y'), { username: 'u', password: 'p' });
+    assert.equal(registryOptionsFromConfig({ mirrorRegistry: null, credentialFile: path.join(dir, 'missing.json') }).credentials?.size, 0);
   });
 });

@@ -1,0 +1,15 @@
+// Registry client options from obd's config.json (src/config): `mirrorRegistry` (tried in order,
+// then the origin; insecure = plain http), `credentialFile` (docker config.json / overlaybd
+// cred.json). Shared by deviced (lazy reads), the snapshotter and obdconv (pushes).
+import type { ObdConfig } from '../config';
+import { CredentialStore } from './credentials';
+import type { RegistryClientOptions } from './client';
+
+export function registryOptionsFromConfig(cfg: Pick<ObdConfig, 'mirrorRegistry' | 'credentialFile'>,
+  extra: Partial<RegistryClientOptions> = {}): RegistryClientOptions {
+  return {
+    mirrors: cfg.mirrorRegistry ?? [],
+    credentials: cfg.credentialFile ? CredentialStore.fromFile(cfg.credentialFile) : undefined,
+    ...extra,
+  };
+}
