@@ -30,7 +30,8 @@ const CASES: Record<string, string> = {
     'on a configfs model: backstore, enable, tcm_loop LUN and /dev/sdX are made in order and removed LUN-first',
   configfs_failures_leave_nothing:
     'a failed enable, a disk that never appears, bad names and a kernel without target_core_user leave nothing behind and say why',
-  configfs_adopt_after_restart: 'a device left by a previous process is adopted (same /dev/sdX) instead of re-created',
+  configfs_adopt_after_restart:
+    'a device left by a previous process is adopted (same /dev/sdX) instead of re-created, or found and removed when stale',
 };
 
 test('TCMU handler against the ring simulator', async (t) => {

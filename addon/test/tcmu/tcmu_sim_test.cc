@@ -744,6 +744,17 @@ void configfsAdoptAfterRestart() {
   for (const std::string& l : m.fs->log) CHECK(l.rfind("mkdir", 0) != 0 && l.rfind("symlink", 0) != 0, "adoption re-created: " << l);
   CHECK(adopted.value()->close().ok(), "close");
   m.expectClean();
+  // a device left by a crashed process that nobody adopts is found and removed
+  auto left = TcmuDevice::create(m.opts, m.disk);
+  CHECK(left.ok(), "create: " << left.status().message());
+  left.value()->abandon();
+  std::vector<std::string> stale = listBackstores(m.opts.paths, m.opts.backstore.hba);
+  CHECK(stale == std::vector<std::string>{"dev_42"}, "listBackstores found " << stale.size());
+  BackstoreSpec spec;
+  spec.name = stale[0];  // nothing else known: the LUN is found through its link
+  Status st = removeStaleDevice(m.opts.paths, spec);
+  CHECK(st.ok(), "removeStaleDevice: " << st.message());
+  m.expectClean();
 }
 
 void slowFlushDoesNotStopReads() {

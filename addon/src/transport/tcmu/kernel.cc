@@ -348,4 +348,9 @@ Status removeLoopbackLun(const SysPaths& paths, const BackstoreSpec& spec) {
   return first;
 }
 
+Status removeStaleDevice(const SysPaths& paths, const BackstoreSpec& spec) {
+  OBD_RETURN_IF_ERROR(removeLoopbackLun(paths, spec));
+  return removeBackstore(paths, spec);
+}
+
 }  // namespace obd::tcmu

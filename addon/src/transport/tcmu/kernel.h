@@ -97,6 +97,9 @@ std::vector<std::string> listBackstores(const SysPaths& paths, uint32_t hba);
 bool backstoreExists(const SysPaths& paths, const BackstoreSpec& spec);
 // The tcm_loop target (naa.…) whose LUN 0 links to this backstore, or "" if none.
 std::string findLoopbackTarget(const SysPaths& paths, const BackstoreSpec& spec);
+// Removes a device nobody serves any more (found by listBackstores after a crash): its tcm_loop LUN
+// first, then the backstore. Absent pieces are fine.
+Status removeStaleDevice(const SysPaths& paths, const BackstoreSpec& spec);
 
 
 }  // namespace obd::tcmu

@@ -1,6 +1,14 @@
 // A BlockDevice served through target_core_user as /dev/sdX: creates the configfs backstore and the
 // tcm_loop LUN, maps the UIO ring and runs a RingProcessor over a ScsiDisk. One object per device;
 // close() (or the destructor) tears everything down in reverse order, also after a failed create.
+//
+// How deviced uses it (create/close block for up to timeoutMs: call them off the JS thread):
+//   at start   checkTcmuSupport(true) decides transport=auto (reason names the missing module);
+//              listBackstores(paths, hba) → adopt (adoptExisting) what its state knows, removeStaleDevice
+//              the rest.
+//   attach     opts.backstore = {hba, "dev_<id>", "obd/<config.v1.json>", size 0 = device size,
+//              loopbackWwn = aciLoopbackWwn(id)}; TcmuDevice::create(opts, blockDevice) → devicePath().
+//   detach     close(); on a deviced upgrade abandon() leaves /dev/sdX for the next process to adopt.
 #pragma once
 
 #include <memory>
