@@ -96,6 +96,7 @@ Result<std::unique_ptr<LayerStack>> LayerStack::open(const StackSpec& spec) {
   auto merged = lsmt::mergeLayers(indexes);
   if (!merged.ok()) return merged.status();
   st->merged_ = lsmt::SegmentIndex(merged.take());
+  for (auto& l : st->lowers_) l->dropIndex();
   for (auto it = st->lowers_.rbegin(); it != st->lowers_.rend() && st->size_ == 0; ++it)
     st->size_ = (*it)->trailer().virtualSize / kSector * kSector;  // a device is whole sectors
   if (!spec.upperData.empty()) {

@@ -17,6 +17,8 @@ class SealedLayer {
   const HeaderTrailer& header() const { return header_; }
   const HeaderTrailer& trailer() const { return trailer_; }
   const SegmentIndex& index() const { return index_; }
+  // Frees the index once a stack has merged it (the merged copy is what reads use).
+  void dropIndex() { index_ = SegmentIndex(); }
   ReadableFile& file() const { return *file_; }
   const std::shared_ptr<ReadableFile>& fileRef() const { return file_; }
 
