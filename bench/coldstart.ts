@@ -1,0 +1,130 @@
+// The cold-start scenario shared by `scripts/demo.sh` (bench/demo.ts) and the cold-start benchmark:
+// an app image (busybox + `imageMiB` of files the workload never reads + a small working set it
+// reads before printing READY) is pushed as an OCI image and, converted by obdconv, as an overlaybd
+// image. Then, each with an empty cache/content store, through the same (optionally throttled) link:
+//   baseline: ctr image pull (overlayfs snapshotter: download + unpack) + ctr run
+//   lazy:     obd rpull (manifest + config) + ctr run --snapshotter obd (blocks on first touch)
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { pushOciLayout, busyboxTestImage, TarEntry, writeOciLayout } from '../test/helpers/images';
+import { LazyEnv } from '../test/lazy/env';
+import { ThrottleProxy } from './throttle-proxy';
+
+export interface ColdStartOptions {
+  imageMiB: number;
+  workingSetMiB: number;
+  /** link rate through the throttling proxy; 0 = no proxy */
+  rateMBps: number;
+  latencyMs: number;
+  log: (line: string) => void;
+}
+
+export interface RunTiming {
+  seconds: number;
+  output: string;
+}
+
+export interface ColdStartResult {
+  imageBytes: number; // sum of the overlaybd layer blobs
+  ociBytes: number; // sum of the OCI layer blobs
+  workingSetBytes: number;
+  baseline: RunTiming;
+  lazy: RunTiming & { fetchedBytes: number; deviceReadBytes: number };
+  convertSeconds: number;
+}
+
+const MiB = 1 << 20;
+export const WORKLOAD = 'cat /app/data/* > /dev/null && echo READY';
+
+export function appImageSpec(imageMiB: number, workingSetMiB: number) {
+  const base = busyboxTestImage().spec.layers[0] as TarEntry[];
+  const app: TarEntry[] = [{ path: 'app', type: 'dir' }, { path: 'app/lib', type: 'dir' }, { path: 'app/data', type: 'dir' }];
+  for (let i = 0; i < Math.ceil(imageMiB / 4); i++) app.push({ path: `app/lib/lib${i}.so`, type: 'file', data: crypto.randomBytes(4 * MiB) });
+  for (let i = 0; i < workingSetMiB; i++) app.push({ path: `app/data/part${i}`, type: 'file', data: crypto.randomBytes(MiB) });
+  return { layers: [base, app], cmd: ['/bin/sh', '-c', WORKLOAD], gzip: false };
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
+  const t0 = process.hrtime.bigint();
+  const v = await fn();
+  return [Number(process.hrtime.bigint() - t0) / 1e9, v];
+}
+
+async function manifestLayerBytes(registryUrl: string, repo: string, tag: string): Promise<number> {
+  const r = await fetch(`${registryUrl}/v2/${repo}/manifests/${tag}`, {
+    headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json' },
+  });
+  const m = (await r.json()) as { layers: { size: number }[] };
+  return m.layers.reduce((n, l) => n + l.size, 0);
+}
+
+/** Starts everything, measures both contenders, stops everything (also on failure). */
+export async function runColdStart(o: ColdStartOptions, env = new LazyEnv({ config: { cacheConfig: { readAheadSize: 4 * MiB } } })): Promise<ColdStartResult> {
+  let proxy: ThrottleProxy | undefined;
+  try {
+    o.log('starting a private registry, containerd, obd deviced and obd snapshotter');
+    await env.start();
+    const [regHost, regPort] = env.registry.host.split(':');
+    let linkHost = env.registry.host;
+    if (o.rateMBps > 0) {
+      proxy = new ThrottleProxy({ host: regHost, port: Number(regPort) }, o.rateMBps * MiB, o.latencyMs);
+      await proxy.start();
+      linkHost = proxy.host;
+      o.log(`registry link throttled to ${o.rateMBps} MB/s, ${o.latencyMs} ms latency (proxy ${linkHost})`);
+    }
+
+    o.log(`building a sample image: busybox + ${o.imageMiB} MiB of app files, ${o.workingSetMiB} MiB read at start`);
+    const spec = appImageSpec(o.imageMiB, o.workingSetMiB);
+    const layout = writeOciLayout(env.tmp.join('oci-app'), 'v1', spec);
+    await pushOciLayout(layout, env.registry.host, 'demo/app-oci');
+    const ociBytes = await manifestLayerBytes(env.registry.url, 'demo/app-oci', 'v1');
+
+    o.log('converting it to overlaybd with obdconv');
+    const [convertSeconds] = await timed(() => env.convertImage(spec, 'demo/app-obd', 'v1'));
+    const imageBytes = await manifestLayerBytes(env.registry.url, 'demo/app-obd', 'v1');
+    fs.rmSync(env.tmp.join('oci'), { recursive: true, force: true });
+    fs.rmSync(env.tmp.join('oci-app'), { recursive: true, force: true });
+
+    o.log('baseline: ctr image pull (overlayfs snapshotter) + ctr run');
+    const ociRef = `${linkHost}/demo/app-oci:v1`;
+    const [baseSeconds, baseOut] = await timed(async () => {
+      await env.containerd.ctr(['image', 'pull', '--plain-http', '--snapshotter', 'overlayfs', ociRef], { timeoutMs: 1_800_000 });
+      return env.containerd.run(ociRef, 'baseline', [], ['--snapshotter', 'overlayfs']);
+    });
+
+    o.log('lazy: obd rpull + ctr run --snapshotter obd');
+    const obdRef = `${linkHost}/demo/app-obd:v1`;
+    const [lazySeconds, lazyOut] = await timed(async () => {
+      await env.rpull(obdRef);
+      return env.containerd.run(obdRef, 'lazy', [], ['--snapshotter', 'obd']);
+    });
+    const stats = await env.deviceStats();
+    return {
+      imageBytes,
+      ociBytes,
+      workingSetBytes: o.workingSetMiB * MiB,
+      baseline: { seconds: baseSeconds, output: baseOut },
+      lazy: {
+        seconds: lazySeconds,
+        output: lazyOut,
+        fetchedBytes: stats.reduce((n, s) => n + s.fetchedBytes, 0),
+        deviceReadBytes: stats.reduce((n, s) => n + s.readBytes, 0),
+      },
+      convertSeconds,
+    };
+  } finally {
+    o.log('stopping everything');
+    await proxy?.stop();
+    await env.stop();
+  }
+}
+
+export function human(n: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
