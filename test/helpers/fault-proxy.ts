@@ -58,8 +58,19 @@ export class FaultProxy {
     this.seen.length = 0;
   }
 
+  /** Connections to the proxy: open now, most at once, opened in total. */
+  openConnections = 0;
+  maxConnections = 0;
+  totalConnections = 0;
+
   async start(): Promise<void> {
     this.proxy = await listen((req, res) => this.onProxy(req, res));
+    this.proxy.on('connection', (sock) => {
+      this.openConnections++;
+      this.totalConnections++;
+      this.maxConnections = Math.max(this.maxConnections, this.openConnections);
+      sock.once('close', () => this.openConnections--);
+    });
     this.proxyPort = (this.proxy.address() as AddressInfo).port;
     this.store = await listen((req, res) => this.onStore(req, res));
     this.storePort = (this.store.address() as AddressInfo).port;

@@ -10,7 +10,7 @@ import {
   CredentialStore, MediaTypes, RegistryAuthError, RegistryClient, RegistryNotFoundError, parseChallenge, parseReference,
   sha256Digest,
 } from '../../src/registry';
-import { FaultProxy } from '../helpers/fault-proxy';
+import { FaultProxy, isBlobGet } from '../helpers/fault-proxy';
 import { TestRegistry, freePort } from '../helpers/registry';
 import { TokenServer } from '../helpers/token-server';
 
@@ -129,6 +129,41 @@ describe('registry client: htpasswd Basic auth', () => {
     } finally {
       await client.close();
     }
+  });
+
+  it('follows a blob redirect to another host without sending the registry credentials there', async (t) => {
+    const digest = await reg.pushBlob('team/redir', blob);
+    const [h, p] = reg.host.split(':');
+    const proxy = new FaultProxy({ host: h, port: Number(p) });
+    await proxy.start();
+    t.after(() => proxy.stop());
+    proxy.storeAuth = 'Basic ' + Buffer.from('alice:right-pw').toString('base64'); // the store's own access
+    const client = new RegistryClient({ credentials: new CredentialStore({ [proxy.host]: { username: 'alice', password: 'right-pw' } }) });
+    t.after(() => client.close());
+    proxy.inject({ kind: 'redirect' }, 1, (req) => isBlobGet(req) && !!req.headers.authorization); // as a registry does
+    const r = client.blobReader(proxy.host, 'team/redir', digest, { size: blob.length });
+    assert.deepEqual(await r.read(1000, 5000), blob.subarray(1000, 6000));
+    assert.deepEqual(await r.read(9000, 10), blob.subarray(9000, 9010));
+    const toRegistry = proxy.seen.filter((s) => s.server === 'proxy' && s.method === 'GET');
+    const toStore = proxy.seen.filter((s) => s.server === 'store');
+    assert.ok(toRegistry.some((s) => s.authorization?.startsWith('Basic ')));
+    assert.equal(toStore.length, 2);
+    assert.ok(toStore.every((s) => s.authorization === undefined));
+  });
+
+  it('keeps at most connectionsPerHost connections to one registry', async (t) => {
+    const d = await reg.pushBlob('team/conn', blob);
+    const [h, p] = reg.host.split(':');
+    const proxy = new FaultProxy({ host: h, port: Number(p) });
+    await proxy.start();
+    t.after(() => proxy.stop());
+    const client = new RegistryClient({ connectionsPerHost: 2,
+      credentials: new CredentialStore({ [proxy.host]: { username: 'alice', password: 'right-pw' } }) });
+    t.after(() => client.close());
+    const r = client.blobReader(proxy.host, 'team/conn', d, { size: blob.length });
+    await Promise.all(Array.from({ length: 12 }, (_, i) => r.read(i * 100_000, 100_000)));
+    assert.ok(proxy.maxConnections <= 2, `saw ${proxy.maxConnections} connections at once`);
+    assert.ok(proxy.totalConnections <= 4, `opened ${proxy.totalConnections} connections (keep-alive)`);
   });
 
   it('no credentials: an auth error that says so', async () => {
