@@ -39,15 +39,17 @@ function formatBytes(n: number): string {
 /** The summary `obd layer info` prints (also the top-level keys of its --json output). */
 export function summarize(file: string, info: LayerInfo) {
   const h = info.trailer ?? info.header;
+  // A writable data file has no index of its own: its extents are in the matching index file.
+  const indexed = !info.formats[info.formats.length - 1].startsWith('lsmt-rw-data');
   return {
     file,
     type: info.formats.join('+'),
     uuid: h?.uuid ?? null,
     parentUuid: h?.parentUuid ?? null,
     virtualSize: h?.virtualSize ?? null,
-    extentCount: info.extentCount,
-    zeroedExtents: info.zeroedCount,
-    dataBytes: info.dataBytes,
+    extentCount: indexed ? info.extentCount : null,
+    zeroedExtents: indexed ? info.zeroedCount : null,
+    dataBytes: indexed ? info.dataBytes : null,
     userTag: h?.userTag ?? null,
     compression: info.zfile ? info.zfile.algorithm : 'none',
     blockSize: info.zfile ? info.zfile.blockSize : null,
@@ -62,7 +64,7 @@ function printInfo(s: ReturnType<typeof summarize>): void {
     ['uuid', s.uuid ?? '-'],
     ['parent uuid', s.parentUuid ?? '-'],
     ['virtual size', s.virtualSize === null ? '-' : formatBytes(s.virtualSize)],
-    ['extents', `${s.extentCount} (${s.zeroedExtents} zeroed, ${s.dataBytes} data bytes)`],
+    ['extents', s.extentCount === null ? '- (in the index file)' : `${s.extentCount} (${s.zeroedExtents} zeroed, ${s.dataBytes} data bytes)`],
     ['compression', s.compression],
   ];
   if (s.blockSize !== null) rows.push(['block size', String(s.blockSize)], ['checksums', s.checksums ? 'yes' : 'no']);

@@ -44,6 +44,8 @@ describe('obd layer CLI', () => {
     const info = JSON.parse(ok('info', '--json', data));
     assert.equal(info.type, 'lsmt-rw-data');
     assert.equal(info.virtualSize, 64 * MiB);
+    assert.equal(info.extentCount, null, 'a data file has no index of its own');
+    assert.equal(JSON.parse(ok('info', '--json', index)).extentCount, 0);
     const out = tmp.join('c.lsmt');
     ok('commit', '--uuid', '0a0a0a0a-0000-4000-8000-0000000000c3', data, index, out);
     assert.equal(fileSha256(out), '77c5879c5fe1ec314b57e7f415dad1edabc1d574d118b64144c546e438262247');
