@@ -135,6 +135,41 @@ describe('remote file through the block cache', () => {
     assert.equal(s.writeErrors, 0, s.lastError);
   });
 
+  it('under random delays, failures and eviction, every read returns the right bytes or EIO, and none hangs', async (t) => {
+    let calls = 0;
+    const flaky: BlobFetchFn = async (_d, offset, length) => {
+      calls++;
+      await new Promise((r) => setTimeout(r, crypto.randomInt(0, 20)));
+      if (crypto.randomInt(10) === 0) throw new Error('injected failure');
+      return Buffer.from(data.subarray(offset, offset + length));
+    };
+    const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 2 * MiB, unitSize: 64 * KiB });
+    const fetcher = createRemoteFetcher(flaky);
+    t.after(() => fetcher.close());
+    const file = openRemoteFile({ digest: sha(data), size: data.length, cache, fetcher, readAheadUnits: 8, maxFetchUnits: 4 });
+    let ok = 0;
+    let failed = 0;
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      for (let i = 0; i < 40; i++) {
+        const seq = crypto.randomInt(3) === 0;
+        const off = seq ? (i * 96 * KiB) % data.length : crypto.randomInt(data.length);
+        const len = crypto.randomInt(1, 300 * KiB);
+        try {
+          await readAndCheck(file, data, off, len);
+          ok++;
+        } catch (e) {
+          assert.equal((e as NodeJS.ErrnoException).code, 'EIO', String(e));
+          assert.match((e as Error).message, /injected failure/);
+          failed++;
+        }
+      }
+    }));
+    await cache.drain();
+    assert.equal(ok + failed, 640);
+    assert.ok(ok > failed, `ok ${ok}, failed ${failed}, fetches ${calls}`);
+    assert.ok(cache.stats().usedBytes <= 2 * MiB);
+  });
+
   it('respects a disk-free floor: nothing is cached, reads still return the right bytes', async (t) => {
     const src = localSource(data);
     const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB, minFreeBytes: Number.MAX_SAFE_INTEGER });
