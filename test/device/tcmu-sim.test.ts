@@ -23,6 +23,7 @@ const CASES: Record<string, string> = {
   data_spanning_iovecs: 'data spanning several iovecs (aligned, unaligned, scattered) is read and written correctly',
   unmap_and_write_same: 'UNMAP and WRITE SAME(16) with UNMAP discard; WRITE SAME(10) writes the pattern; bad lists are refused',
   malformed_entries: 'ring entries with iovecs or CDBs outside the mapping get HARDWARE ERROR 44/00, never a crash',
+  fuzzed_entries_always_answered: 'thousands of CMD entries with random iovecs, CDB offsets and CDBs are each answered, never crash the handler',
   broken_ring_stops_safely: 'an unwalkable ring (zero-length entry, bad cmd_head, bad mailbox) is reported, not crashed on',
   notifications_are_batched: 'one uio write covers a batch of completions',
   slow_flush_does_not_stop_reads: 'a slow flush runs off the fetch thread: later reads reach the device meanwhile, completions stay in ring order',
