@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -179,9 +180,31 @@ struct FuseFileServer::PendingRead {
   };
   uint64_t off = 0, len = 0;  // the 512-aligned range read from the device
   char* buf = nullptr;
+  size_t mapped = 0;     // large buffers are mmapped so their memory goes back to the kernel at once
   bool joinable = true;  // false once a write overlapped it or it completed
   std::vector<Waiter> waiters;
-  ~PendingRead() { std::free(buf); }
+
+  bool allocate() {
+    size_t n = (len + 4095) & ~size_t{4095};
+    if (n >= kMmapThreshold) {
+      void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) return false;
+      buf = static_cast<char*>(p);
+      mapped = n;
+      return true;
+    }
+    void* p = nullptr;
+    if (::posix_memalign(&p, 4096, n) != 0) return false;
+    buf = static_cast<char*>(p);
+    return true;
+  }
+  ~PendingRead() {
+    if (mapped) ::munmap(buf, mapped);
+    else std::free(buf);
+  }
+  // malloc would keep freed 1 MiB buffers in per-thread arenas (its mmap threshold grows with use),
+  // so a device's RSS would stay at its peak; above this size we map and unmap ourselves.
+  static constexpr size_t kMmapThreshold = 64 * 1024;
 };
 
 Result<std::shared_ptr<FuseFileServer>> FuseFileServer::start(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
@@ -277,13 +300,11 @@ void FuseFileServer::handleRead(fuse_req_t req, size_t size, off_t offArg) {
   auto pr = std::make_shared<PendingRead>();
   pr->off = off & ~(kSector - 1);
   pr->len = std::min<uint64_t>((end + kSector - 1) & ~(kSector - 1), devSize) - pr->off;
-  void* mem = nullptr;
-  if (::posix_memalign(&mem, 4096, (pr->len + 4095) & ~uint64_t{4095}) != 0) {
+  if (!pr->allocate()) {
     counters_->inFlight--;
     counters_->errors++;
     return (void)fuse_reply_err(req, ENOMEM);
   }
-  pr->buf = static_cast<char*>(mem);
   pr->waiters.push_back({req, off, static_cast<size_t>(end - off)});
   {
     std::lock_guard<std::mutex> lk(readsMu_);
