@@ -144,7 +144,7 @@ export function snapshotsHandlers(sn: Snapshotter, log: Logger): grpc.UntypedSer
         () => call.end(),
         (err: unknown) => {
           log.log(err instanceof SnapshotError ? 'debug' : 'error', 'List failed', { err: (err as Error).message });
-          call.destroy(toServiceError(err));
+          call.emit('error', toServiceError(err));
         },
       );
     },

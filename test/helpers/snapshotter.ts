@@ -50,6 +50,7 @@ export class TestSnapshotter {
 
   async start(): Promise<void> {
     if (this.proc) throw new Error('snapshotter already running');
+    const logStart = fs.existsSync(this.logPath) ? fs.statSync(this.logPath).size : 0;
     this.logFd = fs.openSync(this.logPath, 'a');
     const proc = spawn(process.execPath, [obdBin(), 'snapshotter', '--config', this.configPath], {
       stdio: ['ignore', this.logFd, this.logFd],
@@ -60,7 +61,7 @@ export class TestSnapshotter {
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline) {
       if (exited) throw new Error(`obd snapshotter exited with ${proc.exitCode}; log:\n${this.tailLog()}`);
-      if (fs.existsSync(this.address)) return;
+      if (this.logSince(logStart).includes('obd snapshotter serving')) return;
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`obd snapshotter did not listen on ${this.address}; log:\n${this.tailLog()}`);
@@ -95,6 +96,14 @@ export class TestSnapshotter {
     const code = await gone;
     clearTimeout(t);
     return code;
+  }
+
+  private logSince(offset: number): string {
+    try {
+      return fs.readFileSync(this.logPath).subarray(offset).toString();
+    } catch {
+      return '';
+    }
   }
 
   tailLog(lines = 30): string {
