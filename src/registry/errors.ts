@@ -40,7 +40,12 @@ export class RegistryHttpError extends RegistryError {
 
 /** The server answered with bytes that do not match the request (Content-Range, length, digest). */
 export class RegistryProtocolError extends RegistryError {
-  override readonly code = 'ERR_REGISTRY_PROTOCOL';
+  override readonly code: string = 'ERR_REGISTRY_PROTOCOL';
+}
+
+/** The blob is not the size we were told (labels/manifest vs Content-Range): retrying cannot help. */
+export class RegistrySizeMismatchError extends RegistryProtocolError {
+  override readonly code = 'ERR_REGISTRY_SIZE_MISMATCH';
 }
 
 /** The per-read deadline passed before a good answer arrived. */
@@ -66,6 +71,7 @@ export class RegistryArgumentError extends RegistryError {
 /** Whether a failed attempt is worth another try. */
 export function isRetryable(err: unknown): boolean {
   if (err instanceof RegistryHttpError) return err.status === 429 || (err.status ?? 0) >= 500;
+  if (err instanceof RegistrySizeMismatchError) return false;
   if (err instanceof RegistryProtocolError || err instanceof RegistryNetworkError) return true;
   if (err instanceof RegistryError) return false;
   return isTransportError(err);

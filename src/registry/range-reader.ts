@@ -7,7 +7,7 @@ import type { Dispatcher } from 'undici';
 import { repositoryScope } from './auth';
 import type { RegistryClient } from './client';
 import { wrapTransport } from './client';
-import { RegistryError, RegistryProtocolError } from './errors';
+import { RegistryError, RegistryProtocolError, RegistrySizeMismatchError } from './errors';
 import type { Endpoint } from './hosts';
 
 export interface RangeReaderOptions {
@@ -156,7 +156,7 @@ export class RangeReader {
     const total = cr[3] === '*' ? undefined : Number(cr[3]);
     if (total !== undefined && this.knownSize !== undefined && total !== this.knownSize) {
       discard(res.body);
-      throw new RegistryProtocolError(`${host}: ${what}: blob size is ${total}, expected ${this.knownSize}`, { registry: host, status: 206 });
+      throw new RegistrySizeMismatchError(`${host}: ${what}: blob size is ${total}, expected ${this.knownSize}`, { registry: host, status: 206 });
     }
     const data = await readExactly(res.body, length, host, what);
     this.stats.bytes += data.length;

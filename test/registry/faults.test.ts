@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import {
-  RegistryClient, RegistryError, RegistryHttpError, RegistryNetworkError, RegistryProtocolError, RegistryTimeoutError,
+  RegistryClient, RegistryError, RegistryHttpError, RegistryNetworkError, RegistryProtocolError, RegistrySizeMismatchError,
+  RegistryTimeoutError,
 } from '../../src/registry';
 import { FaultProxy } from '../helpers/fault-proxy';
 import { TestRegistry } from '../helpers/registry';
@@ -88,6 +89,14 @@ describe('range reads under faults', () => {
     proxy.inject({ kind: 'truncate', afterBytes: 10 }, Infinity);
     await assert.rejects(reader().read(0, 100000), (e: Error) =>
       e instanceof RegistryProtocolError || e instanceof RegistryNetworkError || e instanceof RegistryTimeoutError);
+  });
+
+  it('a blob of another size than expected fails at once, without retries', async () => {
+    const t0 = Date.now();
+    await assert.rejects(client.blobReader(proxy.host, 'lib/f', digest, { size: blob.length + 1 }).read(0, 10),
+      (e: Error) => e instanceof RegistrySizeMismatchError && e.message.includes(`blob size is ${blob.length}`));
+    assert.equal(client.retry.retries, 0);
+    assert.ok(Date.now() - t0 < 1000);
   });
 
   it('follows a blob redirect to another port without Authorization and reuses it until it expires', async () => {
