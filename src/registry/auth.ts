@@ -85,7 +85,7 @@ export class AuthHandler {
   }
 
   private async answer(ch: Challenge, host: string, repo: string, scope: string, signal?: AbortSignal): Promise<string | undefined> {
-    const cred = this.credentialFor(host, repo);
+    const cred = await this.credentials.resolve(host, repo);
     if (ch.scheme === 'basic') return cred ? basicHeader(cred) : undefined;
     const key = this.tokenKey(ch, host, repo, scope);
     const cached = this.tokens.get(key);

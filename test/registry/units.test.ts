@@ -124,3 +124,32 @@ describe('registryOptionsFromConfig', () => {
     assert.equal(registryOptionsFromConfig({ mirrorRegistry: null, credentialFile: path.join(dir, 'missing.json') }).credentials?.size, 0);
   });
 });
+
+describe('credential helpers', () => {
+  it('asks docker-credential-NAME for hosts without an auths entry, once per host', async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'obd-credhelper-'));
+    const oldPath = process.env.PATH;
+    t.after(() => {
+      process.env.PATH = oldPath;
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+    const log = path.join(dir, 'calls');
+    fs.writeFileSync(path.join(dir, 'docker-credential-obdtest'), `#!/bin/sh
+read host
+echo "$host" >> ${log}
+if [ "$host" = "helped.io" ]; then echo '{"ServerURL":"helped.io","Username":"hu","Secret":"hs"}'; exit 0; fi
+echo "credentials not found in native keychain"; exit 1
+`, { mode: 0o755 });
+    process.env.PATH = `${dir}:${oldPath}`;
+    const file = path.join(dir, 'config.json');
+    fs.writeFileSync(file, JSON.stringify({ auths: { 'plain.io': { username: 'pu', password: 'pp' } }, credHelpers: { 'helped.io': 'obdtest', 'unknown.io': 'obdtest' } }));
+    const store = CredentialStore.fromFile(file);
+    assert.deepEqual(await store.resolve('helped.io', 'a/b'), { username: 'hu', password: 'hs' });
+    assert.deepEqual(await store.resolve('helped.io', 'c/d'), { username: 'hu', password: 'hs' });
+    assert.deepEqual(store.lookup('helped.io'), { username: 'hu', password: 'hs' });
+    assert.equal(await store.resolve('unknown.io'), undefined);
+    assert.deepEqual(await store.resolve('plain.io'), { username: 'pu', password: 'pp' });
+    assert.equal(await store.resolve('none.io'), undefined);
+    assert.deepEqual(fs.readFileSync(log, 'utf8').split('\n').filter(Boolean), ['helped.io', 'unknown.io']);
+  });
+});
