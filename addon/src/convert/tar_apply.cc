@@ -78,26 +78,6 @@ Status removeAt(int dirfd, const std::string& name, const std::string& shown, ui
   return Status::Ok();
 }
 
-// lstat of every proper ancestor of rel: Ok(true) when they all exist as real directories,
-// Ok(false) when one is missing, an error when one is a symlink or not a directory.
-Result<bool> ancestorsAreDirs(const std::string& rel, const std::string& entry) {
-  std::string cur;
-  size_t pos = 0;
-  while (true) {
-    size_t slash = rel.find('/', pos);
-    if (slash == std::string::npos) return true;
-    cur = rel.substr(0, slash);
-    struct stat st;
-    if (lstat(cur.c_str(), &st) != 0) {
-      if (errno == ENOENT) return false;
-      return SysError("entry " + entry + ": lstat " + cur);
-    }
-    if (S_ISLNK(st.st_mode)) return InvalidArg("entry " + entry + ": path goes through symlink " + cur);
-    if (!S_ISDIR(st.st_mode)) return false;
-    pos = slash + 1;
-  }
-}
-
 class Applier {
  public:
   Applier(const ApplyLimits& limits, ApplyStats* stats) : limits_(limits), stats_(stats) {}
@@ -111,7 +91,7 @@ class Applier {
     if (archive_read_open_fd(in.get(), inputFd, 1 << 20) != ARCHIVE_OK) return archiveError(in.get(), "open input");
     archive_write_disk_set_options(out.get(),
         ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
-        ARCHIVE_EXTRACT_UNLINK | ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+        ARCHIVE_EXTRACT_UNLINK | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
         ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
     archive_entry* e = nullptr;
     int r;
@@ -144,6 +124,33 @@ class Applier {
     while (!p.empty() && touched_.insert(p).second) p = parentOf(p);
   }
 
+  // lstat of every proper ancestor of rel: Ok(true) when they all exist as real directories,
+  // Ok(false) when one is missing or not a directory, an error when one is a symlink. Directories
+  // already seen are remembered; anything that removes or replaces objects forgets them all.
+  Result<bool> ancestorsAreDirs(const std::string& rel, const std::string& entry) {
+    size_t pos = 0;
+    while (true) {
+      size_t slash = rel.find('/', pos);
+      if (slash == std::string::npos) return true;
+      std::string cur = rel.substr(0, slash);
+      pos = slash + 1;
+      if (realDirs_.count(cur)) continue;
+      struct stat st;
+      if (lstat(cur.c_str(), &st) != 0) {
+        if (errno == ENOENT) return false;
+        return SysError("entry " + entry + ": lstat " + cur);
+      }
+      if (S_ISLNK(st.st_mode)) return InvalidArg("entry " + entry + ": path goes through symlink " + cur);
+      if (!S_ISDIR(st.st_mode)) return false;
+      realDirs_.insert(cur);
+    }
+  }
+
+  Status remove(const std::string& rel, const std::string& entry) {
+    realDirs_.clear();
+    return removeAt(AT_FDCWD, rel, rel, &stats_->removed).wrap("entry " + entry);
+  }
+
   Status entry(archive* in, archive* out, archive_entry* e) {
     const char* raw = archive_entry_pathname(e);
     if (!raw) return Corrupt("entry #" + std::to_string(stats_->entries + 1) + ": no name");
@@ -159,8 +166,9 @@ class Applier {
     const std::string base = baseOf(rel);
     if (startsWith(base, kWhiteoutPrefix)) return whiteout(rel, base, name);
 
-    // Never write through a symlink, wherever it points (libarchive's own SECURE_SYMLINKS would
-    // replace it under ARCHIVE_EXTRACT_UNLINK instead of refusing).
+    // Never write through a symlink, wherever it points. (libarchive's SECURE_SYMLINKS is not used:
+    // with ARCHIVE_EXTRACT_UNLINK it replaces such a symlink instead of refusing, and it opens every
+    // path component of every entry.)
     auto parents = ancestorsAreDirs(rel, name);
     if (!parents.ok()) return parents.status();
     const char* link = archive_entry_hardlink(e);
@@ -169,7 +177,7 @@ class Applier {
       std::string whyLink = checkEntryName(link, limits_, &target);
       if (!whyLink.empty()) return InvalidArg("entry " + name + ": hardlink target " + link + ": " + whyLink);
       if (target.empty()) return InvalidArg("entry " + name + ": hardlink to the root directory");
-      auto ok = ancestorsAreDirs(target + "/", name);
+      auto ok = ancestorsAreDirs(target, name);
       if (!ok.ok()) return ok.status();
       archive_entry_set_hardlink(e, target.c_str());
     }
@@ -193,7 +201,9 @@ class Applier {
     if ((link || type != AE_IFDIR) && lstat(rel.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
       auto ok = ancestorsAreDirs(rel, name);
       if (!ok.ok()) return ok.status();
-      OBD_RETURN_IF_ERROR(removeAt(AT_FDCWD, rel, rel, &stats_->removed).wrap("entry " + name));
+      OBD_RETURN_IF_ERROR(remove(rel, name));
+    } else if (link || type != AE_IFDIR) {
+      realDirs_.erase(rel);
     }
     if (!link && type == AE_IFDIR && lstat(rel.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
       OBD_RETURN_IF_ERROR(dropStaleXattrs(e, rel, name));
@@ -270,7 +280,7 @@ class Applier {
     auto ok = ancestorsAreDirs(target, name);
     if (!ok.ok()) return ok.status();
     if (!ok.value()) return Status::Ok();
-    return removeAt(AT_FDCWD, target, target, &stats_->removed).wrap("entry " + name);
+    return remove(target, name);
   }
 
   // Opaque directory: everything below `dir` that this layer did not write goes away.
@@ -288,7 +298,7 @@ class Applier {
     for (const auto& [n, isDir] : children) {
       const std::string p = joinPath(dir, n);
       if (!touched_.count(p)) {
-        OBD_RETURN_IF_ERROR(removeAt(AT_FDCWD, p, p, &stats_->removed).wrap("entry " + name));
+        OBD_RETURN_IF_ERROR(remove(p, name));
       } else if (isDir) {
         OBD_RETURN_IF_ERROR(clearOpaque(p, name, depth + 1));
       }
@@ -299,6 +309,7 @@ class Applier {
   const ApplyLimits& limits_;
   ApplyStats* stats_;
   std::unordered_set<std::string> touched_;
+  std::unordered_set<std::string> realDirs_;
   uint64_t total_ = 0;
   std::string lastEntry_;
 };
