@@ -87,7 +87,7 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     fs.symlinkSync('dir0/sub0/f0.bin', path.join(mnt, 'link'));
     writeFileSynced(path.join(mnt, 'doomed.txt'), 1000, 99);
     umount(mnt);
-    assert.equal(d.obd('device', 'detach', 'layer-a').status, 0);
+    await d.detach('layer-a');
     assert.equal(loopBound(devA), false, 'detach unbinds the loop device');
     obdLayer(d, 'commit', '--uuid', '11111111-0000-4000-8000-000000000001', tmp.join('a.data'), tmp.join('a.index'), tmp.join('a.lsmt'));
 
@@ -109,7 +109,7 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     const stats = JSON.parse(d.obd('device', 'stats', '--json', 'layer-b').stdout);
     assert.ok(stats[0].writeBytes >= 2 * MiB, 'kernel writes counted');
     assert.equal(stats[0].errors, 0);
-    assert.equal(d.obd('device', 'detach', devB).status, 0, 'detach by device path');
+    await d.detach(devB);
     obdLayer(d, 'commit', '-z', tmp.join('b.data'), tmp.join('b.index'), tmp.join('b.zfile'));
 
     // base + committed, read-only.
@@ -120,7 +120,7 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     assert.deepEqual(treeDigest(mnt), expected);
     assert.ok(expected.size > sizes.length);
     umount(mnt);
-    assert.equal(d.obd('device', 'detach', 'image').status, 0);
+    await d.detach('image');
     assert.equal(JSON.parse(d.obd('device', 'ls', '--json').stdout).length, 0);
   });
 
@@ -207,7 +207,7 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     mountDev(cleanup, fresh, mnt, 'rw');
     assert.equal(sha256File(path.join(mnt, 'kept.bin')), keptSha, 'fsynced data survived the kill');
     umount(mnt);
-    await d.client.detach('victim');
+    await d.detach('victim');
     assert.equal(loopBound(fresh), false);
     await d.stop();
     assert.match(d.logs(), /deviced stopped/);
@@ -248,7 +248,7 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     // deviced survived all of it.
     const ok = writeImageConfig(tmp, 'ok.json', { upper: { data: tmp.join('u.data'), index: tmp.join('u.index') } });
     d.attach(ok, 'ok');
-    await d.client.detach('ok');
+    await d.detach('ok');
   });
 
   it('buffered writes far beyond a memory cgroup limit complete (writer and deviced both limited)', async (t) => {
@@ -291,7 +291,7 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     mountDev(cleanup, dev, mnt, 'ro');
     assert.equal(sha256File(out), sum, 'what was written reads back');
     umount(mnt);
-    await d.client.detach('memcg');
+    await d.detach('memcg');
     assert.equal((await d.client.stats()).length, 0);
   });
 

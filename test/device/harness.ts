@@ -24,6 +24,9 @@ export interface Deviced {
   obd(...args: string[]): { status: number; stdout: string; stderr: string };
   /** `obd device attach` → device path (the last line of its output). */
   attach(configFile: string, id?: string): string;
+  /** Detach that tolerates a moment of "in use" right after an unmount (the kernel, or a mount
+   *  namespace another process cloned meanwhile, may hold the device briefly). */
+  detach(idOrPath: string): Promise<void>;
   kill9(): Promise<void>;
   stop(): Promise<void>;
   restart(): Promise<void>;
@@ -122,6 +125,16 @@ export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record
       const r = obd('device', 'attach', cfg, ...(id ? ['--id', id] : []));
       if (r.status !== 0) throw new Error(`obd device attach ${cfg} failed: ${r.stderr}`);
       return r.stdout.trim().split('\n').pop()!;
+    },
+    async detach(idOrPath: string) {
+      for (let i = 0; ; i++) {
+        try {
+          return await client.detach(idOrPath);
+        } catch (err) {
+          if (i >= 50 || !/is in use/.test((err as Error).message)) throw err;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
     },
     async kill9() {
       proc!.kill('SIGKILL');

@@ -72,7 +72,7 @@ describe('deviced remote lowers', { timeout: 300_000 }, () => {
     assert.ok(st.fetchedBytes <= total, `fetched ${st.fetchedBytes} of ${total} bytes`);
     assert.ok(st.cacheMisses > 0);
     umount(mnt);
-    await d.client.detach('remote');
+    await d.detach('remote');
     await d.stop();
 
     // Same cache, new process: everything read before comes from the cache, nothing from the registry.
@@ -84,7 +84,7 @@ describe('deviced remote lowers', { timeout: 300_000 }, () => {
     assert.equal(st2.fetchedBytes, 0, 'served from the persisted block cache');
     assert.ok(st2.cacheHits > 0);
     umount(mnt);
-    await d.client.detach('remote');
+    await d.detach('remote');
     await d.stop();
   });
 
@@ -96,7 +96,7 @@ describe('deviced remote lowers', { timeout: 300_000 }, () => {
     assert.equal(d.obd('layer', 'create', '--vsize', '64M', tmp.join('w.data'), tmp.join('w.index')).status, 0);
     const w = d.attach(writeImageConfig(tmp, 'w.json', { upper: { data: tmp.join('w.data'), index: tmp.join('w.index') } }), 'w');
     run('dd', [`if=${tmp.join('disk.raw')}`, `of=${w}`, 'bs=1M', 'oflag=direct', 'conv=fsync', 'status=none']);
-    await d.client.detach('w');
+    await d.detach('w');
     assert.equal(d.obd('layer', 'commit', tmp.join('w.data'), tmp.join('w.index'), tmp.join('big.lsmt')).status, 0);
     const blob = fs.readFileSync(tmp.join('big.lsmt'));
     const digest = await registry.pushBlob('obd/big', blob);
@@ -132,7 +132,7 @@ describe('deviced remote lowers', { timeout: 300_000 }, () => {
     const good = await readDirect(dev, 48 * MiB, 65536);
     assert.equal(good.code, 0);
     assert.ok(good.data.equals(raw.subarray(48 * MiB, 48 * MiB + 65536)));
-    await d.client.detach('big');
+    await d.detach('big');
     await d.stop();
   });
 });

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -179,33 +180,44 @@ struct FuseFileServer::PendingRead {
     size_t len;
   };
   uint64_t off = 0, len = 0;  // the 512-aligned range read from the device
-  char* buf = nullptr;
-  size_t mapped = 0;     // large buffers are mmapped so their memory goes back to the kernel at once
+  ReadBuffer buf;
   bool joinable = true;  // false once a write overlapped it or it completed
   std::vector<Waiter> waiters;
-
-  bool allocate() {
-    size_t n = (len + 4095) & ~size_t{4095};
-    if (n >= kMmapThreshold) {
-      void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED) return false;
-      buf = static_cast<char*>(p);
-      mapped = n;
-      return true;
-    }
-    void* p = nullptr;
-    if (::posix_memalign(&p, 4096, n) != 0) return false;
-    buf = static_cast<char*>(p);
-    return true;
-  }
-  ~PendingRead() {
-    if (mapped) ::munmap(buf, mapped);
-    else std::free(buf);
-  }
-  // malloc would keep freed 1 MiB buffers in per-thread arenas (its mmap threshold grows with use),
-  // so a device's RSS would stay at its peak; above this size we map and unmap ourselves.
-  static constexpr size_t kMmapThreshold = 64 * 1024;
 };
+
+// Read buffers come from mmap (page-aligned, and unmapped memory really goes back to the kernel;
+// malloc would keep freed 1 MiB blocks in per-thread arenas at their peak) through a small pool,
+// so sequential 1 MiB reads do not pay for mmap + page faults + munmap every time.
+ReadBuffer FuseFileServer::takeBuffer(size_t len) {
+  size_t n = 4096;
+  while (n < len) n <<= 1;
+  {
+    std::lock_guard<std::mutex> lk(poolMu_);
+    for (size_t i = 0; i < pool_.size(); i++) {
+      if (pool_[i].size != n) continue;
+      ReadBuffer b = pool_[i];
+      pool_[i] = pool_.back();
+      pool_.pop_back();
+      pooledBytes_ -= n;
+      return b;
+    }
+  }
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? ReadBuffer{} : ReadBuffer{static_cast<char*>(p), n};
+}
+
+void FuseFileServer::giveBuffer(ReadBuffer b) {
+  if (!b.data) return;
+  {
+    std::lock_guard<std::mutex> lk(poolMu_);
+    if (pooledBytes_ + b.size <= kPoolBytes) {
+      pool_.push_back(b);
+      pooledBytes_ += b.size;
+      return;
+    }
+  }
+  ::munmap(b.data, b.size);
+}
 
 Result<std::shared_ptr<FuseFileServer>> FuseFileServer::start(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
                                                               const FuseServerOptions& opts,
@@ -235,6 +247,7 @@ Result<std::shared_ptr<FuseFileServer>> FuseFileServer::start(std::shared_ptr<Bl
 FuseFileServer::~FuseFileServer() {
   stop();
   if (se_) fuse_session_destroy(se_);
+  for (const ReadBuffer& b : pool_) ::munmap(b.data, b.size);
 }
 
 void FuseFileServer::sessionThread() {
@@ -263,21 +276,20 @@ void FuseFileServer::sessionThread() {
 
 void FuseFileServer::stop() {
   if (!se_) return;
-  if (mounted_) {
-    fuse_session_unmount(se_);  // lazy: a loop device still holding the file does not block it
-    mounted_ = false;
-  }
+  // Threads first: fuse_session_unmount closes the /dev/fuse descriptor they read from.
   stopping_ = true;
   uint64_t one = 1;
   if (stopFd_.valid()) (void)!::write(stopFd_.get(), &one, sizeof one);
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   threads_.clear();
-  // Close the connection now (not at destroy): whatever still holds the file — a force-detached loop
-  // device under a mounted filesystem — gets errors instead of waiting for a server that is gone.
-  // dup2 keeps the number valid so late replies from pending reads land harmlessly in /dev/null.
-  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
-  if (devnull.valid()) ::dup3(devnull.get(), fuse_session_fd(se_), O_CLOEXEC);
+  if (mounted_) {
+    // Closes the descriptor, which aborts the connection: whatever still holds the file (a
+    // force-detached loop device under a mounted filesystem) gets errors instead of waiting for a
+    // server that is gone. Then a lazy unmount, so a loop device still holding the file cannot block it.
+    fuse_session_unmount(se_);
+    mounted_ = false;
+  }
 }
 
 void FuseFileServer::handleRead(fuse_req_t req, size_t size, off_t offArg) {
@@ -300,7 +312,8 @@ void FuseFileServer::handleRead(fuse_req_t req, size_t size, off_t offArg) {
   auto pr = std::make_shared<PendingRead>();
   pr->off = off & ~(kSector - 1);
   pr->len = std::min<uint64_t>((end + kSector - 1) & ~(kSector - 1), devSize) - pr->off;
-  if (!pr->allocate()) {
+  pr->buf = takeBuffer(pr->len);
+  if (!pr->buf.data) {
     counters_->inFlight--;
     counters_->errors++;
     return (void)fuse_reply_err(req, ENOMEM);
@@ -312,7 +325,7 @@ void FuseFileServer::handleRead(fuse_req_t req, size_t size, off_t offArg) {
   }
   // The callback keeps the server alive: a remote miss may complete after detach began.
   auto self = shared_from_this();
-  dev_->readAsync(pr->buf, pr->len, pr->off, [self, pr](Status st) { self->finishRead(pr, st); });
+  dev_->readAsync(pr->buf.data, pr->len, pr->off, [self, pr](Status st) { self->finishRead(pr, st); });
 }
 
 void FuseFileServer::finishRead(const std::shared_ptr<PendingRead>& pr, const Status& st) {
@@ -325,13 +338,14 @@ void FuseFileServer::finishRead(const std::shared_ptr<PendingRead>& pr, const St
   }
   for (const auto& w : waiters) {
     if (st.ok()) {
-      fuse_reply_buf(w.req, pr->buf + (w.off - pr->off), w.len);
+      fuse_reply_buf(w.req, pr->buf.data + (w.off - pr->off), w.len);
     } else {
       counters_->errors++;
       fuse_reply_err(w.req, errOf(st));
     }
     counters_->inFlight--;
   }
+  giveBuffer(std::exchange(pr->buf, ReadBuffer{}));
 }
 
 void FuseFileServer::forgetReadsOverlapping(uint64_t off, uint64_t len) {

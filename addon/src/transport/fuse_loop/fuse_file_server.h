@@ -30,6 +30,11 @@ struct fuse_req;
 
 namespace obd {
 
+struct ReadBuffer {
+  char* data = nullptr;
+  size_t size = 0;
+};
+
 struct FuseServerOptions {
   std::string fsName = "obd";  // shows up as the mount source in mountinfo
   int threads = 2;             // session threads reading /dev/fuse
@@ -61,6 +66,8 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   void sessionThread();
   void finishRead(const std::shared_ptr<PendingRead>& pr, const Status& st);
   void forgetReadsOverlapping(uint64_t off, uint64_t len);
+  ReadBuffer takeBuffer(size_t len);
+  void giveBuffer(ReadBuffer b);
 
   std::shared_ptr<BlockDevice> dev_;
   std::string mountDir_, filePath_;
@@ -70,6 +77,12 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   UniqueFd stopFd_;  // eventfd: wakes the session threads for shutdown
   std::atomic<bool> stopping_{false};
   std::vector<std::thread> threads_;
+
+  // At most this many bytes of idle read buffers are kept per device (bounded server memory).
+  static constexpr size_t kPoolBytes = 4u << 20;
+  std::mutex poolMu_;
+  std::vector<ReadBuffer> pool_;
+  size_t pooledBytes_ = 0;
 
   std::mutex readsMu_;
   std::list<std::shared_ptr<PendingRead>> reads_;  // in flight and still joinable
