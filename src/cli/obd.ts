@@ -5,6 +5,7 @@ import { registerLayerCommands } from './layer';
 import { registerDeviceCommands } from './device';
 import { registerSnapshotterCommand } from './snapshotter';
 import { registerRpullCommand } from './rpull';
+import { registerRecordTraceCommand } from './record-trace';
 
 export function buildObdProgram(): Command {
   const program = new Command('obd')
@@ -15,6 +16,7 @@ export function buildObdProgram(): Command {
   registerDeviceCommands(program);
   registerSnapshotterCommand(program);
   registerRpullCommand(program);
+  registerRecordTraceCommand(program);
   return program;
 }
 

@@ -14,7 +14,8 @@ import type { Logger } from '../snapshotter/log';
 import { DeviceError, fromAddonError } from './errors';
 import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
 import { kernelHasTcmu, listLoopDevices, mountPointsOf, readMountInfo } from './kernel';
-import type { RemoteLowers } from './remote';
+import type { RecordingSession, RemoteLowers } from './remote';
+import { parseTrace, TracePrefetch, traceMode, TraceWriter } from '../trace/trace';
 
 export type TransportName = 'fuse-loop' | 'tcmu';
 
@@ -37,6 +38,7 @@ export interface DeviceStatsInfo extends addon.DeviceCounters {
   fetchedBytes: number;
   cacheHits: number;
   cacheMisses: number;
+  prefetchedBytes: number;
 }
 
 interface Attached {
@@ -46,6 +48,8 @@ interface Attached {
   attachedAtMs: number;
   dev: addon.AttachedDevice;
   remotes: addon.RemoteFile[];
+  recording?: RecordingSession;
+  prefetch?: TracePrefetch;
 }
 
 interface AttachmentRecord {
@@ -201,12 +205,17 @@ export class DeviceManager {
     if (this.busy.has(id)) throw new DeviceError('FailedPrecondition', `device ${id}: another attach or detach is in progress`);
     this.busy.add(id);
     let cfg: ImageConfig | undefined;
+    let recording: RecordingSession | undefined;
     const dir = path.join(this.devicesDir, id);
     const mountDir = path.join(this.mntDir, id);
     try {
       cfg = parseImageConfig(text, sourcePath || `device ${id}`);
       const opts: addon.DeviceAttachOptions = { id, mountDir };
       const remotes: addon.RemoteFile[] = [];
+      const byDigest = new Map<string, addon.RemoteFile>();
+      // recordTracePath (ACI): an empty file records the blob ranges this device touches, a non-empty one is replayed.
+      const trace = this.remote && cfg.recordTracePath ? traceMode(cfg.recordTracePath) : 'none';
+      if (trace === 'record') recording = this.remote!.openRecording(path.join(this.stateDir, 'trace-cache', id), new TraceWriter(cfg.recordTracePath!));
       if (cfg.rawImage) {
         opts.rawFile = cfg.rawImage.file;
         opts.rawWritable = !!cfg.rawImage.writable;
@@ -214,8 +223,9 @@ export class DeviceManager {
         opts.lowers = resolveLowers(cfg).map((l) => {
           if (l.kind === 'file') return l.path;
           if (!this.remote) throw new DeviceError('Unimplemented', `remote lower ${l.digest} (${l.url}): registry-backed layers are not supported by this deviced`);
-          const f = this.remote.open(l.url, l.digest, l.size);
+          const f = this.remote.open(l.url, l.digest, l.size, recording);
           remotes.push(f);
+          byDigest.set(l.digest, f);
           return f;
         });
         if (cfg.upper?.data) {
@@ -232,7 +242,9 @@ export class DeviceManager {
       } catch (err) {
         throw fromAddonError(err, `attach ${id}`);
       }
-      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes };
+      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, recording };
+      if (trace === 'replay') a.prefetch = this.startPrefetch(id, cfg.recordTracePath!, byDigest);
+      if (recording) this.log.log('info', 'recording a trace', { id, trace: cfg.recordTracePath });
       this.devices.set(id, a);
       atomicWrite(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n');
       writeResultFile(cfg);
@@ -248,6 +260,7 @@ export class DeviceManager {
         }
       }
       if (cfg) writeResultFile(cfg, (err as Error).message);
+      if (!this.devices.has(id)) recording?.close();
       this.log.log('warn', 'attach failed', { id, err: (err as Error).message });
       throw err;
     } finally {
@@ -277,6 +290,7 @@ export class DeviceManager {
       this.busy.delete(a.id);
     }
     this.devices.delete(a.id);
+    this.stopTrace(a);
     fs.rmSync(path.join(this.devicesDir, a.id), { recursive: true, force: true });
     this.log.log('info', 'detached device', { id: a.id, device: a.dev.path, force, mountedAt: at.length ? at.join(',') : undefined });
   }
@@ -298,8 +312,34 @@ export class DeviceManager {
         fetchedBytes: sum((s) => s.fetchedBytes),
         cacheHits: sum((s) => s.hits),
         cacheMisses: sum((s) => s.reads - s.hits),
+        prefetchedBytes: a.prefetch?.bytes ?? 0,
       };
     });
+  }
+
+  /** Prefetches the ranges of a trace into the block cache, in trace order, in the background. */
+  private startPrefetch(id: string, file: string, files: Map<string, addon.RemoteFile>): TracePrefetch | undefined {
+    let ranges;
+    try {
+      ranges = parseTrace(fs.readFileSync(file, 'utf8'), file);
+    } catch (err) {
+      this.log.log('warn', 'trace not usable; no prefetch', { id, trace: file, err: (err as Error).message });
+      return undefined;
+    }
+    const p = new TracePrefetch(ranges, files);
+    this.log.log('info', 'prefetch started', { id, trace: file, ranges: ranges.length });
+    void p.done.then(() =>
+      this.log.log('info', 'prefetch done', { id, bytes: p.bytes, ranges: p.ranges, errors: p.errors, ms: p.finishedAt - p.startedAt }),
+    );
+    return p;
+  }
+
+  private stopTrace(a: Attached): void {
+    a.prefetch?.stop();
+    if (a.recording) {
+      this.log.log('info', 'trace recorded', { id: a.id, trace: a.recording.writer.file, ranges: a.recording.writer.ranges, bytes: a.recording.writer.bytes });
+      a.recording.close();
+    }
   }
 
   /** Stops serving every device (process exit). Records stay: the next start re-attaches them. */
@@ -308,6 +348,7 @@ export class DeviceManager {
       [...this.devices.values()].map(async (a) => {
         try {
           await addon.deviceDetach(a.dev.handle, true);
+          this.stopTrace(a);
           this.log.log('info', 'stopped device (will be re-attached on start)', { id: a.id, device: a.dev.path });
         } catch (err) {
           this.log.log('warn', 'stopping device failed', { id: a.id, err: (err as Error).message });

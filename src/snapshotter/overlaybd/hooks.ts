@@ -28,6 +28,7 @@ import { BlockDevices } from './block-device';
 import { DETECT_BYTES, looksLikeOverlaybd } from './detect';
 import { Labels, REMOTE_SNAPSHOT } from './labels';
 import { repoBlobUrl } from './repo-url';
+import { traceMode } from '../../trace/trace';
 
 export type RwMode = 'overlayfs' | 'dir' | 'dev';
 const GiB = 2 ** 30;
@@ -229,7 +230,14 @@ export class OverlaybdHooks implements SnapshotHooks {
     if (req.labels[Labels.targetRef]) return; // an image layer being unpacked by containerd
     const mode = this.modeFor(req.labels);
     const parentCfg = ancestors.length > 0 ? this.readConfig(ancestors[0]) : undefined;
-    if (mode === 'overlayfs' || (ancestors.length > 0 && !parentCfg)) return;
+    const trace = req.labels[Labels.recordTracePath];
+    if (trace !== undefined && (!path.isAbsolute(trace) || !fs.existsSync(trace)))
+      throw invalidArgument(`label ${Labels.recordTracePath}=${JSON.stringify(trace)}: must name an existing file (empty: record a trace, else: prefetch it)`);
+    if (ancestors.length > 0 && !parentCfg) return;
+    if (mode === 'overlayfs') {
+      if (trace && parentCfg) await this.setLayerTrace(ancestors[0], trace);
+      return;
+    }
     const block = this.blockDir(snap);
     fs.mkdirSync(path.join(block, 'mountpoint'), { recursive: true, mode: 0o711 });
     const data = path.join(block, 'writable_data');
@@ -242,6 +250,7 @@ export class OverlaybdHooks implements SnapshotHooks {
       lowers: parentCfg?.lowers ?? [],
       upper: { index, data },
       resultFile: path.join(block, 'init-debug.log'),
+      ...(trace ? { recordTracePath: trace } : {}),
     };
     writeJsonAtomic(this.configPath(snap), config);
     fs.writeFileSync(path.join(block, 'rwmode'), mode);
@@ -277,6 +286,33 @@ export class OverlaybdHooks implements SnapshotHooks {
     if (!readonly) options.push(`workdir=${req.workDir}`, `upperdir=${snap.fsDir}`);
     options.push(`lowerdir=${[lower, ...req.extraLowers].join(':')}`);
     return [{ type: 'overlay', source: 'overlay', options }];
+  }
+
+  /**
+   * Puts the shared device of an image top layer into trace mode (record or prefetch, ACI's
+   * recordTracePath) or back to normal: the device is re-attached with the new config, which needs
+   * it unused.
+   */
+  private setLayerTrace(layer: ChainLink, trace: string | undefined): Promise<void> {
+    const id = this.layerDeviceId(layer.record.id);
+    return this.lock.run(id, async () => {
+      const cfg = this.readConfig(layer)!;
+      // Same trace, already replaying: containers of one image share the prefetched device. A device
+      // that was recording into the file (now non-empty) is re-attached to replay it.
+      const modeFile = path.join(this.blockDir(layer), 'trace-mode');
+      const mode = trace ? traceMode(trace) : 'none';
+      const was = fs.existsSync(modeFile) ? fs.readFileSync(modeFile, 'utf8') : 'none';
+      if (cfg.recordTracePath === trace && was === mode) return;
+      if (!(await this.devices.unmount(this.mountpoint(layer), false)))
+        throw failedPrecondition(`image layer ${layer.key}: its device is in use by other containers; stop them to record or replay a trace`);
+      await this.devices.detach(id, false);
+      const next: ImageConfig = { ...cfg };
+      if (trace) next.recordTracePath = trace;
+      else delete next.recordTracePath;
+      writeJsonAtomic(this.configPath(layer), next);
+      fs.writeFileSync(modeFile, mode);
+      this.log.log('info', trace ? 'image device in trace mode' : 'image device back to normal', { layer: layer.key, trace });
+    });
   }
 
   /** The shared read-only device of an image top layer, attached and mounted; returns the mountpoint. */
@@ -366,6 +402,12 @@ export class OverlaybdHooks implements SnapshotHooks {
       });
     }
     const parent = ancestors[0];
+    if (snap.record.labels[Labels.recordTracePath] && parent && this.readConfig(parent)?.recordTracePath) {
+      // The recording (or replaying) container is gone: the next container gets a normal device.
+      await this.setLayerTrace(parent, undefined).catch((err: Error) =>
+        this.log.log('warn', 'image device stays in trace mode', { layer: parent.key, err: err.message }),
+      );
+    }
     if (this.cfg.autoRemoveDev && snap.record.kind !== 'committed' && parent && this.readConfig(parent)) {
       const id = this.layerDeviceId(parent.record.id);
       await this.lock.run(id, async () => {
