@@ -69,11 +69,21 @@ export class Snapshotter {
     await fs.chmod(opts.root, 0o700);
     const store = await MetaStore.open(layout.metadataDir);
     // A crash between mkdir and the metadata commit leaves a dir whose id was never persisted.
+    const onDisk = new Set<number>();
     for (const e of await fs.readdir(layout.snapshotsDir)) {
       const id = Layout.idOf(e);
-      if (id !== undefined) store.reserveIdsThrough(id);
+      if (id !== undefined) {
+        store.reserveIdsThrough(id);
+        onDisk.add(id);
+      }
     }
-    return new Snapshotter(layout, store, opts, opts.hooks ?? [], opts.log ?? silentLogger);
+    const log = opts.log ?? silentLogger;
+    // Only a power loss (renames not yet durable while the record was) can get here: say so loudly,
+    // keep the record (containerd still references it) and let Remove/GC deal with it.
+    for (const [key, rec] of store.entries()) {
+      if (!onDisk.has(rec.id)) log.log('error', 'snapshot directory missing', { key, id: rec.id, dir: layout.snapshotDir(rec.id) });
+    }
+    return new Snapshotter(layout, store, opts, opts.hooks ?? [], log);
   }
 
   async close(): Promise<void> {
