@@ -245,9 +245,14 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
       assert.deepEqual(fs.readdirSync(path.join(d.stateDir, 'mnt')), [], `${name}: no mount dir left`);
       assert.deepEqual(leftovers(tmp.path), [], `${name}: no mount or loop device left`);
     }
-    // deviced survived all of it.
+    // deviced survived all of it; a good device outlives a graceful restart (re-attached from its record).
     const ok = writeImageConfig(tmp, 'ok.json', { upper: { data: tmp.join('u.data'), index: tmp.join('u.index') } });
-    d.attach(ok, 'ok');
+    const first = d.attach(ok, 'ok');
+    await d.stop();
+    assert.equal(loopBound(first), false, 'a stopped deviced leaves no loop device behind');
+    await d.restart();
+    assert.match(d.logs(), /re-attached device id=ok/);
+    assert.deepEqual((await d.client.list()).map((x) => x.id), ['ok']);
     await d.detach('ok');
   });
 
