@@ -7,7 +7,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { pushOciLayout, busyboxTestImage, TarEntry, writeOciLayout } from '../test/helpers/images';
-import { LazyEnv } from '../test/lazy/env';
+import { execNode, LazyEnv } from '../test/lazy/env';
+import { obdBin } from '../test/helpers/snapshotter';
+import { parseTrace } from '../src/trace/trace';
 import { ThrottleProxy } from './throttle-proxy';
 
 export interface ColdStartOptions {
@@ -16,6 +18,8 @@ export interface ColdStartOptions {
   /** link rate through the throttling proxy; 0 = no proxy */
   rateMBps: number;
   latencyMs: number;
+  /** also: record a trace, empty the block cache, and start again with the trace prefetched */
+  prefetch?: boolean;
   log: (line: string) => void;
 }
 
@@ -30,6 +34,7 @@ export interface ColdStartResult {
   workingSetBytes: number;
   baseline: RunTiming;
   lazy: RunTiming & { fetchedBytes: number; deviceReadBytes: number };
+  prefetch?: RunTiming & { fetchedBytes: number; prefetchedBytes: number; traceBytes: number };
   convertSeconds: number;
 }
 
@@ -59,7 +64,10 @@ async function manifestLayerBytes(registryUrl: string, repo: string, tag: string
 }
 
 /** Starts everything, measures both contenders, stops everything (also on failure). */
-export async function runColdStart(o: ColdStartOptions, env = new LazyEnv({ config: { cacheConfig: { readAheadSize: 4 * MiB } } })): Promise<ColdStartResult> {
+export async function runColdStart(
+  o: ColdStartOptions,
+  env = new LazyEnv({ config: { autoRemoveDev: true, cacheConfig: { readAheadSize: 4 * MiB } } }),
+): Promise<ColdStartResult> {
   let proxy: ThrottleProxy | undefined;
   try {
     o.log('starting a private registry, containerd, obd deviced and obd snapshotter');
@@ -99,6 +107,7 @@ export async function runColdStart(o: ColdStartOptions, env = new LazyEnv({ conf
       return env.containerd.run(obdRef, 'lazy', [], ['--snapshotter', 'obd']);
     });
     const stats = await env.deviceStats();
+    const prefetch = o.prefetch ? await withPrefetch(env, obdRef, o) : undefined;
     return {
       imageBytes,
       ociBytes,
@@ -110,6 +119,7 @@ export async function runColdStart(o: ColdStartOptions, env = new LazyEnv({ conf
         fetchedBytes: stats.reduce((n, s) => n + s.fetchedBytes, 0),
         deviceReadBytes: stats.reduce((n, s) => n + s.readBytes, 0),
       },
+      prefetch,
       convertSeconds,
     };
   } finally {
@@ -118,6 +128,38 @@ export async function runColdStart(o: ColdStartOptions, env = new LazyEnv({ conf
     await env.stop();
   }
 }
+
+async function waitNoDevices(env: LazyEnv): Promise<void> {
+  for (let i = 0; i < 300 && (await env.deviceStats()).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+}
+
+/** record-trace, then a cold cache (no device, empty cache dir, fresh deviced) and a run with the trace prefetched. */
+async function withPrefetch(env: LazyEnv, ref: string, o: ColdStartOptions) {
+  o.log('recording a trace of the workload (obd record-trace)');
+  const trace = env.tmp.join('app.trace');
+  await execNode([obdBin(), 'record-trace', '--address', env.containerd.address, '--namespace', env.containerd.namespace, '--no-pull',
+    '--runc-root', env.containerd.runcRoot, '-o', trace, ref], 1_800_000);
+  const traceBytes = parseTrace(fs.readFileSync(trace, 'utf8')).reduce((n, r) => n + r.length, 0);
+  await waitNoDevices(env);
+  await env.killDeviced('SIGTERM');
+  fs.rmSync(String((env.config.cacheConfig as { cacheDir: string }).cacheDir), { recursive: true, force: true });
+  await env.startDeviced();
+  o.log('lazy with prefetch: obd rpull + ctr run --snapshotter obd --snapshotter-label …/record-trace-path=<trace>');
+  const [seconds, output] = await timed(async () => {
+    await env.rpull(ref);
+    return env.containerd.run(ref, 'lazy-prefetch', [], ['--snapshotter', 'obd', '--snapshotter-label', `${TRACE_LABEL}=${trace}`]);
+  });
+  const stats = await env.deviceStats();
+  return {
+    seconds,
+    output,
+    traceBytes,
+    fetchedBytes: stats.reduce((n, s) => n + s.fetchedBytes, 0),
+    prefetchedBytes: stats.reduce((n, s) => n + s.prefetchedBytes, 0),
+  };
+}
+
+const TRACE_LABEL = 'containerd.io/snapshot/overlaybd/record-trace-path';
 
 export function human(n: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB'];

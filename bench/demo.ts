@@ -10,7 +10,7 @@ async function main(): Promise<void> {
   const workingSetMiB = Number(process.env.DEMO_WORKING_SET_MIB ?? 8);
   const rateMBps = Number(process.env.DEMO_RATE_MBPS ?? 50);
   const latencyMs = Number(process.env.DEMO_LATENCY_MS ?? 5);
-  const env = new LazyEnv({ config: { cacheConfig: { readAheadSize: 4 << 20 } } });
+  const env = new LazyEnv({ config: { autoRemoveDev: true, cacheConfig: { readAheadSize: 4 << 20 } } });
   let stopping = false;
   const onSignal = (sig: NodeJS.Signals) => {
     if (stopping) return;
