@@ -106,7 +106,8 @@ describe('obd as containerd proxy snapshotter', { timeout: 600_000 }, () => {
     const leaf = top.find((f) => !parents.has(f[0]))![0];
     const c = new SnapshotsClient(ctd.address, 'obd', ctd.namespace);
     try {
-      const results = await Promise.allSettled(Array.from({ length: 8 }, () => c.prepare('race-key', leaf)));
+      const gcRoot = { 'containerd.io/gc.root': 'race' }; // else containerd's GC may collect it before Stat
+      const results = await Promise.allSettled(Array.from({ length: 8 }, () => c.prepare('race-key', leaf, gcRoot)));
       const ok = results.filter((r) => r.status === 'fulfilled');
       assert.equal(ok.length, 1, JSON.stringify(results.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : 'ok'))));
       for (const r of results) {
