@@ -236,9 +236,8 @@ async function finishBlob(lsmt: string, dir: string, opts: ConvertOptions, repor
     await zfileCompress(lsmt, payload, { algorithm: opts.algorithm, blockSize: opts.blockSize, overwriteHeader: true });
   }
   const file = path.join(dir, 'blob.tar');
-  const size = await tarWrapFile(payload, file);
+  const { size, digest } = await tarWrapFile(payload, file);
   if (payload !== lsmt) fs.rmSync(payload, { force: true });
-  const digest = await fileDigest(file);
   report.ms.compress = Date.now() - ts;
   emit({ type: 'stage', layer: i, stage: 'compress', state: 'done', bytes: report.lsmtBytes, total: report.lsmtBytes, ms: report.ms.compress });
   return { file, digest, size };

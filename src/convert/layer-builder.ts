@@ -48,6 +48,7 @@ export async function buildLayer(spec: BuildLayerSpec): Promise<BuildLayerResult
   try {
     const dev = await deviceAttach({
       id: `obdconv-${process.pid}-${++deviceSeq}`, mountDir: fuseDir, lowers: spec.lowers, upperData: data, upperIndex: index,
+      threads: 4, // measured: with 2 FUSE threads the apply of many small files is ~1.5x slower
     });
     let detached = false;
     try {

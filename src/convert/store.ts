@@ -118,7 +118,7 @@ export class RegistryStore implements ImageStore {
 
   async pushBlobFile(file: string, digest: string, progress?: Progress, signal?: AbortSignal): Promise<void> {
     const data = await fs.promises.readFile(file);
-    const got = await this.client.uploadBlob(this.ref.host, this.ref.repo, data, { signal, chunkSize: 64 << 20 });
+    const got = await this.client.uploadBlob(this.ref.host, this.ref.repo, data, { signal });
     if (got !== digest) throw new DigestMismatchError(`${file}: uploaded ${got}, expected ${digest}`);
     progress?.(data.length);
   }

@@ -3,7 +3,9 @@
 // `overlaybd.commit` (mode 0644, root, mtime 0, size field 0), the payload, zero padding to 512 and
 // two zero blocks. Byte-identical to the upstream tools' output, so plain OCI tools accept the blob
 // and its digest is also its diff_id.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 const BLOCK = 512;
@@ -55,12 +57,24 @@ export function tarWrapSuffix(payloadSize: number): Buffer {
   return Buffer.alloc(pad + 2 * BLOCK);
 }
 
-/** Writes `out` = tar wrapper around the file `input`. */
-export async function tarWrapFile(input: string, output: string): Promise<number> {
+/** Writes `output` = tar wrapper around the file `input`; returns its size and sha256 digest (one pass). */
+export async function tarWrapFile(input: string, output: string): Promise<{ size: number; digest: string }> {
   const size = fs.statSync(input).size;
+  const hash = crypto.createHash('sha256');
   const out = fs.createWriteStream(output);
-  out.write(tarWrapPrefix(size));
-  await pipeline(fs.createReadStream(input, { highWaterMark: 1 << 20 }), out, { end: false });
-  await new Promise<void>((resolve, reject) => out.end(tarWrapSuffix(size), (err?: Error | null) => (err ? reject(err) : resolve())));
-  return fs.statSync(output).size;
+  const put = (b: Buffer) => {
+    hash.update(b);
+    return out.write(b);
+  };
+  put(tarWrapPrefix(size));
+  await pipeline(fs.createReadStream(input, { highWaterMark: 1 << 20 }), new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  }), out, { end: false });
+  const suffix = tarWrapSuffix(size);
+  hash.update(suffix);
+  await new Promise<void>((resolve, reject) => out.end(suffix, (err?: Error | null) => (err ? reject(err) : resolve())));
+  return { size: fs.statSync(output).size, digest: `sha256:${hash.digest('hex')}` };
 }

@@ -2,6 +2,7 @@
 // tree an overlayfs unpack of the source gives; blobs are valid overlaybd layers as ACI writes
 // them; the conversion cache reuses layers shared between images.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -69,6 +70,9 @@ describe('obdconv', () => {
   });
 
   test('converted blobs are tar-wrapped ZFile LSMT layers with a uuid chain (spec §1–§3)', () => {
+    const cli = path.join(__dirname, '..', '..', 'src', 'cli', 'obd.js');
+    const shown = execFileSync(process.execPath, [cli, 'layer', 'info', converted.blobs[0]], { encoding: 'utf8' });
+    assert.match(shown, /type: +tar-wrapped\+zfile\+lsmt-sealed/);
     let parent = '00000000-0000-0000-0000-000000000000';
     for (const f of converted.blobs) {
       const info = layerInfo(f);
