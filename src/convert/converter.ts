@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { zfileCompress, type ApplyTarLimits, type ApplyTarStats, type ZFileAlgorithm } from '../addon';
+import { layerInfo, zfileCompress, type ApplyTarLimits, type ApplyTarStats, type ZFileAlgorithm } from '../addon';
 import type { Descriptor, Platform } from '../registry';
 import { ConversionCache, type CachedLayer } from './cache';
 import { buildLayer } from './layer-builder';
@@ -144,7 +144,7 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
       const digest = await fileDigest(base);
       const size = fs.statSync(base).size;
       lowers.push(base);
-      parentUuid = undefined; // the upstream base's own uuid is informational only
+      parentUuid = layerInfo(base).header?.uuid;
       layerDescs.push(layerDescriptor(digest, size, opts.fstype));
       pending.push(uploads.run(async () => {
         if (!(await dst.hasBlob(digest, signal))) await dst.pushBlobFile(base, digest, undefined, signal);

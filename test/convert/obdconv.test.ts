@@ -161,6 +161,32 @@ describe('obdconv', () => {
     }
   });
 
+  test('--mkfs=false stacks on the upstream ext4_64 base and gives the tree upstream overlaybd-apply gives (e_ext4)', async () => {
+    const fx = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'overlaybd');
+    const e = '/work/shared/fixtures/overlaybd/e_ext4';
+    if (!fs.existsSync(path.join(e, 'e1.tar'))) return; // the input tars live only in the shared fixture store
+    fs.mkdirSync(tmp.join('base'));
+    execFileSync('tar', ['-xzf', path.join(fx, 'ext4_64.tar.gz'), '-C', tmp.join('base')]);
+    const src = buildImage(tmp.join('src-e'), [path.join(e, 'e1.tar'), path.join(e, 'e2.tar')], 'gzip');
+    const r = await obdconv([`oci:${src.dir}`, `oci:${tmp.join('dst-e')}`, '--json', '--mkfs', 'false', '--base-layer', tmp.join('base', 'ext4_64'),
+      '--cache-dir', tmp.join('cache-e')]);
+    assert.equal(r.code, 0, r.stderr);
+    const index = JSON.parse(fs.readFileSync(tmp.join('dst-e', 'index.json'), 'utf8'));
+    const m = JSON.parse(fs.readFileSync(tmp.join('dst-e', 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8'));
+    assert.equal(m.layers[0].digest, 'sha256:c3a417552a6cf9ffa959b541850bab7d7f08f4255425bf8b48c85f7b36b378d9');
+    assert.equal(m.layers[0].size, 4737695);
+    const blobs = m.layers.map((l: { digest: string }) => tmp.join('dst-e', 'blobs', 'sha256', l.digest.slice(7)));
+    assert.equal(layerInfo(blobs[1]).header!.parentUuid, 'C02FB491-B4D4-4904-8684-A014D032AF78');
+    mountStack(cleanup, blobs, tmp.join('disk-e.raw'), tmp.join('mnt-e'));
+    const upstream = [tmp.join('base', 'ext4_64'), path.join(fx, 'e_ext4', 'e1.commit.lz4_bs4k.zfile'), path.join(fx, 'e_ext4', 'e2.commit.lz4_bs4k.zfile')];
+    mountStack(cleanup, upstream, tmp.join('disk-up.raw'), tmp.join('mnt-up'));
+    const got = snapshotTree(tmp.join('mnt-e'), ['lost+found']);
+    assert.deepEqual(diffTrees(snapshotTree(tmp.join('mnt-up'), ['lost+found']), got), []);
+    assert.equal(got['etc/hello.txt'].sha256, '7758c833cd7223ea1daac0da4c211b83831fca98e6a72a42e27899d23d16ebdc');
+    assert.equal(got['opaque/old.txt'], undefined);
+    cleanup.run();
+  });
+
   test('usage errors are one line', async () => {
     const r = await obdconv(['oci:/nonexistent-dir', 'oci:/tmp/x', '--bs', '3']);
     assert.notEqual(r.code, 0);
