@@ -102,7 +102,10 @@ async function run(src: string, dst: string, o: Opts): Promise<void> {
     limits: { maxEntries: o.maxEntries }, signal: abort.signal, onEvent: printer ? (ev) => printer.onEvent(ev) : undefined,
   };
   try {
-    const result = await convertImage(source, target, opts);
+    const result = await convertImage(source, target, opts).catch((err: unknown) => {
+      if (abort.signal.aborted) throw new Error('interrupted: nothing was tagged; partial work removed');
+      throw err;
+    });
     if (o.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
     else printer!.finish(result);
   } finally {

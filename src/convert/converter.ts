@@ -173,7 +173,7 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
       const layerDir = path.join(work, `layer-${i}`);
       fs.mkdirSync(layerDir);
       const lsmt = path.join(layerDir, 'overlaybd.commit');
-      emit({ type: 'stage', layer: i, stage: 'apply', state: 'start', bytes: 0, total: layers[i].size });
+      emit({ type: 'stage', layer: i, stage: 'apply', state: 'start', bytes: 0 });
       const built = await buildLayer({
         workDir: layerDir, lowers: [...lowers], vsize, uuid, parentUuid, tar: dl.file,
         mkfs: i === 0 && opts.mkfs ? { fstype: opts.fstype, uuid: uuidFromChainId(`mkfs ${chains[0]}`).toLowerCase() } : undefined,
@@ -186,7 +186,8 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
       report.ms.apply = built.applyMs;
       report.ms.commit = built.commitMs;
       report.lsmtBytes = built.commit.bytes;
-      emit({ type: 'stage', layer: i, stage: 'apply', state: 'done', bytes: layers[i].size, total: layers[i].size, ms: built.applyMs + built.commitMs });
+      const applied = built.apply?.bytes ?? 0;
+      emit({ type: 'stage', layer: i, stage: 'apply', state: 'done', bytes: applied, total: applied, ms: built.applyMs + built.commitMs });
       lowers.push(lsmt);
       parentUuid = uuid;
       // Compress + wrap + push in the background; the next layer stacks on the plain LSMT meanwhile.
