@@ -11,7 +11,6 @@ interface Opts {
   plainHttp: boolean;
   user?: string;
   credentialFile?: string;
-  downloadBlobs: boolean;
 }
 
 export function registerRpullCommand(program: Command): void {
@@ -25,7 +24,6 @@ export function registerRpullCommand(program: Command): void {
     .option('--plain-http', 'talk http to the registry', false)
     .option('-u, --user <user[:password]>', 'registry credentials')
     .option('--credential-file <file>', 'docker config.json with registry credentials')
-    .option('--download-blobs', 'download the layer blobs instead of lazy loading (label download-remote-blob)', false)
     .action(async (image: string, o: Opts) => {
       let creds = o.credentialFile ? CredentialStore.fromFile(o.credentialFile) : new CredentialStore();
       if (o.user) {
@@ -41,7 +39,6 @@ export function registerRpullCommand(program: Command): void {
         snapshotter: o.snapshotter,
         plainHttp: o.plainHttp,
         credentials: creds,
-        labels: o.downloadBlobs ? { 'containerd.io/snapshot/overlaybd/download-remote-blob': 'download' } : undefined,
         log: (l) => process.stderr.write(l + '\n'),
       });
       process.stderr.write(`${r.name}: ${r.layers.length} remote layers, ${r.downloadedBytes} bytes downloaded in ${Date.now() - t0} ms\n`);

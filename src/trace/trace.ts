@@ -77,6 +77,20 @@ export class TraceWriter {
   }
 }
 
+/** A read of several consecutive units is one registry GET (up to the fetcher's limit) instead of many. */
+const MAX_MERGED = 4 << 20;
+
+/** Joins consecutive ranges of one blob that touch each other (trace order is kept). */
+export function mergeAdjacent(ranges: TraceRange[], maxLength: number): TraceRange[] {
+  const out: TraceRange[] = [];
+  for (const r of ranges) {
+    const last = out[out.length - 1];
+    if (last && last.digest === r.digest && last.offset + last.length === r.offset && last.length + r.length <= maxLength) last.length += r.length;
+    else out.push({ ...r });
+  }
+  return out;
+}
+
 export interface PrefetchTarget {
   read(offset: number, length: number): Promise<unknown>;
 }
@@ -97,9 +111,9 @@ export class TracePrefetch {
   constructor(
     ranges: TraceRange[],
     files: Map<string, PrefetchTarget>,
-    concurrency = 4,
+    concurrency = 8,
   ) {
-    const todo = ranges.filter((r) => files.has(r.digest));
+    const todo = mergeAdjacent(ranges.filter((r) => files.has(r.digest)), MAX_MERGED);
     let next = 0;
     const worker = async () => {
       while (!this.stopped && next < todo.length) {

@@ -3,8 +3,10 @@
 // image's files while the bytes fetched from the registry stay far below the image size.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { busyboxTestImage, TarEntry } from '../helpers/images';
+import { busyboxTestImage, tar, TarEntry } from '../helpers/images';
 import { LazyEnv } from './env';
 
 describe('rpull + ctr run with the obd snapshotter', { timeout: 900_000 }, () => {
@@ -37,5 +39,33 @@ describe('rpull + ctr run with the obd snapshotter', { timeout: 900_000 }, () =>
     t.diagnostic(`fetched ${fetched} of ${imageBytes} bytes (${((100 * fetched) / imageBytes).toFixed(1)}%)`);
     assert.ok(fetched > 0, 'blocks came from the registry');
     assert.ok(fetched < imageBytes / 4, `fetched ${fetched} bytes of a ${imageBytes}-byte image`);
+  });
+
+  /** Pushes an image of `blobs` (bottom first); annotated layers get the overlaybd annotations. */
+  async function pushRaw(repo: string, blobs: { data: Buffer; overlaybd: boolean }[]): Promise<{ ref: string; digests: string[] }> {
+    const layers = [];
+    for (const b of blobs) {
+      const digest = await env.registry.pushBlob(repo, b.data);
+      const annotations = b.overlaybd
+        ? { 'containerd.io/snapshot/overlaybd/blob-digest': digest, 'containerd.io/snapshot/overlaybd/blob-size': String(b.data.length) }
+        : undefined;
+      layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: b.data.length, ...(annotations ? { annotations } : {}) });
+    }
+    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } }));
+    const cd = await env.registry.pushBlob(repo, config);
+    await env.registry.pushManifest(repo, 'v1', {
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cd, size: config.length }, layers,
+    });
+    return { ref: `${env.registry.host}/${repo}:v1`, digests: layers.map((l) => l.digest) };
+  }
+
+  it('refuses plain OCI images and mixed stacks with an error naming the layer', async () => {
+    const plain = tar([{ path: 'etc', type: 'dir' }, { path: 'etc/x', type: 'file', data: 'x\n' }]);
+    const fixture = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'overlaybd', 'e_ext4', 'e1.commit.lz4_bs4k.zfile');
+    const oci = await pushRaw('bad/plain', [{ data: plain, overlaybd: false }]);
+    await assert.rejects(env.rpull(oci.ref), new RegExp(`${oci.digests[0]} is not an overlaybd layer`));
+    const mixed = await pushRaw('bad/mixed', [{ data: fs.readFileSync(fixture), overlaybd: true }, { data: plain, overlaybd: false }]);
+    await assert.rejects(env.rpull(mixed.ref), new RegExp(`layer ${mixed.digests[1]}: a plain OCI layer on top of the overlaybd layer`));
   });
 });

@@ -58,6 +58,19 @@ describe('rwMode: overlayfs, dir, dev', { timeout: 900_000 }, () => {
     await ctr(['containers', 'rm', 'ov']);
   });
 
+  it('a View of the image top layer is a read-only bind of its mounted device', async () => {
+    const rows = (await ctr(['snapshots', '--snapshotter', 'obd', 'ls'])).stdout.trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/));
+    const parents = new Set(rows.map((r) => r[1]));
+    const top = rows.find((r) => r[2] === 'Committed' && !parents.has(r[0]))![0];
+    await ctr(['snapshots', '--snapshotter', 'obd', 'view', 'vw', top]);
+    const m = await mountOf('vw');
+    assert.equal(m.type, 'bind');
+    assert.deepEqual(m.options, ['ro', 'rbind']);
+    assert.equal(fs.readFileSync(path.join(m.source, 'etc/msg'), 'utf8'), 'layer3\n');
+    // (containerd's GC may have removed the unreferenced view already)
+    await ctr(['snapshots', '--snapshotter', 'obd', 'rm', 'vw']).catch(() => undefined);
+  });
+
   it('dir: writes land in the private writable device (LSMT upper in block/), bind-mounted', async () => {
     const out = (await runKept('dirc', 'echo dir-data > /written; cat /etc/msg', { 'containerd.io/snapshot/overlaybd.writable': 'dir' })).stdout;
     assert.equal(out, 'layer3\n');
