@@ -262,7 +262,8 @@ async function publish(dst: ImageStore, cache: ConversionCache, key: string, rec
     if (mounted) {
       report.push = 'mounted';
     } else {
-      await dst.pushBlobFile(file, rec.digest, (b) => emit({ type: 'stage', layer: i, stage: 'upload', state: 'progress', bytes: b, total: rec.size }), signal);
+      let sent = 0;
+      await dst.pushBlobFile(file, rec.digest, (b) => emit({ type: 'stage', layer: i, stage: 'upload', state: 'progress', bytes: (sent += b), total: rec.size }), signal);
       report.push = 'uploaded';
     }
   }

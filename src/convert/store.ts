@@ -15,6 +15,8 @@ import { repositoryScope } from '../registry/auth';
 
 export type Progress = (bytes: number) => void;
 
+const uploadChunk = 32 << 20;
+
 export interface ResolvedImage {
   manifest: ImageManifest;
   mediaType: string;
@@ -116,11 +118,48 @@ export class RegistryStore implements ImageStore {
     return this.client.mountBlob(this.ref.host, this.ref.repo, digest, from.slice(prefix.length), signal).catch(() => false);
   }
 
+  /** Small blobs go up in one request; large ones in 32 MiB chunks read from the file (bounded memory). */
   async pushBlobFile(file: string, digest: string, progress?: Progress, signal?: AbortSignal): Promise<void> {
-    const data = await fs.promises.readFile(file);
-    const got = await this.client.uploadBlob(this.ref.host, this.ref.repo, data, { signal });
-    if (got !== digest) throw new DigestMismatchError(`${file}: uploaded ${got}, expected ${digest}`);
-    progress?.(data.length);
+    const size = fs.statSync(file).size;
+    if (size <= uploadChunk) {
+      const data = await fs.promises.readFile(file);
+      const got = await this.client.uploadBlob(this.ref.host, this.ref.repo, data, { signal });
+      if (got !== digest) throw new DigestMismatchError(`${file}: uploaded ${got}, expected ${digest}`);
+      progress?.(data.length);
+      return;
+    }
+    const { host, repo } = this.ref;
+    const ep = this.client.hosts.endpoint(host);
+    const scope = repositoryScope(repo, 'pull,push');
+    const expect = async (res: Awaited<ReturnType<RegistryClient['send']>>, code: number, what: string) => {
+      if (res.statusCode !== code) await this.client.fail(res, ep, what);
+      await res.body.dump();
+      return res.headers.location ? String(res.headers.location) : undefined;
+    };
+    let location = await expect(await this.client.send(ep, repo, { method: 'POST', path: `/v2/${repo}/blobs/uploads/`, scope, signal,
+      headers: { 'content-length': '0' } }), 202, `POST upload ${repo}`);
+    const fh = await fs.promises.open(file, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(uploadChunk);
+      for (let off = 0; off < size;) {
+        if (!location) throw new Error(`${host}: upload of ${digest}: no Location`);
+        const { bytesRead } = await fh.read(buf, 0, Math.min(uploadChunk, size - off), off);
+        if (bytesRead <= 0) throw new Error(`${file}: short read at ${off}`);
+        const part = buf.subarray(0, bytesRead);
+        const what = `PATCH upload ${repo} bytes ${off}-${off + bytesRead - 1}`;
+        location = await expect(await this.client.send(ep, repo, { method: 'PATCH', path: location, scope, signal, body: part, headers: {
+          'content-type': 'application/octet-stream', 'content-range': `${off}-${off + bytesRead - 1}`, 'content-length': String(bytesRead) } }),
+        202, what) ?? location;
+        off += bytesRead;
+        progress?.(bytesRead);
+      }
+    } finally {
+      await fh.close();
+    }
+    const done = new URL(location!, ep.origin);
+    done.searchParams.set('digest', digest);
+    await expect(await this.client.send(ep, repo, { method: 'PUT', path: done.pathname + done.search, scope, signal,
+      headers: { 'content-length': '0' } }), 201, `PUT blob ${repo}@${digest}`);
   }
 
   putManifest(body: Buffer, mediaType: string, signal?: AbortSignal): Promise<string> {

@@ -108,7 +108,7 @@ function pattern(size: number, seed: number): Buffer {
  */
 export function makeRichLayers(work: string, opts: { smallFiles?: number; largeBytes?: number } = {}): string[] {
   const small = opts.smallFiles ?? 1500;
-  const large = opts.largeBytes ?? 24 << 20;
+  const large = opts.largeBytes ?? 40 << 20; // > 32 MiB of incompressible data: the chunked upload path
   const l1 = path.join(work, 'stage-1');
   const w = (rel: string, data: string | Buffer, mode = 0o644) => {
     const p = path.join(l1, rel);
