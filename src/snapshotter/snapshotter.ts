@@ -38,7 +38,8 @@ export interface SnapshotHooks extends MountHook {
   /** Before an Active snapshot is committed; may return labels to add (e.g. a local commit path). */
   beforeCommit?(snap: ChainLink, name: string, ancestors: ChainLink[]): Promise<Record<string, string> | undefined>;
   /** After a record is deleted, before its directory goes (e.g. detach its device). */
-  beforeRemoveDir?(snap: ChainLink, ancestors: ChainLink[]): Promise<void>;
+  /** `siblings`: how many other snapshots still have the same parent. */
+  beforeRemoveDir?(snap: ChainLink, ancestors: ChainLink[], siblings: number): Promise<void>;
   /** Usage of snapshots whose data is not (only) in fs/. */
   usage?(snap: ChainLink): Promise<Usage | undefined>;
 }
@@ -131,7 +132,8 @@ export class Snapshotter {
     this.log.log('debug', 'remove', { key, id: rec.id });
     const snap = this.link(key, rec);
     const ancestors = rec.parent === '' || !this.store.get(rec.parent) ? [] : this.chain(rec.parent);
-    for (const h of this.hooks) await h.beforeRemoveDir?.(snap, ancestors);
+    const siblings = rec.parent === '' ? 0 : this.store.childCount(rec.parent);
+    for (const h of this.hooks) await h.beforeRemoveDir?.(snap, ancestors, siblings);
     if (this.opts.asyncRemove) return;
     await this.removeDir(String(rec.id)).catch((err: Error) =>
       this.log.log('warn', 'removing snapshot dir failed; Cleanup will retry', { key, id: rec.id, err: err.message }),

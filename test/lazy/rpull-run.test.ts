@@ -41,6 +41,19 @@ describe('rpull + ctr run with the obd snapshotter', { timeout: 900_000 }, () =>
     assert.ok(fetched < imageBytes / 4, `fetched ${fetched} bytes of a ${imageBytes}-byte image`);
   });
 
+  it('a plain `ctr image pull` of an overlaybd image downloads the blobs and runs them as local layers', async () => {
+    const img = busyboxTestImage();
+    const ref = `${env.registry.host}/lazy/busybox:latest`;
+    const ns = { namespace: 'plainpull' };
+    await env.containerd.ctr(['image', 'pull', '--plain-http', '--snapshotter', 'obd', ref], ns);
+    const r = await env.containerd.ctr(['run', '--rm', '--runc-root', env.containerd.runcRoot, '--snapshotter', 'obd', ref, 'local-1',
+      '/bin/sh', '-c', img.script], ns);
+    assert.equal(r.stdout, img.expectedOutput);
+    const rows = (await env.containerd.ctr(['snapshots', '--snapshotter', 'obd', 'ls'], ns)).stdout.trim().split('\n').slice(1);
+    const info = JSON.parse((await env.containerd.ctr(['snapshots', '--snapshotter', 'obd', 'info', rows[0].trim().split(/\s+/)[0]], ns)).stdout);
+    assert.match(info.Labels['containerd.io/snapshot/overlaybd.localcommitpath'] ?? '', /\/fs\/overlaybd\.commit$/, 'committed as a local overlaybd layer');
+  });
+
   /** Pushes an image of `blobs` (bottom first); annotated layers get the overlaybd annotations. */
   async function pushRaw(repo: string, blobs: { data: Buffer; overlaybd: boolean }[]): Promise<{ ref: string; digests: string[] }> {
     const layers = [];

@@ -379,14 +379,14 @@ export class OverlaybdHooks implements SnapshotHooks {
 
   // ---- remove ----
 
-  async beforeRemoveDir(snap: ChainLink, ancestors: ChainLink[] = []): Promise<void> {
+  async beforeRemoveDir(snap: ChainLink, ancestors: ChainLink[] = [], siblings = 0): Promise<void> {
     // The record is gone already: a failure here must not fail the Remove; Cleanup retries the dir.
-    await this.releaseDevices(snap, ancestors).catch((err: Error) =>
+    await this.releaseDevices(snap, ancestors, siblings).catch((err: Error) =>
       this.log.log('warn', 'releasing the devices of a removed snapshot failed', { key: snap.key, id: snap.record.id, err: err.message }),
     );
   }
 
-  private async releaseDevices(snap: ChainLink, ancestors: ChainLink[]): Promise<void> {
+  private async releaseDevices(snap: ChainLink, ancestors: ChainLink[], siblings: number): Promise<void> {
     if (this.writableMode(snap)) {
       const id = this.writableDeviceId(snap.record.id);
       await this.lock.run(id, async () => {
@@ -408,7 +408,8 @@ export class OverlaybdHooks implements SnapshotHooks {
         this.log.log('warn', 'image device stays in trace mode', { layer: parent.key, err: err.message }),
       );
     }
-    if (this.cfg.autoRemoveDev && snap.record.kind !== 'committed' && parent && this.readConfig(parent)) {
+    // Another snapshot of the same image may be between its Mounts and containerd's mount: keep the device.
+    if (this.cfg.autoRemoveDev && snap.record.kind !== 'committed' && siblings === 0 && parent && this.readConfig(parent)) {
       const id = this.layerDeviceId(parent.record.id);
       await this.lock.run(id, async () => {
         // Busy (another container's overlay still uses it) → keep it; Mounts re-attaches on demand anyway.
