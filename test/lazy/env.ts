@@ -126,7 +126,15 @@ export class LazyEnv {
     return execNode([obdBin(), 'rpull', '--address', this.containerd.address, '--namespace', this.containerd.namespace, '--plain-http', ref], 120_000);
   }
 
-  async stop(): Promise<void> {
+  private stopping?: Promise<void>;
+
+  /** Stops everything this env started (once; concurrent callers share the same stop). */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopAll();
+    return this.stopping;
+  }
+
+  private async stopAll(): Promise<void> {
     live.delete(this);
     const errors: string[] = [];
     const step = async (what: string, fn: () => Promise<unknown> | unknown) => {
