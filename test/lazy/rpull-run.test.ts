@@ -54,6 +54,19 @@ describe('rpull + ctr run with the obd snapshotter', { timeout: 900_000 }, () =>
     assert.match(info.Labels['containerd.io/snapshot/overlaybd.localcommitpath'] ?? '', /\/fs\/overlaybd\.commit$/, 'committed as a local overlaybd layer');
   });
 
+  it('removing the image removes its remote layers and detaches their device', async () => {
+    const ref = `${env.registry.host}/lazy/busybox:latest`;
+    const layerDevices = async () => (await env.deviceStats()).filter((d) => /-l\d+$/.test(d.id)).length;
+    const before = await layerDevices();
+    assert.ok(before >= 1);
+    const dirs = () => fs.readdirSync(path.join(env.snapshotter.root, 'snapshots')).length;
+    const dirsBefore = dirs();
+    await env.containerd.ctr(['image', 'rm', '--sync', ref]);
+    for (let i = 0; i < 150 && (await layerDevices()) >= before; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await layerDevices(), before - 1, 'the image device went with its layer');
+    assert.ok(dirs() <= dirsBefore - 4, 'the four remote layer dirs are gone');
+  });
+
   /** Pushes an image of `blobs` (bottom first); annotated layers get the overlaybd annotations. */
   async function pushRaw(repo: string, blobs: { data: Buffer; overlaybd: boolean }[]): Promise<{ ref: string; digests: string[] }> {
     const layers = [];
