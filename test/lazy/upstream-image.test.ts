@@ -9,6 +9,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { tar } from '../helpers/images';
+import { SnapshotsClient } from '../helpers/snapshotter';
 import { LazyEnv } from './env';
 
 const FIXTURES = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'overlaybd');
@@ -16,6 +18,7 @@ const LAYER = 'application/vnd.oci.image.layer.v1.tar';
 
 describe('an image made by upstream overlaybd tools', { timeout: 600_000 }, () => {
   const env = new LazyEnv();
+  const pushed: { ref: string; layers: { digest: string }[] } = { ref: '', layers: [] };
   before(() => env.start());
   after(() => env.stop());
 
@@ -49,6 +52,7 @@ describe('an image made by upstream overlaybd tools', { timeout: 600_000 }, () =
       layers,
     });
     const ref = `${env.registry.host}/${repo}:v1`;
+    Object.assign(pushed, { ref, layers });
     await env.rpull(ref);
 
     const bb = '/bin/busybox';
@@ -72,5 +76,29 @@ describe('an image made by upstream overlaybd tools', { timeout: 600_000 }, () =
     const total = layers.reduce((n, l) => n + l.size, 0);
     t.diagnostic(`fetched ${fetched} of ${total} bytes`);
     assert.ok(fetched > 0 && fetched < total, `fetched ${fetched} of ${total}`);
+  });
+
+  it('CRI labels alone (cri.image-ref, cri.layer-digest, no annotations) take the remote path by header detection', async () => {
+    const sn = new SnapshotsClient(env.snapshotter.address);
+    try {
+      const labels = (digest: string, chain: string) => ({
+        'containerd.io/snapshot.ref': chain,
+        'containerd.io/snapshot/cri.image-ref': pushed.ref,
+        'containerd.io/snapshot/cri.layer-digest': digest,
+        'containerd.io/snapshot/cri.manifest-digest': 'sha256:' + '0'.repeat(64),
+      });
+      await assert.rejects(sn.prepare('cri/1/extract a', '', labels(pushed.layers[0].digest, 'cri-chain-0')), (err: { code: number }) => err.code === 6);
+      const info = await sn.stat('cri-chain-0');
+      assert.equal(info.kind, 'COMMITTED');
+      assert.equal(info.labels['containerd.io/snapshot/remote'], 'remote snapshot');
+      // A plain tar layer named the same way stays a normal (overlay) snapshot.
+      const plain = await env.registry.pushBlob('upstream/e-ext4', tar([{ path: 'x', type: 'file', data: 'x' }]));
+      const mounts = await sn.prepare('cri/2/extract b', '', labels(plain, 'cri-chain-plain'));
+      assert.equal(mounts[0].type, 'bind');
+      await sn.remove('cri/2/extract b');
+      await sn.remove('cri-chain-0');
+    } finally {
+      sn.close();
+    }
   });
 });
