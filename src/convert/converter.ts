@@ -101,6 +101,10 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
   const config = JSON.parse(configBuf.toString('utf8')) as ImageConfigJson;
   const diffIds = checkSource(resolved.manifest, config, src.name);
   const chains = chainIds(diffIds);
+  // diff_ids come from the config and are not checked against the layer content (that would mean
+  // hashing every decompressed tar); the cache key therefore also chains the (verified) blob
+  // digests, so a config that lies about its diff_ids cannot plant a conversion for another image.
+  const blobChains = chainIds(resolved.manifest.layers.map((l) => l.digest));
   const layers = resolved.manifest.layers;
   emit({ type: 'start', layers: layers.length, source: src.name, target: dst.name });
 
@@ -117,7 +121,7 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
     // Start every download that a cache miss needs, bounded by the limiter.
     // A cached layer is only valid on top of the same converted layers: the first miss ends reuse.
     const cachedRecs: (CachedLayer | undefined)[] = [];
-    for (const c of chains) cachedRecs.push(cachedRecs.length === 0 || cachedRecs[cachedRecs.length - 1] ? cache.get(ConversionCache.key(c, optionKey)) : undefined);
+    chains.forEach((c, i) => cachedRecs.push(i === 0 || cachedRecs[i - 1] ? cache.get(ConversionCache.key(`${c} ${blobChains[i]}`, optionKey)) : undefined));
     const tarFiles = layers.map((l, i) => {
       if (cachedRecs[i]) return undefined;
       const file = path.join(work, `source-${i}`);
@@ -153,7 +157,7 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
 
     for (let i = 0; i < layers.length; i++) {
       signal?.throwIfAborted();
-      const key = ConversionCache.key(chains[i], optionKey);
+      const key = ConversionCache.key(`${chains[i]} ${blobChains[i]}`, optionKey);
       const uuid = uuidFromChainId(chains[i]);
       const cached = cachedRecs[i];
       const report: LayerReport = { index: i, source: layers[i].digest, chainId: chains[i], digest: '', size: 0, cached: !!cached,

@@ -50,8 +50,8 @@ export function buildImage(dir: string, tars: string[], compression: Compression
 }
 
 /** An OCI layout whose layer blobs are given as they are (e.g. a deliberately broken gzip stream). */
-export function buildRawImage(dir: string, blobs: { data: Buffer; mediaType: string }[]): BuiltImage {
-  return writeLayout(dir, blobs.map((b) => ({ blob: b.data, mediaType: b.mediaType, diffId: sha(b.data) })));
+export function buildRawImage(dir: string, blobs: { data: Buffer; mediaType: string; diffId?: string }[]): BuiltImage {
+  return writeLayout(dir, blobs.map((b) => ({ blob: b.data, mediaType: b.mediaType, diffId: b.diffId ?? sha(b.data) })));
 }
 
 function writeLayout(dir: string, input: { blob: Buffer; mediaType: string; diffId: string }[]): BuiltImage {

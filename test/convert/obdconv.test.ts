@@ -11,7 +11,7 @@ import { tarWrapPrefix } from '../../src/convert/tar-wrap';
 import { Cleanup } from '../helpers/loop';
 import { TestRegistry } from '../helpers/registry';
 import { makeTempDir, type TempDir } from '../helpers/tmp';
-import { buildImage, makeRichLayers, type BuiltImage } from './images';
+import { buildImage, buildRawImage, makeRichLayers, type BuiltImage } from './images';
 import { fetchConverted, loopDevicesUnder, mountStack, mountsUnder, obdconv, pushLayout, type ConvertedImage } from './support';
 import { diffTrees, overlayReference, snapshotTree } from './tree';
 
@@ -140,6 +140,20 @@ describe('obdconv', () => {
     const s2 = JSON.parse(again.stdout) as Summary;
     assert.deepEqual(s2.layers.map((l) => [l.cached, l.push]), [[true, 'present'], [true, 'present'], [true, 'present']]);
     assert.equal(s2.manifestDigest, summary.manifestDigest);
+  });
+
+  test('a config that lies about its diff_ids does not get (or plant) cached conversions', async () => {
+    const stage = tmp.join('stage', 'liar');
+    fs.mkdirSync(path.join(stage, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(stage, 'etc', 'hello.txt'), 'not what the diff_id says\n');
+    const { tarTree } = await import('./images');
+    const tar = fs.readFileSync(tarTree(stage, tmp.join('liar.tar')));
+    const liar = buildRawImage(tmp.join('src-liar'), [{ data: tar, mediaType: 'application/vnd.oci.image.layer.v1.tar', diffId: image.layers[0].diffId }]);
+    const r = await obdconv([`oci:${liar.dir}`, `oci:${tmp.join('dst-liar')}`, '--json', '--cache-dir', tmp.join('cache')]);
+    assert.equal(r.code, 0, r.stderr);
+    const s = JSON.parse(r.stdout) as Summary;
+    assert.equal(s.layers[0].cached, false);
+    assert.notEqual(s.layers[0].digest, summary.layers[0].digest);
   });
 
   test('oci: layout in and out, zstd ZFile, OCI manifest', async () => {
