@@ -77,8 +77,11 @@ export class TraceWriter {
   }
 }
 
-/** A read of several consecutive units is one registry GET (up to the fetcher's limit) instead of many. */
-const MAX_MERGED = 4 << 20;
+/**
+ * A read of several consecutive units is one registry GET instead of many. Capped at 1 MiB: with 4 MiB
+ * reads from JS some units of the range were found uncached afterwards (addon RemoteFile; to look into).
+ */
+const MAX_MERGED = 1 << 20;
 
 /** Joins consecutive ranges of one blob that touch each other (trace order is kept). */
 export function mergeAdjacent(ranges: TraceRange[], maxLength: number): TraceRange[] {

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { busyboxTestImage } from '../helpers/images';
+import { SnapshotsClient } from '../helpers/snapshotter';
 import { LazyEnv } from './env';
 
 interface ParsedMount {
@@ -116,5 +117,25 @@ describe('rwMode: overlayfs, dir, dev', { timeout: 900_000 }, () => {
     }
     await ctr(['snapshots', '--snapshotter', 'obd', 'rm', 'child']);
     await ctr(['containers', 'rm', 'devc']).catch(() => undefined); // its snapshot is committed already
+  });
+
+  it('a parentless snapshot labelled writable=dir is a fresh ext4 disk; committed, it is the base layer of the next', async () => {
+    const sn = new SnapshotsClient(env.snapshotter.address);
+    try {
+      const m = await sn.prepare('base-w', '', { 'containerd.io/snapshot/overlaybd.writable': 'dir', 'containerd.io/snapshot/overlaybd/vsize': '1' });
+      assert.equal(m[0].type, 'bind');
+      fs.writeFileSync(path.join(m[0].source, 'hello'), 'from the base layer\n');
+      execFileSync('sync');
+      await sn.commit('base', 'base-w');
+      const info = await sn.stat('base');
+      assert.ok(fs.existsSync(info.labels['containerd.io/snapshot/overlaybd.localcommitpath']));
+      const child = await sn.prepare('on-base', 'base');
+      const lower = child[0].options.find((o) => o.startsWith('lowerdir='))!.slice('lowerdir='.length);
+      assert.equal(fs.readFileSync(path.join(lower, 'hello'), 'utf8'), 'from the base layer\n');
+      await sn.remove('on-base');
+      await sn.remove('base');
+    } finally {
+      sn.close();
+    }
   });
 });

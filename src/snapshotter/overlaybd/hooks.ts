@@ -234,6 +234,9 @@ export class OverlaybdHooks implements SnapshotHooks {
     if (trace !== undefined && (!path.isAbsolute(trace) || !fs.existsSync(trace)))
       throw invalidArgument(`label ${Labels.recordTracePath}=${JSON.stringify(trace)}: must name an existing file (empty: record a trace, else: prefetch it)`);
     if (ancestors.length > 0 && !parentCfg) return;
+    // Without a parent, only an explicit label makes a fresh writable disk (ACI's converter does this);
+    // the global rwMode applies to containers of overlaybd images.
+    if (ancestors.length === 0 && !req.labels[Labels.writable]) return;
     if (mode === 'overlayfs') {
       if (trace && parentCfg) await this.setLayerTrace(ancestors[0], trace);
       return;
