@@ -12,7 +12,8 @@ import { obdBin } from '../helpers/snapshotter';
 import { execNode, LazyEnv } from './env';
 
 describe('record-trace and prefetch', { timeout: 900_000 }, () => {
-  const env = new LazyEnv();
+  // No read-ahead: every block the workload misses is a fetch of its own, so the count below is exact.
+  const env = new LazyEnv({ config: { cacheConfig: { readAheadSize: 0 } } });
   let ref = '';
   before(async () => {
     await env.start();

@@ -66,15 +66,22 @@ export class BlockDevices {
     }
   }
 
-  /** Detaches if attached; false when it is gone already. */
+  /**
+   * Detaches if attached; false when it is gone already. Right after an unmount or mkfs, udev may
+   * still hold the device open for a probe (EBUSY): that is retried for a few seconds.
+   */
   async detach(id: string, force: boolean): Promise<boolean> {
-    try {
-      await this.client.detach(id, force);
-      this.log.log('info', 'detached device', { id, force });
-      return true;
-    } catch (err) {
-      if (err instanceof DeviceError && err.kind === 'NotFound') return false;
-      throw asSnapshotError(err, `detach device ${id}`);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.client.detach(id, force);
+        this.log.log('info', 'detached device', { id, force });
+        return true;
+      } catch (err) {
+        if (err instanceof DeviceError && err.kind === 'NotFound') return false;
+        const busy = err instanceof DeviceError && err.kind === 'FailedPrecondition' && /in use/.test(err.message);
+        if (!busy || attempt >= 30) throw asSnapshotError(err, `detach device ${id}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   }
 
