@@ -66,13 +66,14 @@ function lsTable(devs: DeviceInfo[]): string {
 
 function statsTable(stats: DeviceStatsInfo[]): string {
   return table(
-    ['ID', 'DEVICE', 'READ', 'WRITTEN', 'FETCHED', 'CACHE HIT/MISS', 'IN-FLIGHT', 'ERRORS'],
+    ['ID', 'DEVICE', 'READ', 'WRITTEN', 'FETCHED', 'PREFETCHED', 'CACHE HIT/MISS', 'IN-FLIGHT', 'ERRORS'],
     stats.map((s) => [
       s.id,
       s.path,
       human(s.readBytes),
       human(s.writeBytes),
       human(s.fetchedBytes),
+      human(s.prefetchedBytes),
       `${s.cacheHits}/${s.cacheMisses}`,
       String(s.inFlight),
       String(s.errors),

@@ -405,7 +405,9 @@ export class OverlaybdHooks implements SnapshotHooks {
       });
     }
     const parent = ancestors[0];
-    if (snap.record.labels[Labels.recordTracePath] && parent && this.readConfig(parent)?.recordTracePath) {
+    // Only when no other snapshot of the image exists: a new one may just have put the device into
+    // replay mode (or be between its Mounts and containerd's mount).
+    if (snap.record.labels[Labels.recordTracePath] && siblings === 0 && parent && this.readConfig(parent)?.recordTracePath) {
       // The recording (or replaying) container is gone: the next container gets a normal device.
       await this.setLayerTrace(parent, undefined).catch((err: Error) =>
         this.log.log('warn', 'image device stays in trace mode', { layer: parent.key, err: err.message }),
