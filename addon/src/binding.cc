@@ -50,6 +50,42 @@ Napi::Value fail(Napi::Env env, const obd::Status& st) {
   return env.Undefined();
 }
 
+// An already-rejected promise, for argument errors in functions that return a promise.
+Napi::Value rejected(Napi::Env env, const obd::Status& st) {
+  auto d = Napi::Promise::Deferred::New(env);
+  d.Reject(toError(env, st).Value());
+  return d.Promise();
+}
+
+// Runs `work` on the libuv pool and settles a promise with its Status; resolves with a copy of
+// `result` when one is given, else with undefined. Queues itself: `return PromiseWorker::run(...)`.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  static Napi::Value run(Napi::Env env, std::function<obd::Status()> work,
+                         std::shared_ptr<std::vector<uint8_t>> result = nullptr) {
+    auto* w = new PromiseWorker(env, std::move(work), std::move(result));
+    Napi::Promise p = w->deferred_.Promise();
+    w->Queue();
+    return p;
+  }
+  void Execute() override { status_ = work_(); }
+  void OnOK() override {
+    if (!status_.ok()) return deferred_.Reject(toError(Env(), status_).Value());
+    if (!result_) return deferred_.Resolve(Env().Undefined());
+    deferred_.Resolve(Napi::Buffer<uint8_t>::Copy(Env(), result_->data(), result_->size()));
+  }
+
+ private:
+  PromiseWorker(Napi::Env env, std::function<obd::Status()> work, std::shared_ptr<std::vector<uint8_t>> result)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        result_(std::move(result)) {}
+
+  Napi::Promise::Deferred deferred_;
+  std::function<obd::Status()> work_;
+  std::shared_ptr<std::vector<uint8_t>> result_;
+  obd::Status status_;
+};
+
 }  // namespace common
 // ---- end common ----
 
@@ -186,7 +222,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   explicit CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWrap>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) {
-      toError(env, obd::InvalidArg("BlockCache({dir, capacityBytes, unitSize?})")).ThrowAsJavaScriptException();
+      common::fail(env, obd::InvalidArg("BlockCache({dir, capacityBytes, unitSize?})"));
       return;
     }
     Napi::Object o = info[0].As<Napi::Object>();
@@ -199,14 +235,14 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
     if (bad.empty()) numberArg(o, "unitSize", &unit, false, &bad);
     if (bad.empty()) numberArg(o, "minFreeBytes", &opts.minFreeBytes, false, &bad);
     if (!bad.empty()) {
-      toError(env, obd::InvalidArg("BlockCache: " + bad)).ThrowAsJavaScriptException();
+      common::fail(env, obd::InvalidArg("BlockCache: " + bad));
       return;
     }
     opts.unitSize = static_cast<uint32_t>(std::min<uint64_t>(unit, UINT32_MAX));
     if (o.Has("sync") && !o.Get("sync").IsUndefined()) opts.sync = o.Get("sync").ToBoolean();
     auto c = obd::BlockCache::open(opts);
     if (!c.ok()) {
-      toError(env, c.status()).ThrowAsJavaScriptException();
+      common::fail(env, c.status());
       return;
     }
     cache = c.take();
@@ -234,22 +270,11 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   }
   // Resolves once every queued cache write and verification is done (waits on the libuv pool).
   Napi::Value Drain(const Napi::CallbackInfo& info) {
-    class Worker : public Napi::AsyncWorker {
-     public:
-      Worker(Napi::Env env, std::shared_ptr<obd::BlockCache> c)
-          : Napi::AsyncWorker(env), d_(Napi::Promise::Deferred::New(env)), c_(std::move(c)) {}
-      void Execute() override { c_->drain(); }
-      void OnOK() override { d_.Resolve(Env().Undefined()); }
-      Napi::Promise promise() { return d_.Promise(); }
-
-     private:
-      Napi::Promise::Deferred d_;
-      std::shared_ptr<obd::BlockCache> c_;
-    };
-    auto* w = new Worker(info.Env(), cache);
-    auto p = w->promise();
-    w->Queue();
-    return p;
+    auto c = cache;
+    return common::PromiseWorker::run(info.Env(), [c]() {
+      c->drain();
+      return Status::Ok();
+    });
   }
 };
 
@@ -261,7 +286,7 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
   explicit FetcherWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FetcherWrap>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsFunction()) {
-      toError(env, obd::InvalidArg("RemoteFetcher(fn(digest, offset, length, done))")).ThrowAsJavaScriptException();
+      common::fail(env, obd::InvalidArg("RemoteFetcher(fn(digest, offset, length, done))"));
       return;
     }
     auto shared = std::make_shared<JsFetcher::Shared>();
@@ -322,12 +347,12 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
   explicit FileWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FileWrap>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) {
-      toError(env, obd::InvalidArg("RemoteFile({digest, size, cache, fetcher})")).ThrowAsJavaScriptException();
+      common::fail(env, obd::InvalidArg("RemoteFile({digest, size, cache, fetcher})"));
       return;
     }
     auto r = openFromSpec(info[0].As<Napi::Object>());
     if (!r.ok()) {
-      toError(env, r.status()).ThrowAsJavaScriptException();
+      common::fail(env, r.status());
       return;
     }
     file = r.take();
@@ -347,16 +372,15 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
   // read(offset, length) → Promise<Buffer>; completes from whatever thread the read finishes on.
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto deferred = Napi::Promise::Deferred::New(env);
     uint64_t off = 0, len = 0;
     std::string bad;
     Napi::Object args = Napi::Object::New(env);
     args.Set("offset", info.Length() > 0 ? info[0] : env.Undefined());
     args.Set("length", info.Length() > 1 ? info[1] : env.Undefined());
     if (!numberArg(args, "offset", &off, true, &bad) || !numberArg(args, "length", &len, true, &bad) || len > (1u << 30)) {
-      deferred.Reject(toError(env, obd::InvalidArg("RemoteFile.read(offset, length): " + (bad.empty() ? "length too large" : bad))).Value());
-      return deferred.Promise();
+      return common::rejected(env, obd::InvalidArg("RemoteFile.read(offset, length): " + (bad.empty() ? "length too large" : bad)));
     }
+    auto deferred = Napi::Promise::Deferred::New(env);
     Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, len);
     uint8_t* data = out.Data();
     auto* ctx = new ReadCtx{Napi::Persistent(out), Status::Ok(), deferred};
@@ -421,8 +445,6 @@ namespace zfile_binding {
 
 using obd::Status;
 
-using common::toError;
-
 bool parseOptions(const Napi::Value& v, obd::zfile::CompressOptions* o, std::string* bad) {
   if (v.IsUndefined() || v.IsNull()) return true;
   if (!v.IsObject()) return *bad = "options must be an object", false;
@@ -441,87 +463,47 @@ bool parseOptions(const Napi::Value& v, obd::zfile::CompressOptions* o, std::str
   return true;
 }
 
-// Runs `work` on the libuv pool and settles a promise with its Status; resolves with a copy of
-// `result` when one is given, else with undefined.
-class StatusWorker : public Napi::AsyncWorker {
- public:
-  StatusWorker(Napi::Env env, std::function<Status()> work, std::shared_ptr<std::vector<uint8_t>> result = nullptr)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
-        result_(std::move(result)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override { status_ = work_(); }
-  void OnOK() override {
-    if (!status_.ok()) return deferred_.Reject(toError(Env(), status_).Value());
-    if (!result_) return deferred_.Resolve(Env().Undefined());
-    deferred_.Resolve(Napi::Buffer<uint8_t>::Copy(Env(), result_->data(), result_->size()));
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::function<Status()> work_;
-  std::shared_ptr<std::vector<uint8_t>> result_;
-  Status status_;
-};
-
-Napi::Value rejectWith(Napi::Env env, const Status& st) {
-  auto d = Napi::Promise::Deferred::New(env);
-  d.Reject(toError(env, st).Value());
-  return d.Promise();
-}
+using common::PromiseWorker;
+using common::rejected;
 
 Napi::Value Compress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
-    return rejectWith(env, obd::InvalidArg("zfileCompress(input, output, options)"));
+    return rejected(env, obd::InvalidArg("zfileCompress(input, output, options)"));
   std::string in = info[0].As<Napi::String>(), out = info[1].As<Napi::String>();
   obd::zfile::CompressOptions opts;
   std::string bad;
-  if (!parseOptions(info[2], &opts, &bad)) return rejectWith(env, obd::InvalidArg(bad));
-  auto* w = new StatusWorker(env, [in, out, opts]() -> Status {
+  if (!parseOptions(info[2], &opts, &bad)) return rejected(env, obd::InvalidArg(bad));
+  return PromiseWorker::run(env, [in, out, opts]() -> Status {
     auto src = obd::LocalFile::open(in);
     if (!src.ok()) return src.status();
     return obd::zfile::compressFile(*src.value(), out, opts);
   });
-  auto p = w->promise();
-  w->Queue();
-  return p;
 }
 
 Napi::Value Decompress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
-    return rejectWith(env, obd::InvalidArg("zfileDecompress(input, output, verify)"));
+    return rejected(env, obd::InvalidArg("zfileDecompress(input, output, verify)"));
   std::string in = info[0].As<Napi::String>(), out = info[1].As<Napi::String>();
   bool verify = info.Length() > 2 && info[2].ToBoolean();
-  auto* w = new StatusWorker(env, [in, out, verify]() -> Status {
+  return PromiseWorker::run(env, [in, out, verify]() -> Status {
     auto src = obd::LocalFile::open(in);
     if (!src.ok()) return src.status();
     auto z = obd::zfile::open(src.take(), verify);
     if (!z.ok()) return z.status();
     return obd::zfile::decompressFile(*z.value(), out);
   });
-  auto p = w->promise();
-  w->Queue();
-  return p;
 }
 
 Napi::Value Inspect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    toError(env, obd::InvalidArg("zfileInspect(path)")).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (info.Length() < 1 || !info[0].IsString()) return common::fail(env, obd::InvalidArg("zfileInspect(path)"));
   std::string path = info[0].As<Napi::String>();
   auto src = obd::LocalFile::open(path);
-  if (!src.ok()) {
-    toError(env, src.status()).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!src.ok()) return common::fail(env, src.status());
   auto r = obd::zfile::inspect(*src.value());
-  if (!r.ok()) {
-    toError(env, r.status()).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!r.ok()) return common::fail(env, r.status());
   const obd::zfile::Info& i = r.value();
   Napi::Object o = Napi::Object::New(env);
   o.Set("algorithm", i.algorithm == obd::zfile::Algorithm::kLz4 ? "lz4" : "zstd");
@@ -596,17 +578,14 @@ class Reader : public Napi::ObjectWrap<Reader> {
   // read(offset, length) → Promise<Buffer>; runs on the libuv pool.
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!file_) return rejectWith(env, obd::InvalidArg("ZFileReader: read after close"));
+    if (!file_) return rejected(env, obd::InvalidArg("ZFileReader: read after close"));
     double off = info[0].ToNumber().DoubleValue(), len = info[1].ToNumber().DoubleValue();
     if (!(off >= 0) || !(len >= 0) || len > (1 << 30) || off > 9007199254740991.0)
-      return rejectWith(env, obd::InvalidArg("read: bad offset/length"));
+      return rejected(env, obd::InvalidArg("read: bad offset/length"));
     auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(len));
     auto file = file_;
     uint64_t o = static_cast<uint64_t>(off);
-    auto* w = new StatusWorker(env, [file, buf, o]() { return file->read(buf->data(), buf->size(), o); }, buf);
-    auto p = w->promise();
-    w->Queue();
-    return p;
+      return PromiseWorker::run(env, [file, buf, o]() { return file->read(buf->data(), buf->size(), o); }, buf);
   }
 
   std::shared_ptr<obd::ReadableFile> file_;
@@ -617,8 +596,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
 Napi::Value Crc32c(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsBuffer()) {
-    toError(env, obd::InvalidArg("crc32c(buffer, seed, portable)")).ThrowAsJavaScriptException();
-    return env.Undefined();
+    return common::fail(env, obd::InvalidArg("crc32c(buffer, seed, portable)"));
   }
   auto b = info[0].As<Napi::Buffer<uint8_t>>();
   uint32_t seed = info.Length() > 1 ? info[1].ToNumber().Uint32Value() : 0;
@@ -643,7 +621,6 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 namespace layer_binding {
 
 using common::fail;
-using common::toError;
 using obd::Status;
 
 // Argument helpers: a missing or mistyped value becomes EINVAL naming the argument.
@@ -929,15 +906,8 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 // ---- device ----
 namespace device_binding {
 
+using common::toError;
 using obd::Status;
-
-Napi::Error toError(Napi::Env env, const Status& st) {
-  Napi::Error err = Napi::Error::New(env, st.message());
-  const char* name = strerrorname_np(st.code());
-  err.Set("code", Napi::String::New(env, name ? name : "EIO"));
-  err.Set("errno", Napi::Number::New(env, st.code()));
-  return err;
-}
 
 // Attach and detach wait on the kernel, which waits on our FUSE threads (and, for remote layers, on
 // JS). They run on a thread of their own — not the JS thread, and not the libuv pool that DNS and
@@ -972,11 +942,7 @@ std::string getString(const Napi::Object& o, const char* key) {
 //               loopDirectIo, threads}) → Promise<{handle, path, loopIndex, major, minor, …}>
 Napi::Value Attach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto reject = [env](const Status& st) {
-    auto d = Napi::Promise::Deferred::New(env);
-    d.Reject(toError(env, st).Value());
-    return d.Promise();
-  };
+  auto reject = [env](const Status& st) { return common::rejected(env, st); };
   if (info.Length() < 1 || !info[0].IsObject()) return reject(obd::InvalidArg("deviceAttach(options)"));
   Napi::Object o = info[0].As<Napi::Object>();
   obd::FuseLoopOptions opts;
@@ -1068,10 +1034,7 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Handle* h = info.Length() > 0 ? handleOf(info[0]) : nullptr;
-  if (!h || !h->dev) {
-    toError(env, obd::InvalidArg("deviceStats: not a device handle")).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!h || !h->dev) return common::fail(env, obd::InvalidArg("deviceStats: not a device handle"));
   obd::DeviceStats s = h->dev->stats();
   Napi::Object r = Napi::Object::New(env);
   r.Set("readOps", static_cast<double>(s.readOps));
@@ -1090,24 +1053,18 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 // loopClear(path): unbinds a loop device a previous deviced left behind. Throws (EBUSY) while mounted.
 Napi::Value LoopClear(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    toError(env, obd::InvalidArg("loopClear(path)")).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (info.Length() < 1 || !info[0].IsString()) return common::fail(env, obd::InvalidArg("loopClear(path)"));
   Status st = obd::clearLoopDevice(info[0].As<Napi::String>().Utf8Value());
-  if (!st.ok()) toError(env, st).ThrowAsJavaScriptException();
+  if (!st.ok()) return common::fail(env, st);
   return env.Undefined();
 }
 
 // unmountLazy(dir): detaches a (stale) mount; its connection dies with its last user.
 Napi::Value UnmountLazy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    toError(env, obd::InvalidArg("unmountLazy(dir)")).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (info.Length() < 1 || !info[0].IsString()) return common::fail(env, obd::InvalidArg("unmountLazy(dir)"));
   std::string dir = info[0].As<Napi::String>().Utf8Value();
-  if (::umount2(dir.c_str(), MNT_DETACH) != 0) toError(env, obd::SysError(dir + ": umount")).ThrowAsJavaScriptException();
+  if (::umount2(dir.c_str(), MNT_DETACH) != 0) return common::fail(env, obd::SysError(dir + ": umount"));
   return env.Undefined();
 }
 
