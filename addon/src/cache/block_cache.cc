@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "util/fd_io.h"
+
 namespace obd {
 
 namespace {
@@ -25,40 +27,6 @@ struct BitmapHeader {  // little-endian on disk (x86/arm64 hosts)
   uint8_t pad[kHeaderSize - 24];
 };
 static_assert(sizeof(BitmapHeader) == kHeaderSize, "bitmap header is 64 bytes");
-
-Status preadAll(int fd, void* buf, size_t n, uint64_t off, const std::string& what) {
-  auto* p = static_cast<uint8_t*>(buf);
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return SysError(what + ": read at " + std::to_string(off));
-    }
-    if (r == 0) {  // sparse tail past EOF reads as zero
-      std::memset(p, 0, n);
-      return Status::Ok();
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
-}
-
-Status pwriteAll(int fd, const void* buf, size_t n, uint64_t off, const std::string& what) {
-  auto* p = static_cast<const uint8_t*>(buf);
-  while (n > 0) {
-    ssize_t r = ::pwrite(fd, p, n, static_cast<off_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return SysError(what + ": write at " + std::to_string(off));
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
-}
 
 std::string fileStem(const std::string& digest) { return "sha256_" + digest.substr(7); }
 
@@ -101,7 +69,7 @@ Result<bool> CachedBlob::readIfPresent(void* buf, size_t n, uint64_t off) {
       if (!((bits_[u / 8] >> (u % 8)) & 1)) return false;
     epoch = epoch_;
   }
-  OBD_RETURN_IF_ERROR(preadAll(data_.get(), buf, n, off, digest_ + " cache"));
+  OBD_RETURN_IF_ERROR(preadOrZero(data_.get(), buf, n, off, digest_ + " cache"));
   std::lock_guard<std::mutex> g(mu_);
   return epoch == epoch_;  // units dropped meanwhile: the bytes may be a punched hole
 }
@@ -124,7 +92,7 @@ Status CachedBlob::openFiles(const std::string& dataPath, const std::string& bit
     if (::fsync(bitmap_.get()) != 0) return SysError(bitmapPath + ": fsync");
     return Status::Ok();
   }
-  OBD_RETURN_IF_ERROR(preadAll(bitmap_.get(), bits_.data(), bits_.size(), kHeaderSize, bitmapPath));
+  OBD_RETURN_IF_ERROR(preadOrZero(bitmap_.get(), bits_.data(), bits_.size(), kHeaderSize, bitmapPath));
   // Bits past the last unit are meaningless; clear them so counts stay exact.
   if (units_ % 8) bits_.back() &= static_cast<uint8_t>((1u << (units_ % 8)) - 1);
   presentCount_ = 0;
@@ -401,7 +369,7 @@ void BlockCache::verify(const std::shared_ptr<CachedBlob>& blob) {
   Status st;
   for (uint64_t off = 0; ok && off < blob->size_; off += buf.size()) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), blob->size_ - off));
-    st = preadAll(blob->data_.get(), buf.data(), n, off, blob->digest_ + " cache");
+    st = preadOrZero(blob->data_.get(), buf.data(), n, off, blob->digest_ + " cache");
     ok = st.ok() && EVP_DigestUpdate(ctx, buf.data(), n) == 1;
   }
   unsigned char md[32];

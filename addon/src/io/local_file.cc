@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+
+#include "util/fd_io.h"
 
 namespace obd {
 
@@ -18,26 +21,10 @@ Result<std::shared_ptr<LocalFile>> LocalFile::open(const std::string& path) {
 }
 
 Status LocalFile::readSync(void* buf, size_t n, uint64_t off) {
-  auto* p = static_cast<char*>(buf);
-  while (n > 0) {
-    if (off >= size_) {  // past EOF reads as zero (see ReadableFile contract)
-      std::memset(p, 0, n);
-      return Status::Ok();
-    }
-    ssize_t r = ::pread(fd_.get(), p, n, static_cast<off_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return SysError(path_ + ": read at offset " + std::to_string(off));
-    }
-    if (r == 0) {  // file shrank under us
-      std::memset(p, 0, n);
-      return Status::Ok();
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
+  // Past size() reads as zero (see ReadableFile contract), as does a tail the file lost since open.
+  size_t inFile = off >= size_ ? 0 : static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
+  std::memset(static_cast<char*>(buf) + inFile, 0, n - inFile);
+  return preadOrZero(fd_.get(), buf, inFile, off, path_);
 }
 
 }  // namespace obd
