@@ -4,17 +4,19 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { Cleanup } from '../helpers/loop';
+import type { Cleanup } from '../helpers/loop';
 import { freePort } from '../helpers/registry';
-import { makeTempDir, TempDir } from '../helpers/tmp';
+import { TempDir } from '../helpers/tmp';
 import {
   Deviced,
+  finishTestDir,
   FIXTURES,
   leftovers,
   mountDev,
   run,
   sha256File,
   startDeviced,
+  startTestDir,
   treeDigest,
   umount,
   writeFileSynced,
@@ -26,20 +28,8 @@ const MiB = 1 << 20;
 let tmp: TempDir;
 let cleanup: Cleanup;
 
-beforeEach(() => {
-  tmp = makeTempDir('obd-device-');
-  cleanup = new Cleanup();
-});
-
-afterEach(() => {
-  try {
-    cleanup.run();
-  } finally {
-    const left = leftovers(tmp.path);
-    tmp.cleanup();
-    assert.deepEqual(left, [], 'the test left kernel state behind');
-  }
-});
+beforeEach(() => ({ tmp, cleanup } = startTestDir('obd-device-')));
+afterEach(() => finishTestDir(tmp, cleanup));
 
 function obdLayer(d: Deviced, ...args: string[]): void {
   const r = d.obd('layer', ...args);

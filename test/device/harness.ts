@@ -2,6 +2,7 @@
 // child process (the test process never serves a device, so it may do blocking I/O on them freely).
 // Everything it or the test leaves in the kernel — mounts, FUSE mounts, loop devices under the temp
 // dir — is swept by the Cleanup, also when the test fails.
+import assert from 'node:assert/strict';
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -9,7 +10,7 @@ import path from 'node:path';
 import { DeviceClient } from '../../src/device/service';
 import { readMountInfo } from '../../src/device/kernel';
 import { Cleanup, loopsBackedBy } from '../helpers/loop';
-import { TempDir } from '../helpers/tmp';
+import { makeTempDir, TempDir } from '../helpers/tmp';
 
 export const OBD = path.join(__dirname, '..', '..', 'src', 'cli', 'obd.js');
 export const FIXTURES = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'overlaybd');
@@ -225,4 +226,20 @@ export function leftovers(dir: string): string[] {
     .filter((m) => m.mountPoint.startsWith(dir + '/') || m.source.startsWith(dir + '/'))
     .map((m) => `mount ${m.mountPoint} (${m.fsType})`);
   return [...mounts, ...loopsBackedBy(dir).map((d) => `loop ${d}`)];
+}
+
+/** A test's temp dir and the Cleanup that sweeps what it leaves in the kernel (for beforeEach). */
+export function startTestDir(prefix: string): { tmp: TempDir; cleanup: Cleanup } {
+  return { tmp: makeTempDir(prefix), cleanup: new Cleanup() };
+}
+
+/** Runs the cleanup, removes the temp dir, and fails the test if a mount or loop device was left (for afterEach). */
+export function finishTestDir(tmp: TempDir, cleanup: Cleanup): void {
+  try {
+    cleanup.run();
+  } finally {
+    const left = leftovers(tmp.path);
+    tmp.cleanup();
+    assert.deepEqual(left, [], 'the test left kernel state behind');
+  }
 }

@@ -7,10 +7,10 @@ import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import { FaultProxy } from '../helpers/fault-proxy';
-import { Cleanup } from '../helpers/loop';
+import type { Cleanup } from '../helpers/loop';
 import { TestRegistry } from '../helpers/registry';
-import { makeTempDir, TempDir } from '../helpers/tmp';
-import { FIXTURES, leftovers, mountDev, run, startDeviced, umount, writeImageConfig } from './harness';
+import type { TempDir } from '../helpers/tmp';
+import { finishTestDir, FIXTURES, mountDev, run, startDeviced, startTestDir, umount, writeImageConfig } from './harness';
 
 const MiB = 1 << 20;
 
@@ -33,19 +33,8 @@ const registry = new TestRegistry();
 
 before(() => registry.start());
 after(() => registry.stop());
-beforeEach(() => {
-  tmp = makeTempDir('obd-device-remote-');
-  cleanup = new Cleanup();
-});
-afterEach(() => {
-  try {
-    cleanup.run();
-  } finally {
-    const left = leftovers(tmp.path);
-    tmp.cleanup();
-    assert.deepEqual(left, [], 'the test left kernel state behind');
-  }
-});
+beforeEach(() => ({ tmp, cleanup } = startTestDir('obd-device-remote-')));
+afterEach(() => finishTestDir(tmp, cleanup));
 
 describe('deviced remote lowers', { timeout: 300_000 }, () => {
   it('attaches a registry-backed stack lazily; a fresh deviced reads it again from the cache', async () => {
