@@ -4,8 +4,8 @@ import http from 'node:http';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { ObdConfig } from '../config';
+import { bindUnixSocket, prepareSocketPath, shutdownServer } from '../grpc-socket';
 import type { Logger } from '../snapshotter/log';
-import { prepareSocketPath } from '../snapshotter/server';
 import { chooseTransport, DeviceManager } from './manager';
 import { startMetricsServer } from './metrics';
 import { RemoteLowers } from './remote';
@@ -14,17 +14,6 @@ import { addDevicesService } from './service';
 /** deviced keeps its state next to the snapshotter's: <root>/deviced. */
 export function devicedStateDir(cfg: ObdConfig): string {
   return path.join(cfg.root, 'deviced');
-}
-
-function bindUnix(server: grpc.Server, address: string): Promise<void> {
-  const old = process.umask(0o177); // the socket is born 0600: root only
-  return new Promise<void>((resolve, reject) => {
-    server.bindAsync(`unix:${address}`, grpc.ServerCredentials.createInsecure(), (err) => {
-      process.umask(old);
-      if (err) reject(new Error(`listen on ${address}: ${err.message}`));
-      else resolve();
-    });
-  }).then(() => fs.chmodSync(address, 0o600));
 }
 
 export class DeviceDaemon {
@@ -49,7 +38,7 @@ export class DeviceDaemon {
     addDevicesService(server, mgr);
     let metrics: http.Server | undefined;
     try {
-      await bindUnix(server, cfg.deviceAddress);
+      await bindUnixSocket(server, cfg.deviceAddress);
       if (cfg.exporterConfig.enable) metrics = await startMetricsServer(mgr, cfg.exporterConfig.port, cfg.exporterConfig.uriPrefix);
     } catch (err) {
       server.forceShutdown();
@@ -70,16 +59,7 @@ export class DeviceDaemon {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       // Idle client connections would hold a graceful shutdown open forever: give calls 2 s.
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => {
-          this.server.forceShutdown();
-          resolve();
-        }, 2000);
-        this.server.tryShutdown(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
+      await shutdownServer(this.server, 2000);
       this.metrics?.close();
       await this.manager.closeAll();
       await this.remote.close();

@@ -1,7 +1,8 @@
 // The snapshotter core's public surface, for the CLI and for what plugs in (issue 7: remote
 // overlaybd layers and writable devices implement SnapshotHooks and pass them to SnapshotterServer).
 export { Snapshotter, type SnapshotHooks, type SnapshotterOptions, type CreateRequest, lookupField } from './snapshotter';
-export { SnapshotterServer, prepareSocketPath } from './server';
+export { SnapshotterServer } from './server';
+export { prepareSocketPath } from '../grpc-socket';
 export { type Mount, type MountHook, type MountRequest, type ChainLink, overlayMounts, computeMounts } from './mounts';
 export { MetaStore, Transaction, type Info, type Kind, type SnapshotRecord, type Usage, validateLabels } from './storage';
 export { SnapshotError, type ErrorKind, notFound, alreadyExists, failedPrecondition, invalidArgument, isKind } from './errors';

@@ -1,0 +1,67 @@
+// Serving gRPC on a unix socket, shared by the snapshotter and deviced: the parent directory is
+// created 0700, the socket is born 0600 (root only), a stale socket is replaced only when nothing
+// listens on it, and a stop lets in-flight calls finish for a grace period before closing them.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from './snapshotter/log';
+
+function isListening(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect({ path: socket });
+    const done = (v: boolean) => {
+      c.destroy();
+      resolve(v);
+    };
+    c.once('connect', () => done(true));
+    c.once('error', (err: NodeJS.ErrnoException) => done(err.code !== 'ECONNREFUSED' && err.code !== 'ENOENT'));
+    c.setTimeout(1000, () => done(true));
+  });
+}
+
+/** Makes `address` free to bind: creates its directory, removes a stale socket, refuses a live one. */
+export async function prepareSocketPath(address: string, log: Logger): Promise<void> {
+  fs.mkdirSync(path.dirname(address), { recursive: true, mode: 0o700 });
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(address);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new Error(`address ${address} exists and is not a socket; refusing to replace it`);
+  if (await isListening(address)) throw new Error(`address ${address} is in use: another process is serving on it`);
+  fs.unlinkSync(address);
+  log.log('info', 'removed stale socket', { address });
+}
+
+/** Binds `server` to the unix socket `address`, created 0600. */
+export function bindUnixSocket(server: grpc.Server, address: string): Promise<void> {
+  const old = process.umask(0o177); // the socket is born 0600
+  return new Promise<void>((resolve, reject) => {
+    server.bindAsync(`unix:${address}`, grpc.ServerCredentials.createInsecure(), (err) => {
+      process.umask(old);
+      if (err) reject(new Error(`listen on ${address}: ${err.message}`));
+      else resolve();
+    });
+  }).then(() => fs.chmodSync(address, 0o600));
+}
+
+/**
+ * Stops accepting calls and waits up to `graceMs` for running ones (idle client connections would
+ * hold a graceful shutdown open forever), then closes what is left; `onForce` runs just before.
+ */
+export function shutdownServer(server: grpc.Server, graceMs: number, onForce?: () => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      onForce?.();
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
