@@ -6,28 +6,10 @@ import { loadConfig, resolveConfigPath } from '../config';
 import { DeviceDaemon } from '../device/daemon';
 import type { DeviceInfo, DeviceStatsInfo } from '../device/manager';
 import { DeviceClient } from '../device/service';
-import { stderrLogger } from '../snapshotter/log';
+import { serveUntilSignal } from './until-signal';
 
 export async function runDeviced(configFlag?: string): Promise<void> {
-  const cfg = loadConfig(resolveConfigPath(configFlag));
-  const log = stderrLogger(cfg.verbose);
-  const daemon = await DeviceDaemon.start(cfg, log);
-  await new Promise<void>((resolve) => {
-    let signals = 0;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (++signals > 1) {
-        log.log('warn', 'second signal: exiting now', { signal: sig });
-        process.exit(1);
-      }
-      log.log('info', 'stopping', { signal: sig });
-      daemon.stop().then(resolve, (err: Error) => {
-        log.log('error', 'stop failed', { err: err.message });
-        resolve();
-      });
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  await serveUntilSignal(configFlag, (cfg, log) => DeviceDaemon.start(cfg, log));
   // Every device is stopped; a lingering client connection must not keep the process alive.
   setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();
 }
