@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "format/zfile/zfile.h"
+#include "util/fd_io.h"
 #include "util/unique_fd.h"
 
 namespace obd::zfile {
@@ -75,12 +76,7 @@ Status decompressFile(ReadableFile& zfile, const std::string& outPath) {
   for (uint64_t off = 0; off < zfile.size();) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, zfile.size() - off));
     OBD_RETURN_IF_ERROR(zfile.read(buf.get(), n, off));
-    for (size_t done = 0; done < n;) {
-      ssize_t r = ::write(fd.get(), buf.get() + done, n - done);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return SysError(outPath + ": write");
-      done += static_cast<size_t>(r);
-    }
+    OBD_RETURN_IF_ERROR(writeAll(fd.get(), buf.get(), n, outPath));
     off += n;
   }
   struct stat st;

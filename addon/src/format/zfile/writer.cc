@@ -12,6 +12,7 @@
 #include "format/zfile/header.h"
 #include "format/zfile/zfile.h"
 #include "util/crc32c.h"
+#include "util/fd_io.h"
 #include "util/unique_fd.h"
 
 namespace obd::zfile {
@@ -19,21 +20,6 @@ namespace obd::zfile {
 namespace {
 
 constexpr size_t kFlushBytes = 1 << 20;  // staged compressed bytes written per pwrite
-
-Status writeAll(int fd, const void* data, size_t n, uint64_t off, const std::string& path) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (n > 0) {
-    ssize_t r = ::pwrite(fd, p, n, static_cast<off_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return SysError(path + ": write at offset " + std::to_string(off));
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
-}
 
 Status validate(const CompressOptions& o) {
   if (o.algorithm != Algorithm::kLz4 && o.algorithm != Algorithm::kZstd)
@@ -81,7 +67,7 @@ class FileWriter : public Writer {
     std::vector<uint8_t> table(lengths_.size() * 4);
     for (size_t i = 0; i < lengths_.size(); i++) std::memcpy(&table[i * 4], &lengths_[i], 4);
     const uint64_t indexOffset = pos_;
-    OBD_RETURN_IF_ERROR(fail(writeAll(fd_.get(), table.data(), table.size(), indexOffset, path_)));
+    OBD_RETURN_IF_ERROR(fail(pwriteAll(fd_.get(), table.data(), table.size(), indexOffset, path_)));
 
     HeaderTrailer t = base();
     t.indexOffset = indexOffset;
@@ -116,7 +102,7 @@ class FileWriter : public Writer {
   Status writeStruct(const HeaderTrailer& ht, uint64_t off) {
     uint8_t b[kHeaderSpace];
     encode(ht, b);
-    return writeAll(fd_.get(), b, sizeof b, off, path_);
+    return pwriteAll(fd_.get(), b, sizeof b, off, path_);
   }
 
   Status compressBlock() {
@@ -138,7 +124,7 @@ class FileWriter : public Writer {
   }
 
   Status flush() {
-    OBD_RETURN_IF_ERROR(writeAll(fd_.get(), staged_.data(), staged_.size(), pos_, path_));
+    OBD_RETURN_IF_ERROR(pwriteAll(fd_.get(), staged_.data(), staged_.size(), pos_, path_));
     pos_ += staged_.size();
     staged_.clear();
     return Status::Ok();

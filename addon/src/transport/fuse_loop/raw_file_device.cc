@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstring>
+#include "util/fd_io.h"
 
 namespace obd {
 
@@ -20,34 +20,12 @@ Result<std::unique_ptr<BlockDevice>> RawFileDevice::open(const std::string& path
 }
 
 void RawFileDevice::readAsync(void* buf, size_t n, uint64_t off, IoCallback cb) {
-  auto* p = static_cast<char*>(buf);
-  while (n > 0) {
-    ssize_t r = ::pread(fd_.get(), p, n, static_cast<off_t>(off));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return cb(SysError(path_ + ": read at " + std::to_string(off)));
-    if (r == 0) {
-      std::memset(p, 0, n);
-      break;
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  cb(Status::Ok());
+  cb(preadOrZero(fd_.get(), buf, n, off, path_));
 }
 
 Status RawFileDevice::write(const void* buf, size_t n, uint64_t off) {
   if (!writable_) return Status(EROFS, path_ + ": read-only");
-  auto* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    ssize_t r = ::pwrite(fd_.get(), p, n, static_cast<off_t>(off));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return SysError(path_ + ": write at " + std::to_string(off));
-    p += r;
-    n -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
+  return pwriteAll(fd_.get(), buf, n, off, path_);
 }
 
 Status RawFileDevice::discard(uint64_t off, uint64_t n) {
