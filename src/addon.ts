@@ -189,18 +189,28 @@ export interface DeviceAttachOptions {
   rawWritable?: boolean;
   loopDirectIo?: boolean; // default true
   threads?: number; // FUSE session threads, default 2
+  transport?: 'fuse-loop' | 'tcmu'; // default fuse-loop
+  tcmu?: TcmuAttachOptions; // required with transport tcmu
+}
+
+export interface TcmuAttachOptions {
+  hba: number; // backstore core/user_<hba>/<name>
+  name: string; // dev_<id>
+  cfgString: string; // dev_config, e.g. "overlaybd/<config.v1.json>"
+  loopbackId: number; // tcm_loop target naa.199<id, 13 digits> (tenant prefix when hba is not 999999999)
+  adoptExisting?: boolean; // serve a backstore an earlier deviced left instead of failing
 }
 
 export interface AttachedDevice {
   handle: DeviceHandle;
   path: string;
-  loopIndex: number;
+  loopIndex?: number; // fuse-loop only
   major: number;
   minor: number;
   size: number;
   readOnly: boolean;
   directIo: boolean;
-  backingFile: string;
+  backingFile?: string; // fuse-loop only
 }
 
 export interface DeviceCounters {
@@ -214,9 +224,14 @@ export interface DeviceCounters {
   coalescedReads: number;
   inFlight: number;
   errors: number;
+  // tcmu only (0 for fuse-loop): ring entries fetched, PADs skipped, entries rejected, doorbell writes
+  ringCommands: number;
+  ringPads: number;
+  ringBadEntries: number;
+  ringNotifications: number;
 }
 
-/** Serves a stack through FUSE + a loop device (runs on its own thread, never the JS one). */
+/** Serves a stack through FUSE + a loop device, or TCMU (runs on its own thread, never the JS one). */
 export function deviceAttach(opts: DeviceAttachOptions): Promise<AttachedDevice> {
   return native.deviceAttach(opts);
 }
@@ -224,6 +239,11 @@ export function deviceAttach(opts: DeviceAttachOptions): Promise<AttachedDevice>
 /** Unbinds the loop device and stops the FUSE server; EBUSY while mounted unless force. */
 export function deviceDetach(handle: DeviceHandle, force: boolean): Promise<void> {
   return native.deviceDetach(handle, force);
+}
+
+/** Process exit: stops serving; a tcmu device stays in the kernel for the next deviced to adopt. */
+export function deviceRelease(handle: DeviceHandle): Promise<void> {
+  return native.deviceRelease(handle);
 }
 
 export function deviceStats(handle: DeviceHandle): DeviceCounters {
@@ -251,6 +271,16 @@ export interface TcmuSupport {
 /** Whether this kernel can serve TCMU devices; with loadModules, first tries modprobe and mounting configfs. */
 export function tcmuSupported(loadModules = false): TcmuSupport {
   return native.tcmuSupported(loadModules);
+}
+
+/** Backstore names under configfs core/user_<hba>. */
+export function tcmuListBackstores(hba: number): string[] {
+  return native.tcmuListBackstores(hba);
+}
+
+/** Removes a backstore nobody serves (its tcm_loop LUN first). */
+export function tcmuRemoveStale(hba: number, name: string): void {
+  native.tcmuRemoveStale(hba, name);
 }
 // ---- end tcmu ----
 

@@ -19,6 +19,7 @@
 #include "format/zfile/zfile.h"
 #include "transport/fuse_loop/device_stack.h"
 #include "transport/fuse_loop/fuse_loop_device.h"
+#include "transport/serve.h"
 #include "image/layer_info.h"
 #include "image/stack.h"
 #include "io/local_file.h"
@@ -930,7 +931,7 @@ Napi::Value runOnOwnThread(Napi::Env env, const char* name, std::function<obd::R
 }
 
 struct Handle {
-  std::shared_ptr<obd::FuseLoopDevice> dev;
+  std::shared_ptr<obd::ServedDevice> dev;
 };
 
 std::string getString(const Napi::Object& o, const char* key) {
@@ -939,16 +940,37 @@ std::string getString(const Napi::Object& o, const char* key) {
 }
 
 // deviceAttach({id, mountDir, lowers: [path | RemoteFile…], upperData, upperIndex, rawFile, rawWritable,
-//               loopDirectIo, threads}) → Promise<{handle, path, loopIndex, major, minor, …}>
+//               loopDirectIo, threads, transport: "fuse-loop" | "tcmu",
+//               tcmu: {hba, name, cfgString, loopbackId, adoptExisting}})
+//   → Promise<{handle, path, major, minor, size, readOnly, directIo; fuse-loop: loopIndex, backingFile}>
 Napi::Value Attach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto reject = [env](const Status& st) { return common::rejected(env, st); };
   if (info.Length() < 1 || !info[0].IsObject()) return reject(obd::InvalidArg("deviceAttach(options)"));
   Napi::Object o = info[0].As<Napi::Object>();
-  obd::FuseLoopOptions opts;
+  obd::ServeOptions serve;
+  obd::FuseLoopOptions& opts = serve.fuseLoop;
   opts.id = getString(o, "id");
   opts.mountDir = getString(o, "mountDir");
-  if (opts.id.empty() || opts.mountDir.empty()) return reject(obd::InvalidArg("deviceAttach: id and mountDir are required"));
+  const std::string transport = getString(o, "transport");
+  if (transport == "tcmu") {
+    if (!o.Get("tcmu").IsObject()) return reject(obd::InvalidArg("deviceAttach: transport tcmu needs tcmu options"));
+    Napi::Object t = o.Get("tcmu").As<Napi::Object>();
+    obd::tcmu::BackstoreSpec& spec = serve.tcmu.backstore;
+    serve.kind = obd::TransportKind::Tcmu;
+    if (t.Get("hba").IsNumber()) spec.hba = t.Get("hba").ToNumber().Uint32Value();
+    spec.name = getString(t, "name");
+    spec.cfgString = getString(t, "cfgString");
+    const uint64_t wwnId = t.Get("loopbackId").IsNumber() ? static_cast<uint64_t>(t.Get("loopbackId").ToNumber().Int64Value()) : 0;
+    spec.loopbackWwn = obd::tcmu::aciLoopbackWwn(wwnId);
+    if (spec.hba != 999999999u) spec.loopbackWwn.replace(4, 3, std::to_string(spec.hba % 100 + 100));  // ACI tenant prefix
+    serve.tcmu.adoptExisting = t.Get("adoptExisting").ToBoolean();
+    if (spec.name.empty()) return reject(obd::InvalidArg("deviceAttach: tcmu.name is required"));
+  } else if (!transport.empty() && transport != "fuse-loop") {
+    return reject(obd::InvalidArg("deviceAttach: unknown transport " + transport));
+  } else if (opts.id.empty() || opts.mountDir.empty()) {
+    return reject(obd::InvalidArg("deviceAttach: id and mountDir are required"));
+  }
   if (o.Get("loopDirectIo").IsBoolean()) opts.loopDirectIo = o.Get("loopDirectIo").ToBoolean();
   if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").ToNumber().Int32Value();
   auto src = std::make_shared<obd::DeviceSource>();
@@ -973,9 +995,9 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
       lowerFiles.emplace_back(std::string(), remote.take());
     }
   }
-  return runOnOwnThread<std::shared_ptr<obd::FuseLoopDevice>>(
+  return runOnOwnThread<std::shared_ptr<obd::ServedDevice>>(
       env, "obd.deviceAttach",
-      [src, lowerFiles, opts]() -> obd::Result<std::shared_ptr<obd::FuseLoopDevice>> {
+      [src, lowerFiles, serve]() -> obd::Result<std::shared_ptr<obd::ServedDevice>> {
         for (size_t i = 0; i < lowerFiles.size(); i++) {
           if (lowerFiles[i].second) {
             src->stack.lowers.push_back(lowerFiles[i].second);
@@ -987,11 +1009,11 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
         }
         auto bd = obd::openDeviceSource(*src);
         if (!bd.ok()) return bd.status();
-        auto dev = obd::FuseLoopDevice::create(std::shared_ptr<obd::BlockDevice>(bd.take()), opts);
+        auto dev = obd::serveBlockDevice(std::shared_ptr<obd::BlockDevice>(bd.take()), serve);
         if (!dev.ok()) return dev.status();
-        return std::shared_ptr<obd::FuseLoopDevice>(dev.take());
+        return std::shared_ptr<obd::ServedDevice>(dev.take());
       },
-      [](Napi::Env env, std::shared_ptr<obd::FuseLoopDevice>& dev) -> Napi::Value {
+      [](Napi::Env env, std::shared_ptr<obd::ServedDevice>& dev) -> Napi::Value {
         Napi::Object r = Napi::Object::New(env);
         auto* holder = new Handle{dev};
         // GC of a handle that was never detached: close off the JS thread (it may wait on I/O).
@@ -1001,13 +1023,16 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
                 if (d) std::thread([d]() { (void)d->close(true); }).detach();
               }));
         r.Set("path", dev->path());
-        r.Set("loopIndex", dev->loopIndex());
         r.Set("major", static_cast<double>(major(dev->rdev())));
         r.Set("minor", static_cast<double>(minor(dev->rdev())));
         r.Set("size", static_cast<double>(dev->size()));
         r.Set("readOnly", dev->readOnly());
-        r.Set("directIo", dev->directIo());
-        r.Set("backingFile", dev->backingFile());
+        r.Set("directIo", false);
+        if (auto* fl = dynamic_cast<obd::FuseLoopDevice*>(dev.get())) {
+          r.Set("loopIndex", fl->loopIndex());
+          r.Set("directIo", fl->directIo());
+          r.Set("backingFile", fl->backingFile());
+        }
         return r;
       });
 }
@@ -1031,6 +1056,22 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
       [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
 }
 
+// deviceRelease(handle) → Promise<void>: process exit; a tcmu device stays in the kernel for the next
+// deviced to adopt, a fuse-loop device is torn down as by a forced detach.
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Handle* h = info.Length() > 0 ? handleOf(info[0]) : nullptr;
+  auto dev = h ? h->dev : nullptr;
+  return runOnOwnThread<bool>(
+      env, "obd.deviceRelease",
+      [dev]() -> obd::Result<bool> {
+        if (!dev) return obd::InvalidArg("deviceRelease: not a device handle");
+        dev->release();
+        return true;
+      },
+      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+}
+
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Handle* h = info.Length() > 0 ? handleOf(info[0]) : nullptr;
@@ -1047,6 +1088,10 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   r.Set("coalescedReads", static_cast<double>(s.coalescedReads));
   r.Set("inFlight", static_cast<double>(s.inFlight));
   r.Set("errors", static_cast<double>(s.errors));
+  r.Set("ringCommands", static_cast<double>(s.ringCommands));
+  r.Set("ringPads", static_cast<double>(s.ringPads));
+  r.Set("ringBadEntries", static_cast<double>(s.ringBadEntries));
+  r.Set("ringNotifications", static_cast<double>(s.ringNotifications));
   return r;
 }
 
@@ -1071,6 +1116,7 @@ Napi::Value UnmountLazy(const Napi::CallbackInfo& info) {
 void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("deviceAttach", Napi::Function::New(env, Attach));
   exports.Set("deviceDetach", Napi::Function::New(env, Detach));
+  exports.Set("deviceRelease", Napi::Function::New(env, Release));
   exports.Set("deviceStats", Napi::Function::New(env, Stats));
   exports.Set("loopClear", Napi::Function::New(env, LoopClear));
   exports.Set("unmountLazy", Napi::Function::New(env, UnmountLazy));
@@ -1093,8 +1139,33 @@ Napi::Value Supported(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// tcmuListBackstores(hba) → names of the backstores under core/user_<hba> (what an earlier deviced left).
+Napi::Value ListBackstores(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return common::fail(env, obd::InvalidArg("tcmuListBackstores(hba)"));
+  std::vector<std::string> names = obd::tcmu::listBackstores({}, info[0].ToNumber().Uint32Value());
+  Napi::Array out = Napi::Array::New(env, names.size());
+  for (uint32_t i = 0; i < names.size(); i++) out.Set(i, Napi::String::New(env, names[i]));
+  return out;
+}
+
+// tcmuRemoveStale(hba, name): removes a backstore nobody serves (its tcm_loop LUN first). Throws on failure.
+Napi::Value RemoveStale(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString())
+    return common::fail(env, obd::InvalidArg("tcmuRemoveStale(hba, name)"));
+  obd::tcmu::BackstoreSpec spec;
+  spec.hba = info[0].ToNumber().Uint32Value();
+  spec.name = info[1].As<Napi::String>().Utf8Value();
+  obd::Status st = obd::tcmu::removeStaleDevice({}, spec);
+  if (!st.ok()) return common::fail(env, st);
+  return env.Undefined();
+}
+
 void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("tcmuSupported", Napi::Function::New(env, Supported));
+  exports.Set("tcmuListBackstores", Napi::Function::New(env, ListBackstores));
+  exports.Set("tcmuRemoveStale", Napi::Function::New(env, RemoveStale));
 }
 
 }  // namespace tcmu_binding

@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { ObdConfig } from '../config';
 import { bindUnixSocket, prepareSocketPath, shutdownServer } from '../grpc-socket';
 import type { Logger } from '../snapshotter/log';
-import { chooseTransport, DeviceManager } from './manager';
+import { chooseTransport, DeviceManager, tcmuHba } from './manager';
 import { startMetricsServer } from './metrics';
 import { RemoteLowers } from './remote';
 import { addDevicesService } from './service';
@@ -32,7 +32,7 @@ export class DeviceDaemon {
     const transport = chooseTransport(cfg.transport, log);
     await prepareSocketPath(cfg.deviceAddress, log);
     const remote = new RemoteLowers(cfg, log);
-    const mgr = new DeviceManager(devicedStateDir(cfg), transport, log, remote);
+    const mgr = new DeviceManager(devicedStateDir(cfg), transport, log, remote, tcmuHba(cfg.tenant));
     await mgr.recover();
     const server = new grpc.Server();
     addDevicesService(server, mgr);

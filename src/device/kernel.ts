@@ -59,8 +59,3 @@ export function listLoopDevices(): LoopBinding[] {
   }
   return out;
 }
-
-/** target_core_user is what the tcmu transport needs from the kernel. */
-export function kernelHasTcmu(): boolean {
-  return fs.existsSync('/sys/module/target_core_user') || fs.existsSync('/sys/kernel/config/target/core');
-}

@@ -5,7 +5,9 @@
 // State dir (<root>/deviced):
 //   devices/<id>/config.v1.json   the device's config (overlaybd schema), written before the attach
 //   devices/<id>/attachment.json  {id, sourcePath, attachedAt}: present ⇔ the device should be attached
-//   mnt/<id>/                     private FUSE mount serving the device's backing file
+//   mnt/<id>/                     private FUSE mount serving the device's backing file (fuse-loop)
+// With transport tcmu a device is the configfs backstore core/user_<hba>/dev_<id> (its dev_config names
+// devices/<id>/config.v1.json) exported through tcm_loop as /dev/sdX; it outlives deviced's restarts.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,7 +15,7 @@ import * as addon from '../addon';
 import type { Logger } from '../snapshotter/log';
 import { DeviceError, fromAddonError } from './errors';
 import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
-import { kernelHasTcmu, listLoopDevices, mountPointsOf, readMountInfo } from './kernel';
+import { listLoopDevices, mountPointsOf, readMountInfo } from './kernel';
 import type { RecordingSession, RemoteLowers } from './remote';
 import { parseTrace, TracePrefetch, traceMode, TraceWriter } from '../trace/trace';
 
@@ -60,24 +62,29 @@ interface AttachmentRecord {
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-/** auto = tcmu only where the kernel has target_core_user and deviced can drive it; else fuse-loop. */
+/** auto = tcmu where the kernel can serve it (modules loaded on demand), else fuse-loop. */
 export function chooseTransport(wanted: 'auto' | 'tcmu' | 'fuse-loop', log: Logger): TransportName {
-  const tcmu = kernelHasTcmu();
-  if (wanted === 'tcmu') {
-    if (!tcmu)
-      throw new DeviceError(
-        'FailedPrecondition',
-        'transport "tcmu" needs the kernel module target_core_user (and tcm_loop), which this kernel does not have ' +
-          '(/sys/module/target_core_user is missing; try `modprobe target_core_user tcm_loop`, or set "transport": "fuse-loop")',
-      );
-    throw new DeviceError('Unimplemented', 'transport "tcmu" is not wired into deviced yet; use "fuse-loop" or "auto"');
-  }
-  if (wanted === 'auto')
-    log.log('info', 'transport chosen', {
-      transport: 'fuse-loop',
-      reason: tcmu ? 'tcmu handler not wired into deviced yet' : 'kernel has no target_core_user',
-    });
-  return 'fuse-loop';
+  if (wanted === 'fuse-loop') return 'fuse-loop';
+  const tcmu = addon.tcmuSupported(true);
+  if (wanted === 'tcmu' && !tcmu.ok)
+    throw new DeviceError(
+      'FailedPrecondition',
+      `transport "tcmu" needs target_core_user, tcm_loop and their dependencies: ${tcmu.reason} (or set "transport": "fuse-loop")`,
+    );
+  const transport = tcmu.ok ? 'tcmu' : 'fuse-loop';
+  if (wanted === 'auto') log.log('info', 'transport chosen', { transport, reason: tcmu.ok ? 'kernel supports tcmu' : tcmu.reason });
+  return transport;
+}
+
+/** The TCMU HBA (core/user_<hba>): the config's tenant, else accelerated-container-image's 999999999. */
+export function tcmuHba(tenant: number): number {
+  return tenant >= 0 ? tenant : 999999999;
+}
+
+/** A number for the tcm_loop WWN (naa.199 + 13 digits): a numeric id (a snapshot id) as is, else from its hash. */
+function loopbackId(id: string): number {
+  if (/^\d{1,13}$/.test(id)) return Number(id);
+  return parseInt(crypto.createHash('sha256').update(id).digest('hex').slice(0, 12), 16) % 1e13;
 }
 
 function atomicWrite(file: string, data: string): void {
@@ -100,6 +107,7 @@ export class DeviceManager {
     readonly transport: TransportName,
     private readonly log: Logger,
     private readonly remote?: RemoteLowers,
+    private readonly hba = 999999999,
   ) {
     this.devicesDir = path.join(stateDir, 'devices');
     this.mntDir = path.join(stateDir, 'mnt');
@@ -110,7 +118,22 @@ export class DeviceManager {
     fs.mkdirSync(this.devicesDir, { recursive: true, mode: 0o700 });
     fs.mkdirSync(this.mntDir, { recursive: true, mode: 0o700 });
     this.cleanStaleKernelState();
+    if (this.transport === 'tcmu') this.cleanStaleTcmu();
     for (const id of fs.readdirSync(this.devicesDir)) await this.reattach(id);
+  }
+
+  /** Backstores of our HBA without a record are stale (a recorded one is adopted by reattach). */
+  private cleanStaleTcmu(): void {
+    for (const name of addon.tcmuListBackstores(this.hba)) {
+      const id = name.startsWith('dev_') ? name.slice(4) : '';
+      if (id && fs.existsSync(path.join(this.devicesDir, id, 'attachment.json'))) continue;
+      try {
+        addon.tcmuRemoveStale(this.hba, name);
+        this.log.log('info', 'removed stale tcmu device', { backstore: `user_${this.hba}/${name}` });
+      } catch (err) {
+        this.log.log('warn', 'could not remove stale tcmu device', { backstore: `user_${this.hba}/${name}`, err: (err as Error).message });
+      }
+    }
   }
 
   private cleanStaleKernelState(): void {
@@ -167,11 +190,18 @@ export class DeviceManager {
       return;
     }
     try {
-      const d = await this.attachFromText(id, text, rec.sourcePath, rec.attachedAt);
+      const d = await this.attachFromText(id, text, rec.sourcePath, rec.attachedAt, true);
       this.log.log('info', 're-attached device', { id, device: d.dev.path });
     } catch (err) {
       this.log.log('warn', 'removed stale device entry: re-attach failed', { id, err: (err as Error).message });
       fs.rmSync(dir, { recursive: true, force: true });
+      if (this.transport === 'tcmu' && addon.tcmuListBackstores(this.hba).includes(`dev_${id}`)) {
+        try {
+          addon.tcmuRemoveStale(this.hba, `dev_${id}`);
+        } catch (e) {
+          this.log.log('warn', 'could not remove stale tcmu device', { id, err: (e as Error).message });
+        }
+      }
     }
   }
 
@@ -201,7 +231,8 @@ export class DeviceManager {
     return this.info(await this.attachFromText(id, text, sourcePath, Date.now()));
   }
 
-  private async attachFromText(id: string, text: string, sourcePath: string, attachedAt: number): Promise<Attached> {
+  /** adopt: serve a tcmu device an earlier deviced left in the kernel (its /dev/sdX and mounts stay). */
+  private async attachFromText(id: string, text: string, sourcePath: string, attachedAt: number, adopt = false): Promise<Attached> {
     if (this.busy.has(id)) throw new DeviceError('FailedPrecondition', `device ${id}: another attach or detach is in progress`);
     this.busy.add(id);
     let cfg: ImageConfig | undefined;
@@ -210,7 +241,11 @@ export class DeviceManager {
     const mountDir = path.join(this.mntDir, id);
     try {
       cfg = parseImageConfig(text, sourcePath || `device ${id}`);
-      const opts: addon.DeviceAttachOptions = { id, mountDir };
+      const opts: addon.DeviceAttachOptions = { id, mountDir, transport: this.transport };
+      if (this.transport === 'tcmu') {
+        const cfgString = `overlaybd/${path.join(dir, 'config.v1.json')}`;
+        opts.tcmu = { hba: this.hba, name: `dev_${id}`, cfgString, loopbackId: loopbackId(id), adoptExisting: adopt };
+      }
       const remotes: addon.RemoteFile[] = [];
       const byDigest = new Map<string, addon.RemoteFile>();
       // recordTracePath (ACI): an empty file records the blob ranges this device touches, a non-empty one is replayed.
@@ -248,7 +283,7 @@ export class DeviceManager {
       this.devices.set(id, a);
       atomicWrite(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n');
       writeResultFile(cfg);
-      this.log.log('info', 'attached device', { id, device: dev.path, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo });
+      this.log.log('info', 'attached device', { id, device: dev.path, transport: this.transport, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo });
       return a;
     } catch (err) {
       if (!this.devices.has(id)) {
@@ -342,14 +377,14 @@ export class DeviceManager {
     }
   }
 
-  /** Stops serving every device (process exit). Records stay: the next start re-attaches them. */
+  /** Stops serving every device (process exit). Records stay: the next start re-attaches (tcmu: adopts) them. */
   async closeAll(): Promise<void> {
     await Promise.all(
       [...this.devices.values()].map(async (a) => {
         try {
-          await addon.deviceDetach(a.dev.handle, true);
+          await addon.deviceRelease(a.dev.handle);
           this.stopTrace(a);
-          this.log.log('info', 'stopped device (will be re-attached on start)', { id: a.id, device: a.dev.path });
+          this.log.log('info', 'stopped device (will be re-attached on start)', { id: a.id, device: a.dev.path, transport: this.transport });
         } catch (err) {
           this.log.log('warn', 'stopping device failed', { id: a.id, err: (err as Error).message });
         }

@@ -298,6 +298,23 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
       timeout: 30_000,
     });
     assert.notEqual(r.status, 0);
-    assert.match(r.stderr, /target_core_user/);
+    assert.match(r.stderr, /transport "tcmu" needs .*kernel lacks .*target_core_user \(CONFIG_TCM_USER2\)/);
+    assert.match(r.stderr, /tcm_loop/);
+    assert.doesNotMatch(r.stderr, /deviced serving/);
+  });
+
+  it('transport auto on a kernel without tcmu falls back to fuse-loop and logs why', async () => {
+    if (fs.existsSync('/sys/module/target_core_user')) return; // this kernel has it: auto picks tcmu
+    const d = await startDeviced(tmp, cleanup, { transport: 'auto' });
+    assert.match(d.logs(), /transport chosen transport=fuse-loop reason=".*target_core_user \(CONFIG_TCM_USER2\)/);
+    assert.match(d.logs(), /deviced serving .*transport=fuse-loop/);
+    obdLayer(d, 'create', '--vsize', '64M', tmp.join('u.data'), tmp.join('u.index'));
+    const cfg = writeImageConfig(tmp, 'u.json', { upper: { data: tmp.join('u.data'), index: tmp.join('u.index') } });
+    assert.match(d.attach(cfg, 'auto-1'), /^\/dev\/loop\d+$/);
+    const [info] = JSON.parse(d.obd('device', 'ls', '--json').stdout) as Array<{ id: string; transport: string }>;
+    assert.deepEqual([info.id, info.transport], ['auto-1', 'fuse-loop']);
+    const [st] = await d.client.stats('auto-1');
+    assert.equal(st.ringCommands, 0, 'fuse-loop has no TCMU ring');
+    await d.detach('auto-1');
   });
 });

@@ -33,6 +33,8 @@ const CASES: Record<string, string> = {
     'a failed enable, a disk that never appears, bad names and a kernel without target_core_user leave nothing behind and say why',
   configfs_adopt_after_restart:
     'a device left by a previous process is adopted (same /dev/sdX) instead of re-created, or found and removed when stale',
+  served_device_over_configfs:
+    "deviced's seam (serveBlockDevice, transport tcmu) serves the backstore as a ServedDevice; release leaves it to adopt, close removes it",
 };
 
 test('TCMU handler against the ring simulator', async (t) => {

@@ -20,6 +20,7 @@
 #include "transport/tcmu/ring_processor.h"
 #include "transport/tcmu/scsi.h"
 #include "transport/tcmu/tcmu_device.h"
+#include "transport/serve.h"
 
 using namespace obd;
 using namespace obd::tcmu;
@@ -757,6 +758,32 @@ void configfsAdoptAfterRestart() {
   m.expectClean();
 }
 
+// deviced's seam: serveBlockDevice(kind Tcmu) gives a ServedDevice for the backstore; release() (deviced
+// exit) leaves it for the next process to adopt, close() removes it.
+void servedDeviceOverConfigfs() {
+  ModelRig m;
+  ServeOptions so;
+  so.kind = TransportKind::Tcmu;
+  so.tcmu = m.opts;
+  auto dev = serveBlockDevice(m.disk, so);
+  CHECK(dev.ok(), "serve: " << dev.status().message());
+  const std::string path = dev.value()->path();
+  CHECK(path == m.root + "dev/sdq", "device path " << path);
+  CHECK(dev.value()->size() == kDiskSize && !dev.value()->readOnly(), "size/readOnly of the served disk");
+  DeviceStats st = dev.value()->stats();
+  CHECK(st.ringCommands == 0 && st.readOps == 0 && st.inFlight == 0, "fresh device has counters at 0");
+  dev.value()->release();
+  CHECK(m.fs->exists(path) && listBackstores(m.opts.paths, m.opts.backstore.hba) == std::vector<std::string>{"dev_42"},
+        "release removed the device");
+  dev = Result<std::unique_ptr<ServedDevice>>(nullptr);
+  so.tcmu.adoptExisting = true;
+  auto adopted = serveBlockDevice(m.disk, so);
+  CHECK(adopted.ok() && adopted.value()->path() == path, "adopt: " << adopted.status().message());
+  Status cs = adopted.value()->close(false);
+  CHECK(cs.ok(), "close: " << cs.message());
+  m.expectClean();
+}
+
 // Random CMD entries (framing kept walkable, everything else random: iovecs, CDB offset, CDB bytes):
 // each gets an answer, nothing crashes, and the handler keeps working.
 void fuzzedEntriesAlwaysAnswered() {
@@ -851,6 +878,7 @@ const Case kCases[] = {
     {"configfs_create_and_teardown", configfsCreateAndTeardown},
     {"configfs_failures_leave_nothing", configfsFailuresLeaveNothing},
     {"configfs_adopt_after_restart", configfsAdoptAfterRestart},
+    {"served_device_over_configfs", servedDeviceOverConfigfs},
 };
 
 }  // namespace

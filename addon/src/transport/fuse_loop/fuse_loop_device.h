@@ -37,11 +37,11 @@ class FuseLoopDevice : public ServedDevice {
   Status close(bool force) override;
 
   int loopIndex() const { return loopIndex_; }
-  dev_t rdev() const { return rdev_; }
+  dev_t rdev() const override { return rdev_; }
   bool directIo() const { return directIo_; }
   const std::string& backingFile() const { return backingFile_; }
-  uint64_t size() const { return size_; }
-  bool readOnly() const { return readOnly_; }
+  uint64_t size() const override { return size_; }
+  bool readOnly() const override { return readOnly_; }
 
  private:
   FuseLoopDevice() = default;
