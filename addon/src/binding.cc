@@ -58,6 +58,15 @@ Napi::Value rejected(Napi::Env env, const obd::Status& st) {
   return d.Promise();
 }
 
+// A JS number that is a non-negative safe integer (what a byte count or offset can be).
+bool safeU64(const Napi::Value& v, uint64_t* out) {
+  if (!v.IsNumber()) return false;
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
 // Runs `work` on the libuv pool and settles a promise with its Status; resolves with a copy of
 // `result` when one is given, else with undefined. Queues itself: `return PromiseWorker::run(...)`.
 class PromiseWorker : public Napi::AsyncWorker {
@@ -120,12 +129,10 @@ bool numberArg(const Napi::Object& o, const char* key, uint64_t* out, bool requi
     if (required) *bad = std::string(key) + " is required";
     return !required;
   }
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
+  if (!common::safeU64(v, out)) {
     *bad = std::string(key) + " must be a non-negative integer";
     return false;
   }
-  *out = static_cast<uint64_t>(d);
   return true;
 }
 
@@ -638,11 +645,7 @@ bool toU64(const Napi::Value& v, uint64_t* out) {
     *out = v.As<Napi::BigInt>().Uint64Value(&lossless);
     return lossless;
   }
-  if (!v.IsNumber()) return false;
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
-  *out = static_cast<uint64_t>(d);
-  return true;
+  return common::safeU64(v, out);
 }
 
 Napi::Object headerObject(Napi::Env env, const obd::lsmt::HeaderTrailer& h) {
