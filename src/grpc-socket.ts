@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import type { Logger } from './snapshotter/log';
+import type { Logger } from './log';
 
 function isListening(socket: string): Promise<boolean> {
   return new Promise((resolve) => {

@@ -1,7 +1,7 @@
 // The long-running commands (`obd snapshotter`, `obd deviced`): load the config, serve, and stop
 // gracefully on the first SIGTERM/SIGINT; a second signal exits at once.
 import { loadConfig, resolveConfigPath, type ObdConfig } from '../config';
-import { stderrLogger, type Logger } from '../snapshotter/log';
+import { stderrLogger, type Logger } from '../log';
 
 export async function serveUntilSignal(
   configFlag: string | undefined,

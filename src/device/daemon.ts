@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { ObdConfig } from '../config';
 import { bindUnixSocket, prepareSocketPath, shutdownServer } from '../grpc-socket';
-import type { Logger } from '../snapshotter/log';
+import type { Logger } from '../log';
 import { chooseTransport, DeviceManager, tcmuHba } from './manager';
 import { startMetricsServer } from './metrics';
 import { RemoteLowers } from './remote';

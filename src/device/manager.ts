@@ -12,7 +12,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as addon from '../addon';
-import type { Logger } from '../snapshotter/log';
+import type { Logger } from '../log';
 import { DeviceError, fromAddonError } from './errors';
 import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
 import { listLoopDevices, mountPointsOf, readMountInfo } from './kernel';

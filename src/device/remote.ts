@@ -8,7 +8,7 @@ import * as addon from '../addon';
 import { BlobSource } from '../registry/blob-source';
 import { RegistryClient } from '../registry/client';
 import { CredentialStore } from '../registry/credentials';
-import type { Logger } from '../snapshotter/log';
+import type { Logger } from '../log';
 import { DeviceError } from './errors';
 
 export interface RecordingSession {

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { ObdConfig } from '../config';
 import { bindUnixSocket, prepareSocketPath, shutdownServer } from '../grpc-socket';
-import { Logger } from './log';
+import { Logger } from '../log';
 import { loadSnapshotsService, snapshotsHandlers } from './service';
 import { SnapshotHooks, Snapshotter } from './snapshotter';
 

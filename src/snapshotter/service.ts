@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ErrorKind, SnapshotError } from './errors';
-import { Logger } from './log';
+import { Logger } from '../log';
 import { Info, Kind, Mount, Snapshotter } from './snapshotter';
 
 const SNAPSHOTS_PROTO = 'containerd/services/snapshots/v1/snapshots.proto';

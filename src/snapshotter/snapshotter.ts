@@ -10,7 +10,7 @@ import { customLowerDirs } from './custom-lower';
 import { alreadyExists, failedPrecondition, notFound } from './errors';
 import { parseFilters } from './filters';
 import { Layout } from './layout';
-import { Logger, silentLogger } from './log';
+import { Logger, silentLogger } from '../log';
 import { ChainLink, computeMounts, Mount, MountHook, MountRequest } from './mounts';
 import { Info, MetaStore, SnapshotRecord, toInfo, Transaction, Usage } from './storage';
 import { diskUsage } from './usage';

@@ -9,7 +9,7 @@ import { DeviceError } from '../../device/errors';
 import { DeviceClient } from '../../device/service';
 import { readMountInfo } from '../../device/kernel';
 import { failedPrecondition, invalidArgument, SnapshotError } from '../errors';
-import type { Logger } from '../log';
+import type { Logger } from '../../log';
 
 function run(cmd: string, args: string[], timeoutMs = 120_000): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -20,7 +20,7 @@ import type { ImageConfig, LayerConfig } from '../../device/image-config';
 import { CredentialStore, parseReference, RegistryClient } from '../../registry';
 import { failedPrecondition, invalidArgument } from '../errors';
 import { Layout } from '../layout';
-import type { Logger } from '../log';
+import type { Logger } from '../../log';
 import { ChainLink, Mount, MountRequest, overlayIndexOff } from '../mounts';
 import type { CreateRequest, SnapshotHooks } from '../snapshotter';
 import type { SnapshotRecord, Transaction } from '../storage';

@@ -1,5 +1,6 @@
-// One line per event on stderr: `time level msg key=value…`. Levels follow the config key `verbose`
-// (logrus names, as accelerated-container-image).
+// The process logger shared by the snapshotter, deviced and the CLI: one line per event on stderr,
+// `time level msg key=value…`. Levels follow the config key `verbose` (logrus names, as
+// accelerated-container-image).
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 
 const RANK: Record<string, number> = { trace: 0, debug: 1, info: 2, warn: 3, warning: 3, error: 4, fatal: 5, panic: 5 };
