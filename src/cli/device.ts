@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import { loadConfig, resolveConfigPath } from '../config';
 import { DeviceDaemon } from '../device/daemon';
 import type { DeviceInfo, DeviceStatsInfo } from '../device/manager';
-import { DeviceClient } from '../device/service';
+import { DeviceClient } from '../device/client';
 import { serveUntilSignal } from './until-signal';
 
 export async function runDeviced(configFlag?: string): Promise<void> {

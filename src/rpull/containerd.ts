@@ -2,8 +2,7 @@
 // socket, with the namespace (and an optional lease) sent as containerd expects them: the gRPC
 // metadata headers `containerd-namespace` and `containerd-lease`.
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { protoDir } from '../snapshotter/service';
+import { loadProto } from '../proto';
 
 const FILES = [
   'containerd/services/images/v1/images.proto',
@@ -40,8 +39,7 @@ export class ContainerdError extends Error {
 let pkgCache: Any;
 function services(): Any {
   if (!pkgCache) {
-    const def = protoLoader.loadSync(FILES, { includeDirs: [protoDir()], keepCase: true, longs: String, enums: String, defaults: true });
-    pkgCache = (grpc.loadPackageDefinition(def) as Any).containerd.services;
+    pkgCache = (loadProto(FILES, { keepCase: true, longs: String, enums: String, defaults: true }) as Any).containerd.services;
   }
   return pkgCache;
 }

@@ -1,33 +1,15 @@
 // containerd.services.snapshots.v1.Snapshots over gRPC: decodes requests, calls the Snapshotter,
 // encodes answers. Error kinds become gRPC codes here, once (containerd's errdefs.ToGRPC table).
-import fs from 'node:fs';
-import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { ErrorKind, SnapshotError } from './errors';
 import { Logger } from '../log';
+import { loadProto } from '../proto';
 import { Info, Kind, Mount, Snapshotter } from './snapshotter';
 
 const SNAPSHOTS_PROTO = 'containerd/services/snapshots/v1/snapshots.proto';
 
-/** proto/ at the repository root: found from src/snapshotter (ts) and dist/src/snapshotter (js). */
-export function protoDir(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'proto');
-    if (fs.existsSync(path.join(candidate, SNAPSHOTS_PROTO))) return candidate;
-    if (path.dirname(dir) === dir) throw new Error(`proto/${SNAPSHOTS_PROTO} not found above ${__dirname}`);
-  }
-}
-
 export function loadSnapshotsService(): grpc.ServiceDefinition {
-  const def = protoLoader.loadSync(SNAPSHOTS_PROTO, {
-    includeDirs: [protoDir()],
-    keepCase: true,
-    longs: String,
-    enums: String,
-    defaults: true,
-  });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+  const pkg = loadProto(SNAPSHOTS_PROTO, { keepCase: true, longs: String, enums: String, defaults: true }) as unknown as {
     containerd: { services: { snapshots: { v1: { Snapshots: grpc.ServiceClientConstructor } } } };
   };
   return pkg.containerd.services.snapshots.v1.Snapshots.service;

@@ -7,7 +7,7 @@ import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { DeviceClient } from '../../src/device/service';
+import { DeviceClient } from '../../src/device/client';
 import { readMountInfo } from '../../src/device/kernel';
 import { Cleanup, loopsBackedBy } from '../helpers/loop';
 import { makeTempDir, TempDir } from '../helpers/tmp';

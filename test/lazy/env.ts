@@ -5,7 +5,7 @@
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { DeviceClient } from '../../src/device/service';
+import { DeviceClient } from '../../src/device/client';
 import type { DeviceStatsInfo } from '../../src/device/manager';
 import { TestContainerd, unmountUnder } from '../helpers/containerd';
 import { ImageSpec, writeOciLayout } from '../helpers/images';

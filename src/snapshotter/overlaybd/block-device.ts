@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import type { DeviceInfo } from '../../device/manager';
 import { DeviceError } from '../../device/errors';
-import { DeviceClient } from '../../device/service';
+import { DeviceClient } from '../../device/client';
 import { readMountInfo } from '../../device/kernel';
 import { failedPrecondition, invalidArgument, SnapshotError } from '../errors';
 import type { Logger } from '../../log';
