@@ -9,11 +9,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { layerInfo, zfileCompress, type ApplyTarLimits, type ApplyTarStats, type ZFileAlgorithm } from '../addon';
+import { chainIds, sha256 } from '../digest';
 import type { Descriptor, Platform } from '../registry';
 import { ConversionCache, type CachedLayer } from './cache';
 import { buildLayer } from './layer-builder';
 import {
-  buildConfig, buildManifest, chainIds, checkSource, layerDescriptor, sha256, uuidFromChainId, type ImageConfigJson,
+  buildConfig, buildManifest, checkSource, layerDescriptor, uuidFromChainId, type ImageConfigJson,
 } from './manifest';
 import type { ImageStore } from './store';
 import { tarWrapFile } from './tar-wrap';

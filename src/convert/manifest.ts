@@ -3,15 +3,18 @@
 // `application/vnd.oci.image.layer.v1.tar` (the blob is a tar-wrapped ZFile/LSMT, so its digest is
 // also its diff_id) annotated with the overlaybd version, blob digest, size and fs type.
 import crypto from 'node:crypto';
+import { sha256 } from '../digest';
+import { Labels } from '../labels';
 import type { Descriptor, ImageManifest } from '../registry';
 
 export const OverlaybdVersion = '0.1.0';
 export const LayerMediaType = 'application/vnd.oci.image.layer.v1.tar';
+/** Layer annotations; containerd passes them to the snapshotter as the labels of the same name. */
 export const Annotations = {
-  version: 'containerd.io/snapshot/overlaybd/version',
-  blobDigest: 'containerd.io/snapshot/overlaybd/blob-digest',
-  blobSize: 'containerd.io/snapshot/overlaybd/blob-size',
-  fsType: 'containerd.io/snapshot/overlaybd/blob-fs-type',
+  version: Labels.overlaybdVersion,
+  blobDigest: Labels.blobDigest,
+  blobSize: Labels.blobSize,
+  fsType: Labels.fsType,
 } as const;
 
 export const ManifestTypes = {
@@ -30,17 +33,6 @@ const sourceLayerTypes = new Set([
   'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
   'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
 ]);
-
-export function sha256(data: string | Buffer): string {
-  return `sha256:${crypto.createHash('sha256').update(data).digest('hex')}`;
-}
-
-/** chainID(L0) = diffID(L0); chainID(Ln) = sha256(chainID(Ln-1) + " " + diffID(Ln)) (OCI image spec). */
-export function chainIds(diffIds: string[]): string[] {
-  const out: string[] = [];
-  for (const d of diffIds) out.push(out.length === 0 ? d : sha256(`${out[out.length - 1]} ${d}`));
-  return out;
-}
 
 /** A layer uuid derived from its chain id, so a re-conversion gives the same uuids. */
 export function uuidFromChainId(chainId: string): string {

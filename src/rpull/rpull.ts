@@ -8,6 +8,8 @@
 //      snapshotter commits a remote snapshot and answers AlreadyExists, containerd records it;
 //   4. label the config with the snapshot GC root (as containerd's unpacker) and create the image.
 import crypto from 'node:crypto';
+import { chainIds } from '../digest';
+import { Labels } from '../labels';
 import { CredentialStore, parseReference, RegistryClient, type Descriptor, type Platform } from '../registry';
 import { ContainerdClient } from './containerd';
 
@@ -35,16 +37,6 @@ export interface RpullResult {
 
 const SNAPSHOT_LABEL_PREFIX = 'containerd.io/snapshot/';
 
-function sha256(s: string): string {
-  return 'sha256:' + crypto.createHash('sha256').update(s).digest('hex');
-}
-
-export function chainIds(diffIds: string[]): string[] {
-  const out: string[] = [];
-  for (const d of diffIds) out.push(out.length === 0 ? d : sha256(`${out[out.length - 1]} ${d}`));
-  return out;
-}
-
 /** The labels a layer's Prepare carries: its containerd.io/snapshot/* annotations + ours. */
 export function layerLabels(layer: Descriptor, chainId: string, imageRef: string, extra: Record<string, string> = {}): Record<string, string> {
   const labels: Record<string, string> = {};
@@ -52,10 +44,10 @@ export function layerLabels(layer: Descriptor, chainId: string, imageRef: string
   return {
     ...labels,
     ...extra,
-    'containerd.io/snapshot.ref': chainId,
-    'containerd.io/snapshot/image-ref': imageRef,
+    [Labels.targetRef]: chainId,
+    [Labels.imageRef]: imageRef,
     // What CRI also sends: lets the snapshotter recognise an unannotated overlaybd blob by its header.
-    'containerd.io/snapshot/cri.layer-digest': layer.digest,
+    [Labels.criLayerDigest]: layer.digest,
   };
 }
 

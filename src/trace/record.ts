@@ -6,7 +6,7 @@ import { execFile, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Labels } from '../snapshotter/overlaybd/labels';
+import { Labels } from '../labels';
 import { parseTrace } from './trace';
 
 export interface RecordTraceOptions {

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { tarWrapFile } from '../../src/convert/tar-wrap';
-import { chainIds, sha256, uuidFromChainId } from '../../src/convert/manifest';
+import { uuidFromChainId } from '../../src/convert/manifest';
+import { chainIds, sha256 } from '../../src/digest';
 import { makeTempDir } from '../helpers/tmp';
 
 const fixtures = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'overlaybd', 'c_zfile');

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { looksLikeOverlaybd } from '../../src/snapshotter/overlaybd/detect';
 import { repoBlobUrl } from '../../src/snapshotter/overlaybd/repo-url';
-import { chainIds, layerLabels } from '../../src/rpull/rpull';
+import { chainIds } from '../../src/digest';
+import { layerLabels } from '../../src/rpull/rpull';
 import { parseTrace, traceMode, TraceWriter, TRACE_HEADER } from '../../src/trace/trace';
 import { makeTempDir } from '../helpers/tmp';
 

@@ -26,7 +26,7 @@ import type { CreateRequest, SnapshotHooks } from '../snapshotter';
 import type { SnapshotRecord, Transaction } from '../storage';
 import { BlockDevices } from './block-device';
 import { DETECT_BYTES, looksLikeOverlaybd } from './detect';
-import { Labels, REMOTE_SNAPSHOT } from './labels';
+import { Labels, REMOTE_SNAPSHOT } from '../../labels';
 import { repoBlobUrl } from './repo-url';
 import { traceMode } from '../../trace/trace';
 

@@ -1,10 +1,11 @@
-// Label names of accelerated-container-image (aci-compat.md §1.2) and CRI (snapshots-api.md §4.3)
-// that drive the overlaybd paths of the snapshotter.
+// Snapshot label names of accelerated-container-image and CRI that drive the overlaybd paths of
+// the snapshotter; rpull and record-trace set them, the snapshotter reads them.
 export const Labels = {
   targetRef: 'containerd.io/snapshot.ref',
   imageRef: 'containerd.io/snapshot/image-ref',
   criImageRef: 'containerd.io/snapshot/cri.image-ref',
   criLayerDigest: 'containerd.io/snapshot/cri.layer-digest',
+  overlaybdVersion: 'containerd.io/snapshot/overlaybd/version',
   blobDigest: 'containerd.io/snapshot/overlaybd/blob-digest',
   blobSize: 'containerd.io/snapshot/overlaybd/blob-size',
   fsType: 'containerd.io/snapshot/overlaybd/blob-fs-type',
