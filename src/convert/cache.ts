@@ -4,6 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeJsonAtomic } from '../atomic-file';
 
 export interface CachedLayer {
   digest: string;
@@ -38,10 +39,7 @@ export class ConversionCache {
   }
 
   put(key: string, rec: CachedLayer): void {
-    const p = path.join(this.dir, 'layers', `${key}.json`);
-    const tmp = `${p}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify(rec));
-    fs.renameSync(tmp, p);
+    writeJsonAtomic(path.join(this.dir, 'layers', `${key}.json`), rec);
   }
 
   /** Moves a finished blob into the cache (atomic rename; same filesystem as tmp/). */

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
+import { writeJsonAtomic } from '../atomic-file';
 import {
   MediaTypes, RegistryClient, RegistryNotFoundError, defaultPlatform, parseReference, selectPlatform,
   type Descriptor, type ImageManifest, type Platform, type Reference,
@@ -261,9 +262,7 @@ export class OciLayoutStore implements ImageStore {
     const tag = this.tag ?? 'latest';
     index.manifests = index.manifests.filter((d) => d.annotations?.[refNameKey] !== tag);
     index.manifests.push({ mediaType, digest, size: body.length, annotations: { [refNameKey]: tag } });
-    const tmp = path.join(this.dir, `index.json.tmp-${process.pid}`);
-    fs.writeFileSync(tmp, JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: index.manifests }, null, 2));
-    fs.renameSync(tmp, path.join(this.dir, 'index.json'));
+    writeJsonAtomic(path.join(this.dir, 'index.json'), { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: index.manifests });
     return digest;
   }
 

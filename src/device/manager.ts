@@ -12,6 +12,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as addon from '../addon';
+import { writeFileAtomic } from '../atomic-file';
 import type { Logger } from '../log';
 import { DeviceError, fromAddonError } from './errors';
 import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
@@ -85,15 +86,6 @@ export function tcmuHba(tenant: number): number {
 function loopbackId(id: string): number {
   if (/^\d{1,13}$/.test(id)) return Number(id);
   return parseInt(crypto.createHash('sha256').update(id).digest('hex').slice(0, 12), 16) % 1e13;
-}
-
-function atomicWrite(file: string, data: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, data, { mode: 0o600 });
-  const fd = fs.openSync(tmp, 'r');
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
 }
 
 export class DeviceManager {
@@ -270,7 +262,7 @@ export class DeviceManager {
       }
       // Record first: if we die mid-attach, the next start finds a dir without attachment.json and removes it.
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      atomicWrite(path.join(dir, 'config.v1.json'), text);
+      writeFileAtomic(path.join(dir, 'config.v1.json'), text, 0o600);
       let dev: addon.AttachedDevice;
       try {
         dev = await addon.deviceAttach(opts);
@@ -281,7 +273,7 @@ export class DeviceManager {
       if (trace === 'replay') a.prefetch = this.startPrefetch(id, cfg.recordTracePath!, byDigest);
       if (recording) this.log.log('info', 'recording a trace', { id, trace: cfg.recordTracePath });
       this.devices.set(id, a);
-      atomicWrite(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n');
+      writeFileAtomic(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n', 0o600);
       writeResultFile(cfg);
       this.log.log('info', 'attached device', { id, device: dev.path, transport: this.transport, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo });
       return a;

@@ -15,6 +15,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { commitLayer, createWritableLayer } from '../../addon';
+import { writeJsonAtomic } from '../../atomic-file';
 import type { ObdConfig } from '../../config';
 import type { ImageConfig, LayerConfig } from '../../device/image-config';
 import { CredentialStore, parseReference, RegistryClient } from '../../registry';
@@ -51,12 +52,6 @@ class KeyedLock {
     });
     return p;
   }
-}
-
-function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
-  fs.renameSync(tmp, file);
 }
 
 export class OverlaybdHooks implements SnapshotHooks {
@@ -169,7 +164,7 @@ export class OverlaybdHooks implements SnapshotHooks {
         lowers,
         resultFile: path.join(final, 'block', 'init-debug.log'),
       };
-      writeJsonAtomic(path.join(tmp, 'block', 'config.v1.json'), config);
+      writeJsonAtomic(path.join(tmp, 'block', 'config.v1.json'), config, 0o600);
       fs.renameSync(tmp, final);
     } catch (err) {
       fs.rmSync(tmp, { recursive: true, force: true });
