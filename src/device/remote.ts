@@ -7,7 +7,7 @@ import type { TraceWriter } from '../trace/trace';
 import * as addon from '../addon';
 import { BlobSource } from '../registry/blob-source';
 import { RegistryClient } from '../registry/client';
-import { CredentialStore } from '../registry/credentials';
+import { registryOptionsFromConfig } from '../registry/from-config';
 import type { Logger } from '../log';
 import { DeviceError } from './errors';
 
@@ -96,12 +96,9 @@ export class RemoteLowers {
     const origin = `${scheme}://${host}`;
     let c = this.clients.get(origin);
     if (!c) {
-      const client = new RegistryClient({
-        mirrors: this.cfg.mirrorRegistry ?? [],
-        plainHttpHosts: scheme === 'http' ? [host] : [],
-        loopbackPlainHttp: scheme === 'http',
-        credentials: this.cfg.credentialFile ? CredentialStore.fromFile(this.cfg.credentialFile) : undefined,
-      });
+      const client = new RegistryClient(
+        registryOptionsFromConfig(this.cfg, { plainHttpHosts: scheme === 'http' ? [host] : [], loopbackPlainHttp: scheme === 'http' }),
+      );
       c = { client, source: new BlobSource(client) };
       this.clients.set(origin, c);
     }

@@ -18,7 +18,7 @@ import { commitLayer, createWritableLayer } from '../../addon';
 import { writeJsonAtomic } from '../../atomic-file';
 import type { ObdConfig } from '../../config';
 import type { ImageConfig, LayerConfig } from '../../device/image-config';
-import { CredentialStore, parseReference, RegistryClient } from '../../registry';
+import { parseReference, RegistryClient, registryOptionsFromConfig } from '../../registry';
 import { failedPrecondition, invalidArgument } from '../errors';
 import { Layout } from '../layout';
 import type { Logger } from '../../log';
@@ -196,11 +196,7 @@ export class OverlaybdHooks implements SnapshotHooks {
     if (known) return known;
     try {
       const ref = parseReference(imageRef);
-      this.registry ??= new RegistryClient({
-        mirrors: this.cfg.mirrorRegistry ?? [],
-        credentials: this.cfg.credentialFile ? CredentialStore.fromFile(this.cfg.credentialFile) : undefined,
-        operationDeadlineMs: 20_000,
-      });
+      this.registry ??= new RegistryClient(registryOptionsFromConfig(this.cfg, { operationDeadlineMs: 20_000 }));
       const reader = this.registry.blobReader(ref.host, ref.repo, digest);
       const head = await reader.read(0, DETECT_BYTES);
       const r = { overlaybd: looksLikeOverlaybd(head), size: await reader.size() };
