@@ -9,7 +9,8 @@ import { runCli } from './obd';
 import { convertImage, type ConvertOptions } from '../convert/converter';
 import { ProgressPrinter } from '../convert/progress';
 import { defaultPlatform, openStore } from '../convert/store';
-import { CredentialStore, RegistryClient, parseReference, type Platform } from '../registry';
+import { credentialsFromFlags } from './credentials';
+import { RegistryClient, parseReference, type Platform } from '../registry';
 
 function intArg(name: string, min: number, max: number) {
   return (v: string) => {
@@ -76,13 +77,7 @@ async function run(src: string, dst: string, o: Opts): Promise<void> {
   let client: RegistryClient | undefined;
   const getClient = () => {
     if (!client) {
-      let creds = o.credentialFile ? CredentialStore.fromFile(o.credentialFile) : new CredentialStore();
-      if (o.user) {
-        const i = o.user.indexOf(':');
-        const username = i >= 0 ? o.user.slice(0, i) : o.user;
-        const password = i >= 0 ? o.user.slice(i + 1) : '';
-        creds = new CredentialStore(Object.fromEntries(hosts.map((h) => [h, { username, password }]))).merge(creds);
-      }
+      const creds = credentialsFromFlags(o, hosts);
       client = new RegistryClient({ credentials: creds, plainHttpHosts: o.plainHttp ? hosts : [], operationDeadlineMs: 3_600_000,
         requestTimeoutMs: 300_000 });
     }

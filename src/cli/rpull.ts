@@ -1,7 +1,8 @@
 // `obd rpull [--address SOCK] [--namespace NS] [--plain-http] IMAGE`: register an overlaybd image in
 // containerd without downloading its layers (accelerated-container-image's `ctr rpull`).
 import { Command } from 'commander';
-import { CredentialStore, parseReference } from '../registry';
+import { parseReference } from '../registry';
+import { credentialsFromFlags } from './credentials';
 import { rpull } from '../rpull/rpull';
 
 interface Opts {
@@ -25,13 +26,7 @@ export function registerRpullCommand(program: Command): void {
     .option('-u, --user <user[:password]>', 'registry credentials')
     .option('--credential-file <file>', 'docker config.json with registry credentials')
     .action(async (image: string, o: Opts) => {
-      let creds = o.credentialFile ? CredentialStore.fromFile(o.credentialFile) : new CredentialStore();
-      if (o.user) {
-        const i = o.user.indexOf(':');
-        const host = parseReference(image).host;
-        const cred = { username: i >= 0 ? o.user.slice(0, i) : o.user, password: i >= 0 ? o.user.slice(i + 1) : '' };
-        creds = new CredentialStore({ [host]: cred }).merge(creds);
-      }
+      const creds = credentialsFromFlags(o, [parseReference(image).host]);
       const t0 = Date.now();
       const r = await rpull(image, {
         address: o.address,
