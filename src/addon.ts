@@ -4,10 +4,6 @@ import path from 'node:path';
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const native = require(path.join(__dirname, '..', '..', 'build', 'Release', 'obd_addon.node'));
 
-export function addonVersion(): string {
-  return native.version();
-}
-
 // ---- zfile ----
 export type ZFileAlgorithm = 'lz4' | 'zstd';
 

@@ -31,8 +31,6 @@
 
 namespace {
 
-Napi::Value Version(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "0.1.0"); }
-
 // ---- common (shared by every section) ----
 namespace common {
 
@@ -1229,7 +1227,6 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 // ---- end convert ----
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("version", Napi::Function::New(env, Version));
   zfile_binding::registerAll(env, exports);
   layer_binding::registerAll(env, exports);
   device_binding::registerAll(env, exports);

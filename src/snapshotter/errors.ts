@@ -17,7 +17,3 @@ export const notFound = (msg: string): SnapshotError => new SnapshotError('NotFo
 export const alreadyExists = (msg: string): SnapshotError => new SnapshotError('AlreadyExists', msg);
 export const failedPrecondition = (msg: string): SnapshotError => new SnapshotError('FailedPrecondition', msg);
 export const invalidArgument = (msg: string): SnapshotError => new SnapshotError('InvalidArgument', msg);
-
-export function isKind(err: unknown, kind: ErrorKind): boolean {
-  return err instanceof SnapshotError && err.kind === kind;
-}
