@@ -8,11 +8,11 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { writeJsonAtomic } from '../atomic-file';
+import { sha256 } from '../digest';
 import {
   MediaTypes, RegistryClient, RegistryNotFoundError, defaultPlatform, parseReference, selectPlatform,
   type Descriptor, type ImageManifest, type Platform, type Reference,
 } from '../registry';
-import { repositoryScope } from '../registry/auth';
 
 export type Progress = (bytes: number) => void;
 
@@ -95,12 +95,7 @@ export class RegistryStore implements ImageStore {
   async fetchBlob(desc: Descriptor, file: string, progress?: Progress, signal?: AbortSignal): Promise<void> {
     const { host, repo } = this.ref;
     const what = `${host}/${repo}@${desc.digest}`;
-    await this.client.pull(host, `GET blob ${repo}@${desc.digest}`, signal, async (ep, sig) => {
-      const res = await this.client.send(ep, repo, { method: 'GET', path: `/v2/${repo}/blobs/${desc.digest}`,
-        scope: repositoryScope(repo, 'pull'), signal: sig, followRedirects: true });
-      if (res.statusCode !== 200) await this.client.fail(res, ep, `GET blob ${repo}@${desc.digest}`);
-      await streamVerified(res.body, desc, file, what, progress);
-    });
+    await this.client.streamBlob(host, repo, desc.digest, (body) => streamVerified(body, desc, file, what, progress), signal);
   }
 
   async hasBlob(digest: string, signal?: AbortSignal): Promise<boolean> {
@@ -119,48 +114,9 @@ export class RegistryStore implements ImageStore {
     return this.client.mountBlob(this.ref.host, this.ref.repo, digest, from.slice(prefix.length), signal).catch(() => false);
   }
 
-  /** Small blobs go up in one request; large ones in 32 MiB chunks read from the file (bounded memory). */
+  /** Small blobs go up in one request, large ones in 32 MiB chunks read from the file (bounded memory); the registry checks the digest. */
   async pushBlobFile(file: string, digest: string, progress?: Progress, signal?: AbortSignal): Promise<void> {
-    const size = fs.statSync(file).size;
-    if (size <= uploadChunk) {
-      const data = await fs.promises.readFile(file);
-      const got = await this.client.uploadBlob(this.ref.host, this.ref.repo, data, { signal });
-      if (got !== digest) throw new DigestMismatchError(`${file}: uploaded ${got}, expected ${digest}`);
-      progress?.(data.length);
-      return;
-    }
-    const { host, repo } = this.ref;
-    const ep = this.client.hosts.endpoint(host);
-    const scope = repositoryScope(repo, 'pull,push');
-    const expect = async (res: Awaited<ReturnType<RegistryClient['send']>>, code: number, what: string) => {
-      if (res.statusCode !== code) await this.client.fail(res, ep, what);
-      await res.body.dump();
-      return res.headers.location ? String(res.headers.location) : undefined;
-    };
-    let location = await expect(await this.client.send(ep, repo, { method: 'POST', path: `/v2/${repo}/blobs/uploads/`, scope, signal,
-      headers: { 'content-length': '0' } }), 202, `POST upload ${repo}`);
-    const fh = await fs.promises.open(file, 'r');
-    try {
-      const buf = Buffer.allocUnsafe(uploadChunk);
-      for (let off = 0; off < size;) {
-        if (!location) throw new Error(`${host}: upload of ${digest}: no Location`);
-        const { bytesRead } = await fh.read(buf, 0, Math.min(uploadChunk, size - off), off);
-        if (bytesRead <= 0) throw new Error(`${file}: short read at ${off}`);
-        const part = buf.subarray(0, bytesRead);
-        const what = `PATCH upload ${repo} bytes ${off}-${off + bytesRead - 1}`;
-        location = await expect(await this.client.send(ep, repo, { method: 'PATCH', path: location, scope, signal, body: part, headers: {
-          'content-type': 'application/octet-stream', 'content-range': `${off}-${off + bytesRead - 1}`, 'content-length': String(bytesRead) } }),
-        202, what) ?? location;
-        off += bytesRead;
-        progress?.(bytesRead);
-      }
-    } finally {
-      await fh.close();
-    }
-    const done = new URL(location!, ep.origin);
-    done.searchParams.set('digest', digest);
-    await expect(await this.client.send(ep, repo, { method: 'PUT', path: done.pathname + done.search, scope, signal,
-      headers: { 'content-length': '0' } }), 201, `PUT blob ${repo}@${digest}`);
+    await this.client.uploadBlobFromFile(this.ref.host, this.ref.repo, file, { chunkSize: uploadChunk, digest, progress, signal });
   }
 
   putManifest(body: Buffer, mediaType: string, signal?: AbortSignal): Promise<string> {
@@ -225,7 +181,7 @@ export class OciLayoutStore implements ImageStore {
 
   async readBlob(desc: Descriptor): Promise<Buffer> {
     const data = await fs.promises.readFile(this.blobPath(desc.digest));
-    const got = `sha256:${crypto.createHash('sha256').update(data).digest('hex')}`;
+    const got = sha256(data);
     if (got !== desc.digest) throw new DigestMismatchError(`${this.name}: blob ${desc.digest} has content ${got}`);
     return data;
   }
@@ -253,7 +209,7 @@ export class OciLayoutStore implements ImageStore {
   }
 
   async putManifest(body: Buffer, mediaType: string): Promise<string> {
-    const digest = `sha256:${crypto.createHash('sha256').update(body).digest('hex')}`;
+    const digest = sha256(body);
     const dst = this.blobPath(digest);
     fs.mkdirSync(path.dirname(dst), { recursive: true });
     fs.writeFileSync(dst, body);

@@ -5,10 +5,9 @@
 // from it (403/404/410) drops it and the next attempt asks the registry again.
 import type { Dispatcher } from 'undici';
 import { repositoryScope } from './auth';
-import type { RegistryClient } from './client';
-import { wrapTransport } from './client';
 import { RegistryError, RegistryProtocolError, RegistrySizeMismatchError } from './errors';
 import type { Endpoint } from './hosts';
+import { wrapTransport, type RegistryTransport } from './transport';
 
 export interface RangeReaderOptions {
   size?: number;             // known blob size (labels/manifest); else probed with bytes=0-0
@@ -35,9 +34,9 @@ export class RangeReader {
   private knownSize?: number;
   readonly stats: RangeReaderStats = { reads: 0, requests: 0, bytes: 0, redirects: 0 };
 
-  constructor(private readonly client: RegistryClient, readonly host: string, readonly repo: string, readonly digest: string,
+  constructor(private readonly transport: RegistryTransport, readonly host: string, readonly repo: string, readonly digest: string,
     private readonly opts: RangeReaderOptions = {}) {
-    this.endpoints = client.hosts.pullEndpoints(host);
+    this.endpoints = transport.hosts.pullEndpoints(host);
     this.knownSize = opts.size;
   }
 
@@ -67,8 +66,8 @@ export class RangeReader {
 
   private async run(offset: number, length: number, signal: AbortSignal | undefined, probe: boolean) {
     const what = `GET blob ${this.repo}@${this.digest} bytes ${offset}-${offset + length - 1}`;
-    const deadline = Date.now() + (this.opts.readDeadlineMs ?? this.client.operationDeadlineMs);
-    return this.client.retry.run((sig) => this.attempt(offset, length, sig, probe, what), {
+    const deadline = Date.now() + (this.opts.readDeadlineMs ?? this.transport.operationDeadlineMs);
+    return this.transport.retry.run((sig) => this.attempt(offset, length, sig, probe, what), {
       deadline, signal, registry: this.host, what,
       onRetry: (err) => {
         if (err instanceof RegistryError && err.status !== undefined && err.status !== 429 && err.status < 500) this.location = undefined;
@@ -98,7 +97,7 @@ export class RangeReader {
     if (loc && loc.expiresAt > Date.now()) return this.requestLocation(loc.url, ep, range, signal);
     this.location = undefined;
     this.stats.requests++;
-    const res = await this.client.send(ep, this.repo, { method: 'GET', path: `/v2/${this.repo}/blobs/${this.digest}`,
+    const res = await this.transport.send(ep, this.repo, { method: 'GET', path: `/v2/${this.repo}/blobs/${this.digest}`,
       scope: repositoryScope(this.repo, 'pull'), headers: { range }, signal });
     if (res.statusCode < 300 || res.statusCode >= 400 || !res.headers.location) return res;
     await res.body.dump().catch(() => undefined);
@@ -112,15 +111,10 @@ export class RangeReader {
     this.stats.requests++;
     // Same origin as the registry: it is the registry's own URL, so it keeps our credentials.
     if (url.origin === ep.origin) {
-      return this.client.send(ep, this.repo, { method: 'GET', path: url.pathname + url.search, scope: repositoryScope(this.repo, 'pull'),
+      return this.transport.send(ep, this.repo, { method: 'GET', path: url.pathname + url.search, scope: repositoryScope(this.repo, 'pull'),
         headers: { range }, signal });
     }
-    try {
-      return await this.client.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET',
-        headers: { range, 'user-agent': this.client.userAgent }, signal });
-    } catch (err) {
-      throw wrapTransport(err, url.host, `GET redirected blob ${this.digest}`);
-    }
+    return this.transport.getForeign(url, { range }, signal, `GET redirected blob ${this.digest}`);
   }
 
   private async take(res: Dispatcher.ResponseData, ep: Endpoint, offset: number, length: number, probe: boolean, what: string) {
@@ -146,7 +140,7 @@ export class RangeReader {
         await res.body.dump().catch(() => undefined);
         throw new RegistryProtocolError(`${host}: ${what}: redirect target answered ${res.statusCode}`, { registry: host, status: res.statusCode });
       }
-      return this.client.fail(res, ep, what);
+      return this.transport.fail(res, ep, what);
     }
     const cr = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
     if (!cr || Number(cr[1]) !== offset || Number(cr[2]) !== offset + length - 1) {

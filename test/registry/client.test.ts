@@ -8,8 +8,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   CredentialStore, MediaTypes, RegistryAuthError, RegistryClient, RegistryNotFoundError, parseChallenge, parseReference,
-  sha256Digest,
 } from '../../src/registry';
+import { sha256 } from '../../src/digest';
 import { FaultProxy, isBlobGet } from '../helpers/fault-proxy';
 import { TestRegistry, freePort } from '../helpers/registry';
 import { TokenServer } from '../helpers/token-server';
@@ -36,7 +36,7 @@ describe('registry client: plain HTTP', () => {
     const d1 = await client.uploadBlob(reg.host, 'lib/mono', blob);
     const other = crypto.randomBytes(1_000_003);
     const d2 = await client.uploadBlob(reg.host, 'lib/chunked', other, { chunkSize: 256 << 10 });
-    assert.equal(d1, sha256Digest(blob));
+    assert.equal(d1, sha256(blob));
     assert.equal((await client.headBlob(reg.host, 'lib/chunked', d2)).size, other.length);
     const r = client.blobReader(reg.host, 'lib/chunked', d2);
     assert.equal(await r.size(), other.length);
@@ -53,7 +53,7 @@ describe('registry client: plain HTTP', () => {
     const content = crypto.randomBytes(2 * 1024 * 1024 + 17);
     fs.writeFileSync(file, content);
     const { digest, size } = await client.uploadBlobFromFile(reg.host, 'lib/file', file, { chunkSize: 512 * 1024 });
-    assert.equal(digest, sha256Digest(content));
+    assert.equal(digest, sha256(content));
     assert.equal(size, content.length);
     assert.deepEqual(await client.getBlob(reg.host, 'lib/file', digest), content);
   });
@@ -94,7 +94,7 @@ describe('registry client: plain HTTP', () => {
   });
 
   it('reports a missing blob as not found, naming the registry', async () => {
-    const missing = sha256Digest(Buffer.from('nope'));
+    const missing = sha256(Buffer.from('nope'));
     await assert.rejects(client.blobReader(reg.host, 'lib/mono', missing).read(0, 10),
       (e: Error) => e instanceof RegistryNotFoundError && e.message.includes(reg.host) && e.message.includes('404'));
   });
@@ -169,7 +169,7 @@ describe('registry client: htpasswd Basic auth', () => {
   it('no credentials: an auth error that says so', async () => {
     const client = new RegistryClient();
     try {
-      await assert.rejects(client.headBlob(reg.host, 'team/app', sha256Digest(blob)),
+      await assert.rejects(client.headBlob(reg.host, 'team/app', sha256(blob)),
         (e: Error) => e instanceof RegistryAuthError && e.message.includes('no credentials configured'));
     } finally {
       await client.close();
@@ -274,7 +274,7 @@ describe('registry client: parsing', () => {
   it('parses references', () => {
     assert.deepEqual(parseReference('redis'), { host: 'docker.io', repo: 'library/redis', tag: 'latest', digest: undefined });
     assert.deepEqual(parseReference('127.0.0.1:5000/a/b:v1'), { host: '127.0.0.1:5000', repo: 'a/b', tag: 'v1', digest: undefined });
-    const d = sha256Digest(Buffer.from('x'));
+    const d = sha256(Buffer.from('x'));
     assert.deepEqual(parseReference(`ghcr.io/o/r@${d}`), { host: 'ghcr.io', repo: 'o/r', tag: undefined, digest: d });
   });
   it('parses challenges', () => {
