@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { pushOciLayout, busyboxTestImage, TarEntry, writeOciLayout } from '../test/helpers/images';
 import { execNode, LazyEnv } from '../test/lazy/env';
-import { obdBin } from '../test/helpers/snapshotter';
+import { obdBin } from '../test/helpers/bin';
 import { parseTrace } from '../src/trace/trace';
 import { ThrottleProxy } from './throttle-proxy';
 

@@ -8,7 +8,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { obdBin } from '../helpers/snapshotter';
+import { obdBin } from '../helpers/bin';
 
 const WORK = process.env.OBD_CONFORMANCE_DIR ?? '/var/tmp/obd-conformance-main';
 const GOPATH_SRC = '/usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite';

@@ -1,32 +1,15 @@
 // Test images for obdconv: OCI image layouts built from layer tars (GNU tar of prepared trees, or
 // the e_ext4 fixture tars), optionally pushed to the private registry.
 import { execFileSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { sha256 } from '../../src/digest';
+import { writeImageLayout, type LayoutLayerInput, type WrittenLayout } from '../helpers/oci-layout';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
-export interface BuiltImage {
-  dir: string;            // OCI layout
-  manifest: Buffer;
-  manifestDigest: string;
-  config: Buffer;
-  layers: { digest: string; size: number; mediaType: string; file: string; diffId: string }[];
-}
-
-function sha(b: Buffer): string {
-  return 'sha256:' + crypto.createHash('sha256').update(b).digest('hex');
-}
-
-function writeBlob(dir: string, data: Buffer): string {
-  const d = sha(data);
-  const p = path.join(dir, 'blobs', 'sha256', d.slice(7));
-  fs.mkdirSync(path.dirname(p), { recursive: true });
-  fs.writeFileSync(p, data);
-  return d;
-}
+export type BuiltImage = WrittenLayout;
 
 const layerTypes: Record<Compression, string> = {
   none: 'application/vnd.oci.image.layer.v1.tar',
@@ -45,38 +28,20 @@ export function buildImage(dir: string, tars: string[], compression: Compression
   return writeLayout(dir, tars.map((t, i) => {
     const raw = fs.readFileSync(t);
     const c = Array.isArray(compression) ? compression[i % compression.length] : compression;
-    return { blob: compress(raw, c), mediaType: layerTypes[c], diffId: sha(raw) };
+    return { blob: compress(raw, c), mediaType: layerTypes[c], diffId: sha256(raw) };
   }));
 }
 
 /** An OCI layout whose layer blobs are given as they are (e.g. a deliberately broken gzip stream). */
 export function buildRawImage(dir: string, blobs: { data: Buffer; mediaType: string; diffId?: string }[]): BuiltImage {
-  return writeLayout(dir, blobs.map((b) => ({ blob: b.data, mediaType: b.mediaType, diffId: b.diffId ?? sha(b.data) })));
+  return writeLayout(dir, blobs.map((b) => ({ blob: b.data, mediaType: b.mediaType, diffId: b.diffId ?? sha256(b.data) })));
 }
 
-function writeLayout(dir: string, input: { blob: Buffer; mediaType: string; diffId: string }[]): BuiltImage {
-  fs.mkdirSync(dir, { recursive: true });
-  const layers = input.map(({ blob, mediaType, diffId }) => {
-    const digest = writeBlob(dir, blob);
-    return { digest, size: blob.length, mediaType, file: path.join(dir, 'blobs', 'sha256', digest.slice(7)), diffId };
-  });
-  const config = Buffer.from(JSON.stringify({
+function writeLayout(dir: string, input: LayoutLayerInput[]): BuiltImage {
+  return writeImageLayout(dir, 'latest', input, {
     architecture: 'amd64', os: 'linux', config: { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
-    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
-    history: layers.map((_, i) => ({ created: '2023-11-14T22:13:20Z', created_by: `layer ${i}` })),
-  }));
-  const configDigest = writeBlob(dir, config);
-  const manifest = Buffer.from(JSON.stringify({
-    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
-    layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-  }));
-  const manifestDigest = writeBlob(dir, manifest);
-  fs.writeFileSync(path.join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  fs.writeFileSync(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{
-    mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: manifestDigest, size: manifest.length,
-    annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }));
-  return { dir, manifest, manifestDigest, config, layers };
+    history: input.map((_, i) => ({ created: '2023-11-14T22:13:20Z', created_by: `layer ${i}` })),
+  });
 }
 
 function setXattr(p: string, name: string, value: string): void {

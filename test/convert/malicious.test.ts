@@ -10,7 +10,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeTempDir, type TempDir } from '../helpers/tmp';
 import { buildImage, buildRawImage } from './images';
-import { loopDevicesUnder, mountsUnder, obdconv } from './support';
+import { loopsBackedBy, mountsUnder } from '../helpers/loop';
+import { obdconv } from './support';
 
 interface Case {
   name: string;
@@ -78,7 +79,7 @@ describe('obdconv refuses malicious layer tars', () => {
         assert.ok(!fs.existsSync('/obd-evil-absolute') && !fs.existsSync('/obd-evil-dotdot'));
         assert.ok(!fs.existsSync(path.join(dst, 'index.json')), 'a manifest was written');
         assert.deepEqual(mountsUnder(cache), []);
-        assert.deepEqual(loopDevicesUnder(cache), []);
+        assert.deepEqual(loopsBackedBy(cache), []);
         assert.deepEqual(fs.readdirSync(path.join(cache, 'tmp')), []);
       });
     }

@@ -8,11 +8,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { layerInfo, zfileInspect } from '../../src/addon';
 import { tarWrapPrefix } from '../../src/convert/tar-wrap';
-import { Cleanup } from '../helpers/loop';
+import { obdBin } from '../helpers/bin';
+import { Cleanup, loopsBackedBy, mountsUnder } from '../helpers/loop';
 import { TestRegistry } from '../helpers/registry';
 import { makeTempDir, type TempDir } from '../helpers/tmp';
 import { buildImage, buildRawImage, makeRichLayers, type BuiltImage } from './images';
-import { fetchConverted, loopDevicesUnder, mountStack, mountsUnder, obdconv, pushLayout, type ConvertedImage } from './support';
+import { fetchConverted, mountStack, obdconv, pushLayout, type ConvertedImage } from './support';
 import { diffTrees, overlayReference, snapshotTree } from './tree';
 
 interface Summary {
@@ -65,13 +66,12 @@ describe('obdconv', () => {
       });
     }
     assert.equal(mountsUnder(tmp.join('cache')).length, 0);
-    assert.equal(loopDevicesUnder(tmp.join('cache')).length, 0);
+    assert.equal(loopsBackedBy(tmp.join('cache')).length, 0);
     assert.deepEqual(fs.readdirSync(tmp.join('cache', 'tmp')), []);
   });
 
   test('converted blobs are tar-wrapped ZFile LSMT layers with a uuid chain (spec §1–§3)', () => {
-    const cli = path.join(__dirname, '..', '..', 'src', 'cli', 'obd.js');
-    const shown = execFileSync(process.execPath, [cli, 'layer', 'info', converted.blobs[0]], { encoding: 'utf8' });
+    const shown = execFileSync(process.execPath, [obdBin(), 'layer', 'info', converted.blobs[0]], { encoding: 'utf8' });
     assert.match(shown, /type: +tar-wrapped\+zfile\+lsmt-sealed/);
     let parent = '00000000-0000-0000-0000-000000000000';
     for (const f of converted.blobs) {

@@ -1,14 +1,13 @@
 // Shared steps of the obdconv tests: run the CLI, push an OCI layout to the private registry,
 // read a converted image back, and mount a converted layer stack read-only.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { openStack } from '../../src/addon';
+import { obdconvBin } from '../helpers/bin';
 import { attachLoop, Cleanup, mount } from '../helpers/loop';
 import type { TestRegistry } from '../helpers/registry';
 import type { BuiltImage } from './images';
-
-const cli = path.join(__dirname, '..', '..', 'src', 'cli', 'obdconv.js');
 
 export interface CliResult {
   code: number;
@@ -18,7 +17,7 @@ export interface CliResult {
 
 export function obdconv(args: string[], timeoutMs = 300_000): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [obdconvBin(), ...args], { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -71,14 +70,4 @@ export function mountStack(cleanup: Cleanup, blobs: string[], raw: string, mnt: 
   const dev = attachLoop(cleanup, raw, { readOnly: true });
   fs.mkdirSync(mnt, { recursive: true });
   mount(cleanup, dev, mnt, { type: 'ext4', options: 'ro,noload' });
-}
-
-/** Loop devices whose backing file lies below dir (other tests on this machine have their own). */
-export function loopDevicesUnder(dir: string): string[] {
-  const out = execFileSync('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE'], { encoding: 'utf8' });
-  return out.split('\n').filter((l) => l.includes(dir));
-}
-
-export function mountsUnder(dir: string): string[] {
-  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir));
 }

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { obdBin } from '../helpers/bin';
 import type { Cleanup } from '../helpers/loop';
 import { freePort } from '../helpers/registry';
 import { TempDir } from '../helpers/tmp';
@@ -290,10 +291,10 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     assert.equal((await d.client.stats()).length, 0);
   });
 
-  it('asking for tcmu on a kernel without target_core_user fails at start, naming the module', async () => {
-    if (fs.existsSync('/sys/module/target_core_user')) return; // this kernel has it: nothing to show
+  it('asking for tcmu on a kernel without target_core_user fails at start, naming the module', async (t) => {
+    if (fs.existsSync('/sys/module/target_core_user')) return t.skip('this kernel has target_core_user: there is no missing module to name');
     fs.writeFileSync(tmp.join('tcmu.json'), JSON.stringify({ root: tmp.join('root'), deviceAddress: tmp.join('d.sock'), transport: 'tcmu' }));
-    const r = spawnSync(process.execPath, [path.join(__dirname, '..', '..', 'src', 'cli', 'obd.js'), 'deviced', '--config', tmp.join('tcmu.json')], {
+    const r = spawnSync(process.execPath, [obdBin(), 'deviced', '--config', tmp.join('tcmu.json')], {
       encoding: 'utf8',
       timeout: 30_000,
     });
@@ -303,8 +304,8 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     assert.doesNotMatch(r.stderr, /deviced serving/);
   });
 
-  it('transport auto on a kernel without tcmu falls back to fuse-loop and logs why', async () => {
-    if (fs.existsSync('/sys/module/target_core_user')) return; // this kernel has it: auto picks tcmu
+  it('transport auto on a kernel without tcmu falls back to fuse-loop and logs why', async (t) => {
+    if (fs.existsSync('/sys/module/target_core_user')) return t.skip('this kernel has target_core_user: auto picks tcmu, there is no fallback to show');
     const d = await startDeviced(tmp, cleanup, { transport: 'auto' });
     assert.match(d.logs(), /transport chosen transport=fuse-loop reason=".*target_core_user \(CONFIG_TCM_USER2\)/);
     assert.match(d.logs(), /deviced serving .*transport=fuse-loop/);

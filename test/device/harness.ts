@@ -10,9 +10,10 @@ import path from 'node:path';
 import { DeviceClient } from '../../src/device/client';
 import { readMountInfo } from '../../src/device/kernel';
 import { Cleanup, loopsBackedBy } from '../helpers/loop';
+import { obdBin } from '../helpers/bin';
 import { makeTempDir, TempDir } from '../helpers/tmp';
 
-export const OBD = path.join(__dirname, '..', '..', 'src', 'cli', 'obd.js');
+export const OBD = obdBin();
 export const FIXTURES = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'overlaybd');
 
 export interface Deviced {

@@ -5,11 +5,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileSha256, fixture, makeTempDir, MiB, stackSha256, withStack } from './lsmt-support';
+import { obdBin } from '../helpers/bin';
 
 const tmp = makeTempDir('obd-layer-cli-');
 after(() => tmp.cleanup());
 
-const obdJs = path.join(__dirname, '..', '..', 'src', 'cli', 'obd.js');
+const obdJs = obdBin();
 function obd(...args: string[]): { code: number | null; out: string; err: string } {
   const r = spawnSync(process.execPath, [obdJs, 'layer', ...args], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LayerStack } from '../../src/addon';
+import { obdBin } from '../helpers/bin';
 import { attachLoop, Cleanup, loopsBackedBy, mount } from '../helpers/loop';
 import { ext4_64, fixture, makeTempDir, MiB, withStack } from './lsmt-support';
 
@@ -22,7 +23,7 @@ after(() => {
   }
 });
 
-const obd = path.join(__dirname, '..', '..', 'src', 'cli', 'obd.js');
+const obd = obdBin();
 const E1 = fixture('e_ext4/e1.commit.lz4_bs4k.zfile');
 const E2 = fixture('e_ext4/e2.commit.lz4_bs4k.zfile');
 const fileSha = (p: string) => crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');

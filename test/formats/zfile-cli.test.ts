@@ -5,9 +5,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { zfileInspect } from '../../src/addon';
+import { obdBin } from '../helpers/bin';
 import { fixture, repoRoot, sha256, tempDir } from './zfile-support';
 
-const obd = path.join(repoRoot, 'dist', 'src', 'cli', 'obd.js');
+const obd = obdBin();
 const B = fixture('b_patterns/b.commit.lsmt');
 const B_SHA = 'e06d416ed5dfcb75ffc7f516f4a1174da0ca16b4f1a6bd58ea900537b4dd5c03';
 

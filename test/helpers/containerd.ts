@@ -8,10 +8,11 @@
 //   await ctd.start();
 //   await ctd.ctr(['images', 'pull', '--plain-http', '--snapshotter', 'obd', ref]);
 //   await ctd.stop();
-import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { unmountUnder } from './loop';
 
 export interface TestContainerdOptions {
   /** name → unix socket of a snapshots.v1 proxy plugin */
@@ -41,33 +42,6 @@ const live = new Set<TestContainerd>();
 process.once('exit', () => {
   for (const c of live) c.killNow();
 });
-
-/** Every mountpoint at or under `dir`, deepest first. */
-export function mountsUnder(dir: string): string[] {
-  const text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => unescape(l.split(' ')[4]))
-    .filter((m) => m === dir || m.startsWith(dir + '/'))
-    .sort((a, b) => b.length - a.length);
-}
-
-/** Lazily unmounts everything at or under `dir` (deepest first). */
-export function unmountUnder(dir: string): void {
-  for (let round = 0; round < 5; round++) {
-    const ms = mountsUnder(dir);
-    if (ms.length === 0) return;
-    for (const m of ms) {
-      try {
-        execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-      } catch {
-        /* raced with another unmount */
-      }
-    }
-  }
-}
 
 /** Pids of processes whose command line contains `needle` (e.g. our private socket path). */
 export function pidsWithArg(needle: string): number[] {

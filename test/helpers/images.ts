@@ -7,6 +7,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { sha256 } from '../../src/digest';
+import { writeImageLayout } from './oci-layout';
 
 export interface TarEntry {
   path: string; // relative, no leading "/"
@@ -55,7 +57,6 @@ export function tar(entries: TarEntry[]): Buffer {
   return Buffer.concat(parts);
 }
 
-const sha256 = (b: Buffer) => 'sha256:' + crypto.createHash('sha256').update(b).digest('hex');
 
 export interface ImageSpec {
   layers: TarEntry[][] | Buffer[]; // entries, or ready-made tars
@@ -72,58 +73,21 @@ export interface OciLayout {
 
 /** Writes an OCI image layout (oci-layout, index.json, blobs/sha256/*) for `spec` under `dir`. */
 export function writeOciLayout(dir: string, tag: string, spec: ImageSpec): OciLayout {
-  const blobs = path.join(dir, 'blobs', 'sha256');
-  fs.mkdirSync(blobs, { recursive: true });
-  const put = (b: Buffer) => {
-    const d = sha256(b);
-    fs.writeFileSync(path.join(blobs, d.slice(7)), b);
-    return d;
-  };
   const gzip = spec.gzip ?? true;
-  const diffIds: string[] = [];
   const layers = spec.layers.map((l) => {
     const raw = Buffer.isBuffer(l) ? l : tar(l);
-    diffIds.push(sha256(raw));
-    const blob = gzip ? zlib.gzipSync(raw, { level: 1 }) : raw;
     return {
+      blob: gzip ? zlib.gzipSync(raw, { level: 1 }) : raw,
       mediaType: `application/vnd.oci.image.layer.v1.tar${gzip ? '+gzip' : ''}`,
-      digest: put(blob),
-      size: blob.length,
+      diffId: sha256(raw),
     };
   });
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: 'amd64',
-      os: 'linux',
-      config: { Env: ['PATH=/bin'], Cmd: spec.cmd ?? ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: diffIds },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: put(config), size: config.length },
-      layers,
-    }),
-  );
-  const manifestDigest = put(manifest);
-  fs.writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  fs.writeFileSync(
-    path.join(dir, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          digest: manifestDigest,
-          size: manifest.length,
-          annotations: { 'org.opencontainers.image.ref.name': tag },
-        },
-      ],
-    }),
-  );
-  return { dir, tag, manifestDigest, diffIds };
+  const written = writeImageLayout(dir, tag, layers, {
+    architecture: 'amd64',
+    os: 'linux',
+    config: { Env: ['PATH=/bin'], Cmd: spec.cmd ?? ['/bin/sh'] },
+  });
+  return { dir, tag, manifestDigest: written.manifestDigest, diffIds: written.layers.map((l) => l.diffId) };
 }
 
 /** `skopeo copy oci:DIR:TAG docker://HOST/REPO:TAG` to a plain-http registry. */

@@ -94,13 +94,41 @@ export function isMounted(dir: string): boolean {
     .some((l) => l.split(' ')[4] === real);
 }
 
-/** Loop devices whose backing file is under `dir` (to assert that nothing leaked). */
+/** Loop devices whose backing file is at or under `dir` (to assert that nothing leaked). */
 export function loopsBackedBy(dir: string): string[] {
   const out = run('losetup', ['-a', '-n', '-O', 'NAME,BACK-FILE', '--raw']);
   return out
     .split('\n')
     .filter((l) => l.includes(' '))
     .map((l) => l.split(' '))
-    .filter(([, back]) => back.startsWith(dir))
+    .filter(([, back]) => back === dir || back.startsWith(dir + '/'))
     .map(([name]) => name);
 }
+
+/** Every mountpoint at or under `dir`, deepest first. */
+export function mountsUnder(dir: string): string[] {
+  const text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => unescape(l.split(' ')[4]))
+    .filter((m) => m === dir || m.startsWith(dir + '/'))
+    .sort((a, b) => b.length - a.length);
+}
+
+/** Lazily unmounts everything at or under `dir` (deepest first). */
+export function unmountUnder(dir: string): void {
+  for (let round = 0; round < 5; round++) {
+    const ms = mountsUnder(dir);
+    if (ms.length === 0) return;
+    for (const m of ms) {
+      try {
+        execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+      } catch {
+        /* raced with another unmount */
+      }
+    }
+  }
+}
+

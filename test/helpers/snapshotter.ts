@@ -8,23 +8,13 @@ import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadSnapshotsService } from '../../src/snapshotter/service';
-import { unmountUnder } from './containerd';
+import { obdBin } from './bin';
+import { unmountUnder } from './loop';
 
 const live = new Set<TestSnapshotter>();
 process.once('exit', () => {
   for (const s of live) s.killNow();
 });
-
-/** dist/src/cli/obd.js (or src/cli/obd.ts's compiled twin) found from this file's location. */
-export function obdBin(): string {
-  for (let dir = __dirname; path.dirname(dir) !== dir; dir = path.dirname(dir)) {
-    const js = path.join(dir, 'dist', 'src', 'cli', 'obd.js');
-    if (fs.existsSync(js)) return js;
-    const sibling = path.join(dir, 'src', 'cli', 'obd.js');
-    if (fs.existsSync(sibling) && fs.existsSync(path.join(dir, 'src', 'snapshotter', 'service.js'))) return sibling;
-  }
-  throw new Error('obd.js not found: run `npx tsc -p .`');
-}
 
 export class TestSnapshotter {
   readonly dir: string;

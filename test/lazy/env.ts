@@ -7,10 +7,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DeviceClient } from '../../src/device/client';
 import type { DeviceStatsInfo } from '../../src/device/manager';
-import { TestContainerd, unmountUnder } from '../helpers/containerd';
+import { TestContainerd } from '../helpers/containerd';
+import { unmountUnder } from '../helpers/loop';
 import { ImageSpec, writeOciLayout } from '../helpers/images';
 import { TestRegistry } from '../helpers/registry';
-import { obdBin, TestSnapshotter } from '../helpers/snapshotter';
+import { obdBin, obdconvBin } from '../helpers/bin';
+import { TestSnapshotter } from '../helpers/snapshotter';
 import { makeTempDir, TempDir } from '../helpers/tmp';
 import { sweepKernelState } from '../device/harness';
 
@@ -116,7 +118,7 @@ export class LazyEnv {
   async convertImage(spec: ImageSpec, repo: string, tag = 'latest', extraArgs: string[] = []): Promise<string> {
     const layout = writeOciLayout(this.tmp.join('oci', repo.replace(/\//g, '_')), 'src', spec);
     const target = `${this.registry.host}/${repo}:${tag}`;
-    await execNode([path.join(path.dirname(obdBin()), 'obdconv.js'), `oci:${layout.dir}:src`, target, '--plain-http',
+    await execNode([obdconvBin(), `oci:${layout.dir}:src`, target, '--plain-http',
       '--cache-dir', this.tmp.join('obdconv-cache'), '--json', ...extraArgs], 600_000);
     return target;
   }

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { parseTrace, TRACE_HEADER } from '../../src/trace/trace';
 import { busyboxTestImage, TarEntry } from '../helpers/images';
-import { obdBin } from '../helpers/snapshotter';
+import { obdBin } from '../helpers/bin';
 import { execNode, LazyEnv } from './env';
 
 describe('record-trace and prefetch', { timeout: 900_000 }, () => {

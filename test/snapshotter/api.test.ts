@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { obdBin } from '../helpers/bin';
 import { makeTempDir } from '../helpers/tmp';
 import { SnapshotsClient, TestSnapshotter, WireMount } from '../helpers/snapshotter';
 import { MetaStore } from '../../src/snapshotter/storage';
@@ -294,7 +295,7 @@ describe('process: socket and config', () => {
 
   const runObd = (args: string[], env: NodeJS.ProcessEnv = {}): { code: number; stderr: string } => {
     try {
-      execFileSync(process.execPath, [require.resolve('../../src/cli/obd'), ...args], {
+      execFileSync(process.execPath, [obdBin(), ...args], {
         env: { ...process.env, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
         timeout: 20_000,
