@@ -12,6 +12,7 @@ import { layerInfo, zfileCompress, type ApplyTarLimits, type ApplyTarStats, type
 import { chainIds, sha256 } from '../digest';
 import type { Descriptor, Platform } from '../registry';
 import { ConversionCache, type CachedLayer } from './cache';
+import { ConvertOptionError, LayerBuildError } from './errors';
 import { buildLayer } from './layer-builder';
 import {
   buildConfig, buildManifest, checkSource, layerDescriptor, uuidFromChainId, type ImageConfigJson,
@@ -93,9 +94,9 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
   const t0 = Date.now();
   const emit = (ev: ConvertEvent) => opts.onEvent?.(ev);
   const signal = opts.signal;
-  if (opts.fstype !== 'ext4') throw new Error(`--fstype ${opts.fstype}: only ext4 is supported`);
-  if (!opts.mkfs && opts.vsizeGB !== 64) throw new Error('--mkfs=false uses the 64 GiB ext4_64 base layer: --vsize must be 64');
-  if (!opts.mkfs && !opts.baseLayer) throw new Error('--mkfs=false needs the ext4_64 base layer (--base-layer FILE)');
+  if (opts.fstype !== 'ext4') throw new ConvertOptionError(`--fstype ${opts.fstype}: only ext4 is supported`);
+  if (!opts.mkfs && opts.vsizeGB !== 64) throw new ConvertOptionError('--mkfs=false uses the 64 GiB ext4_64 base layer: --vsize must be 64');
+  if (!opts.mkfs && !opts.baseLayer) throw new ConvertOptionError('--mkfs=false needs the ext4_64 base layer (--base-layer FILE)');
 
   const resolved = await src.resolve(opts.platform, signal);
   const configBuf = await src.readBlob(resolved.manifest.config, signal);
@@ -184,7 +185,7 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
         mkfs: i === 0 && opts.mkfs ? { fstype: opts.fstype, uuid: uuidFromChainId(`mkfs ${chains[0]}`).toLowerCase() } : undefined,
         fstype: opts.fstype, limits: { maxEntrySize: vsize, maxTotalBytes: vsize, ...opts.limits }, out: lsmt, signal,
       }).catch((err: Error) => {
-        throw new Error(`layer ${i + 1}/${layers.length} (${layers[i].digest}): ${err.message}`);
+        throw new LayerBuildError(`layer ${i + 1}/${layers.length} (${layers[i].digest}): ${err.message}`, err);
       });
       fs.rmSync(dl.file, { force: true });
       report.apply = built.apply;

@@ -12,6 +12,7 @@ import {
   type CommitResult,
 } from '../addon';
 import type { ApplyChildRequest } from './apply-child';
+import { ConvertOptionError, LayerBuildError } from './errors';
 
 export interface BuildLayerSpec {
   workDir: string;       // private dir for this layer's files
@@ -80,7 +81,7 @@ function mountOptions(fstype: string): string {
 
 /** mkfs.ext4 with the feature set of overlaybd's own ext4_64 base layer (readable by old kernels). */
 export function mkfsArgs(fstype: string, device: string, uuid: string): [string, string[]] {
-  if (fstype !== 'ext4') throw new Error(`--fstype ${fstype}: only ext4 is supported`);
+  if (fstype !== 'ext4') throw new ConvertOptionError(`--fstype ${fstype}: only ext4 is supported`);
   return ['mkfs.ext4', ['-F', '-q', '-b', '4096', '-i', '16384', '-U', uuid,
     '-O', '^metadata_csum,^metadata_csum_seed,^orphan_file,uninit_bg',
     '-E', 'lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0', device]];
@@ -90,7 +91,7 @@ function runMkfs(device: string, fstype: string, uuid: string, signal?: AbortSig
   const [cmd, args] = mkfsArgs(fstype, device, uuid);
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { signal }, (err, _out, stderr) => {
-      if (err) reject(new Error(`${cmd} ${device}: ${stderr.trim() || err.message}`));
+      if (err) reject(new LayerBuildError(`${cmd} ${device}: ${stderr.trim() || err.message}`, err));
       else resolve();
     });
   });
@@ -116,7 +117,7 @@ function runApplyChild(req: ApplyChildRequest, signal?: AbortSignal): Promise<Ap
         msg = undefined;
       }
       if (msg?.ok && msg.stats) return resolve(msg.stats);
-      reject(new Error(msg?.error ?? `apply child exited with ${sig ?? code}: ${err.trim().split('\n').slice(-3).join(' ')}`));
+      reject(new LayerBuildError(msg?.error ?? `apply child exited with ${sig ?? code}: ${err.trim().split('\n').slice(-3).join(' ')}`));
     });
   });
 }

@@ -5,6 +5,7 @@
 import crypto from 'node:crypto';
 import { sha256 } from '../digest';
 import { Labels } from '../labels';
+import { UnsupportedImageError } from './errors';
 import type { Descriptor, ImageManifest } from '../registry';
 
 export const OverlaybdVersion = '0.1.0';
@@ -51,11 +52,11 @@ export interface ImageConfigJson {
 export function checkSource(manifest: ImageManifest, config: ImageConfigJson, name: string): string[] {
   const diffIds = config.rootfs?.diff_ids ?? [];
   if (diffIds.length !== manifest.layers.length) {
-    throw new Error(`${name}: config has ${diffIds.length} diff_ids but the manifest has ${manifest.layers.length} layers`);
+    throw new UnsupportedImageError(`${name}: config has ${diffIds.length} diff_ids but the manifest has ${manifest.layers.length} layers`);
   }
   manifest.layers.forEach((l, i) => {
-    if (l.annotations?.[Annotations.blobDigest]) throw new Error(`${name}: layer ${i} (${l.digest}) is already an overlaybd layer`);
-    if (!sourceLayerTypes.has(l.mediaType)) throw new Error(`${name}: layer ${i} (${l.digest}) has unsupported media type ${l.mediaType}`);
+    if (l.annotations?.[Annotations.blobDigest]) throw new UnsupportedImageError(`${name}: layer ${i} (${l.digest}) is already an overlaybd layer`);
+    if (!sourceLayerTypes.has(l.mediaType)) throw new UnsupportedImageError(`${name}: layer ${i} (${l.digest}) has unsupported media type ${l.mediaType}`);
   });
   return diffIds;
 }

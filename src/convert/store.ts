@@ -8,6 +8,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { writeJsonAtomic } from '../atomic-file';
+import { ConvertOptionError, DigestMismatchError, OciLayoutError } from './errors';
 import { sha256 } from '../digest';
 import {
   MediaTypes, RegistryClient, RegistryNotFoundError, defaultPlatform, parseReference, selectPlatform,
@@ -38,10 +39,6 @@ export interface ImageStore {
   /** "host/repo" (registries) or the layout dir: the scope inside which mounts are possible. */
   readonly location: string;
   close(): Promise<void>;
-}
-
-export class DigestMismatchError extends Error {
-  readonly code = 'EDIGEST';
 }
 
 function hashingTransform(hash: crypto.Hash, progress?: Progress): Transform {
@@ -150,7 +147,7 @@ export class OciLayoutStore implements ImageStore {
 
   blobPath(digest: string): string {
     const m = /^sha256:([a-f0-9]{64})$/.exec(digest);
-    if (!m) throw new Error(`${this.name}: "${digest}" is not a sha256 digest`);
+    if (!m) throw new OciLayoutError(`${this.name}: "${digest}" is not a sha256 digest`);
     return path.join(this.dir, 'blobs', 'sha256', m[1]);
   }
 
@@ -163,9 +160,9 @@ export class OciLayoutStore implements ImageStore {
   async resolve(platform: Platform): Promise<ResolvedImage> {
     const index = this.readIndex();
     const tagged = this.tag ? index.manifests.filter((d) => d.annotations?.[refNameKey] === this.tag) : index.manifests;
-    if (tagged.length === 0) throw new Error(`${this.name}: no manifest${this.tag ? ` tagged ${this.tag}` : ''} in index.json`);
+    if (tagged.length === 0) throw new OciLayoutError(`${this.name}: no manifest${this.tag ? ` tagged ${this.tag}` : ''} in index.json`);
     let desc = tagged.length === 1 ? tagged[0] : selectPlatform(tagged, platform);
-    if (!desc) throw new Error(`${this.name}: ${tagged.length} manifests and none for ${platform.os}/${platform.architecture}`);
+    if (!desc) throw new OciLayoutError(`${this.name}: ${tagged.length} manifests and none for ${platform.os}/${platform.architecture}`);
     for (let depth = 0; depth < 2; depth++) {
       const body = await this.readBlob(desc);
       const json = JSON.parse(body.toString('utf8')) as { mediaType?: string; manifests?: Descriptor[]; layers?: Descriptor[] };
@@ -173,10 +170,10 @@ export class OciLayoutStore implements ImageStore {
         return { manifest: json as unknown as ImageManifest, mediaType: json.mediaType ?? desc.mediaType, digest: desc.digest };
       }
       const pick = selectPlatform(json.manifests, platform);
-      if (!pick) throw new Error(`${this.name}: index ${desc.digest} has no manifest for ${platform.os}/${platform.architecture}`);
+      if (!pick) throw new OciLayoutError(`${this.name}: index ${desc.digest} has no manifest for ${platform.os}/${platform.architecture}`);
       desc = pick;
     }
-    throw new Error(`${this.name}: nested indexes`);
+    throw new OciLayoutError(`${this.name}: nested indexes`);
   }
 
   async readBlob(desc: Descriptor): Promise<Buffer> {
@@ -230,7 +227,7 @@ export function openStore(spec: string, client: () => RegistryClient): ImageStor
   if (spec.startsWith('oci:')) {
     const rest = spec.slice(4);
     const m = /^(.*?)(?::([A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?$/.exec(rest)!;
-    if (!m[1]) throw new Error(`"${spec}": expected oci:DIR[:TAG]`);
+    if (!m[1]) throw new ConvertOptionError(`"${spec}": expected oci:DIR[:TAG]`);
     return new OciLayoutStore(m[1], m[2]);
   }
   return new RegistryStore(spec, client());

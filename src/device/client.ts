@@ -2,7 +2,8 @@
 // DeviceError of the same kind.
 import * as grpc from '@grpc/grpc-js';
 import { devicesService } from './api';
-import { DeviceError, kindOfGrpc } from './errors';
+import { kindOfGrpcStatus } from '../grpc-status';
+import { DeviceError } from './errors';
 import type { DeviceInfo, DeviceStatsInfo } from './manager';
 
 /** A client of deviced's socket; every call has a deadline so a wedged daemon cannot hang callers. */
@@ -21,7 +22,7 @@ export class DeviceClient {
         if (!err) return resolve(res);
         if (err.code === grpc.status.UNAVAILABLE)
           return reject(new DeviceError('Unavailable', `deviced at ${this.address} is not reachable: ${err.details || err.message}`));
-        reject(new DeviceError(kindOfGrpc(err.code), err.details || err.message));
+        reject(new DeviceError(kindOfGrpcStatus(err.code), err.details || err.message));
       });
     });
   }

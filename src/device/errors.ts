@@ -1,44 +1,15 @@
-// Errors of deviced, typed by kind; mapped to gRPC status codes once (server.ts) and back (client.ts).
-import { status } from '@grpc/grpc-js';
+// Errors of deviced, typed by kind; mapped to gRPC status codes once (service.ts) and back (client.ts).
+import { errorCode, ObdError, type ErrorKind } from '../errors';
 
-export type DeviceErrorKind =
-  | 'InvalidArgument'
-  | 'NotFound'
-  | 'AlreadyExists'
-  | 'FailedPrecondition'
-  | 'Unimplemented'
-  | 'Unavailable'
-  | 'Internal';
+export type DeviceErrorKind = ErrorKind;
 
-export class DeviceError extends Error {
+export class DeviceError extends ObdError {
   readonly code: string;
-  constructor(
-    readonly kind: DeviceErrorKind,
-    message: string,
-  ) {
-    super(message);
+  constructor(kind: DeviceErrorKind, message: string) {
+    super(kind, message);
     this.name = 'DeviceError';
-    this.code = `OBD_DEVICE_${kind.replace(/[A-Z]/g, (c, i: number) => (i ? '_' : '') + c).toUpperCase()}`;
+    this.code = errorCode('DEVICE', kind);
   }
-}
-
-const GRPC: Record<DeviceErrorKind, status> = {
-  InvalidArgument: status.INVALID_ARGUMENT,
-  NotFound: status.NOT_FOUND,
-  AlreadyExists: status.ALREADY_EXISTS,
-  FailedPrecondition: status.FAILED_PRECONDITION,
-  Unimplemented: status.UNIMPLEMENTED,
-  Unavailable: status.UNAVAILABLE,
-  Internal: status.INTERNAL,
-};
-
-export function grpcCodeOf(err: unknown): status {
-  return err instanceof DeviceError ? GRPC[err.kind] : status.INTERNAL;
-}
-
-export function kindOfGrpc(code: number): DeviceErrorKind {
-  const hit = (Object.keys(GRPC) as DeviceErrorKind[]).find((k) => GRPC[k] === code);
-  return hit ?? 'Internal';
 }
 
 /** Addon errors carry an errno name in `code`; give them a kind. */

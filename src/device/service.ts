@@ -1,8 +1,9 @@
 // obd.device.v1's server side: deviced's handlers over the DeviceManager. Errors cross as gRPC
 // status codes (client.ts turns them back into DeviceError of the same kind).
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { devicesService } from './api';
-import { DeviceError, grpcCodeOf } from './errors';
+import { grpcStatusOf } from '../grpc-status';
+import { DeviceError } from './errors';
 import type { DeviceManager } from './manager';
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
@@ -11,7 +12,7 @@ function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res): grpc.handleUnary
       .then(() => fn(call.request))
       .then(
         (res) => cb(null, res),
-        (err: Error) => cb({ code: grpcCodeOf(err), details: err.message } as grpc.ServiceError),
+        (err: Error) => cb({ code: grpcStatusOf(err, grpc.status.INTERNAL), details: err.message } as grpc.ServiceError),
       );
   };
 }

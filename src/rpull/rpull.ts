@@ -12,6 +12,7 @@ import { chainIds } from '../digest';
 import { Labels } from '../labels';
 import { CredentialStore, parseReference, RegistryClient, type Descriptor, type Platform } from '../registry';
 import { ContainerdClient } from './containerd';
+import { RpullImageError, RpullLayerError } from './errors';
 
 export interface RpullOptions {
   address: string;
@@ -64,7 +65,7 @@ export async function rpull(ref: string, o: RpullOptions): Promise<RpullResult> 
     const diffIds: string[] = JSON.parse(config.toString('utf8'))?.rootfs?.diff_ids ?? [];
     const layers = m.manifest.layers;
     if (diffIds.length !== layers.length)
-      throw new Error(`${ref}: the config has ${diffIds.length} diff_ids for ${layers.length} layers`);
+      throw new RpullImageError(`${ref}: the config has ${diffIds.length} diff_ids for ${layers.length} layers`);
     const chain = chainIds(diffIds);
     log(`resolved ${ref}: manifest ${m.digest}, ${layers.length} layers`);
 
@@ -85,17 +86,17 @@ export async function rpull(ref: string, o: RpullOptions): Promise<RpullResult> 
       const key = `extract-${process.hrtime.bigint()}-${crypto.randomBytes(3).toString('base64url')} ${chain[i]}`;
       const labels = layerLabels(layers[i], chain[i], imageRef, o.labels);
       const res = await ctd.prepare(o.snapshotter, key, i === 0 ? '' : chain[i - 1], labels).catch((err: Error) => {
-        throw new Error(`layer ${i + 1}/${layers.length} ${layers[i].digest}: ${err.message}`);
+        throw new RpullLayerError(`layer ${i + 1}/${layers.length} ${layers[i].digest}: ${err.message}`, err);
       });
       if (res === 'created') {
         await ctd.removeSnapshot(o.snapshotter, key).catch(() => undefined);
-        throw new Error(
+        throw new RpullImageError(
           `layer ${i + 1}/${layers.length} ${layers[i].digest} is not an overlaybd layer (snapshotter ${o.snapshotter} did not take it as remote): ` +
             'rpull registers overlaybd images only; pull OCI images with `ctr image pull`',
         );
       }
       if (!(await ctd.snapshotExists(o.snapshotter, chain[i])))
-        throw new Error(`layer ${i + 1}/${layers.length} ${layers[i].digest}: snapshotter answered AlreadyExists but ${chain[i]} is not there`);
+        throw new RpullLayerError(`layer ${i + 1}/${layers.length} ${layers[i].digest}: snapshotter answered AlreadyExists but ${chain[i]} is not there`);
       log(`layer ${i + 1}/${layers.length} ${layers[i].digest}: remote`);
     }
     if (chain.length > 0) await ctd.updateContentLabels(m.manifest.config.digest, { [`containerd.io/gc.ref.snapshot.${o.snapshotter}`]: chain[chain.length - 1] });

@@ -1,15 +1,15 @@
-// Errors typed by kind, as containerd's errdefs: the storage layer decides the kind once, the gRPC
-// service maps each kind to its status code once (service.ts), and containerd maps it back.
+// Errors of the snapshotter, typed by kind as containerd's errdefs: the storage layer decides the
+// kind once, the gRPC service maps it to its status code once (service.ts), and containerd maps it back.
+import { errorCode, ObdError, type ErrorKind } from '../errors';
 
-export type ErrorKind = 'NotFound' | 'AlreadyExists' | 'FailedPrecondition' | 'InvalidArgument' | 'Unavailable';
+export type { ErrorKind } from '../errors';
 
-export class SnapshotError extends Error {
-  constructor(
-    readonly kind: ErrorKind,
-    message: string,
-  ) {
-    super(message);
+export class SnapshotError extends ObdError {
+  readonly code: string;
+  constructor(kind: ErrorKind, message: string) {
+    super(kind, message);
     this.name = `SnapshotError(${kind})`;
+    this.code = errorCode('SNAPSHOT', kind);
   }
 }
 

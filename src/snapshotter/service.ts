@@ -1,7 +1,8 @@
 // containerd.services.snapshots.v1.Snapshots over gRPC: decodes requests, calls the Snapshotter,
 // encodes answers. Error kinds become gRPC codes here, once (containerd's errdefs.ToGRPC table).
 import * as grpc from '@grpc/grpc-js';
-import { ErrorKind, SnapshotError } from './errors';
+import { grpcStatusOf } from '../grpc-status';
+import { SnapshotError } from './errors';
 import { Logger } from '../log';
 import { loadProto } from '../proto';
 import { Info, Kind, Mount, Snapshotter } from './snapshotter';
@@ -15,17 +16,9 @@ export function loadSnapshotsService(): grpc.ServiceDefinition {
   return pkg.containerd.services.snapshots.v1.Snapshots.service;
 }
 
-const CODES: Record<ErrorKind, grpc.status> = {
-  NotFound: grpc.status.NOT_FOUND,
-  AlreadyExists: grpc.status.ALREADY_EXISTS,
-  FailedPrecondition: grpc.status.FAILED_PRECONDITION,
-  InvalidArgument: grpc.status.INVALID_ARGUMENT,
-  Unavailable: grpc.status.UNAVAILABLE,
-};
-
 export function toServiceError(err: unknown): grpc.ServiceError {
   const e = err instanceof Error ? err : new Error(String(err));
-  const code = err instanceof SnapshotError ? CODES[err.kind] : grpc.status.UNKNOWN;
+  const code = err instanceof SnapshotError ? grpcStatusOf(err, grpc.status.UNKNOWN) : grpc.status.UNKNOWN;
   return Object.assign(new Error(e.message), { code, details: e.message, metadata: new grpc.Metadata() });
 }
 

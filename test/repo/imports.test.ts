@@ -10,7 +10,7 @@ const distSrc = path.join(__dirname, '..', '..', 'src');
 
 /** Layer of each area, lowest first; an area is a directory under src/, or a single file at its top. */
 const LAYERS: string[][] = [
-  ['addon', 'log', 'proto', 'labels', 'digest', 'atomic-file', 'grpc-socket', 'config'],
+  ['addon', 'log', 'errors', 'grpc-status', 'proto', 'labels', 'digest', 'atomic-file', 'grpc-socket', 'config'],
   ['registry'],
   ['trace'],
   ['device', 'convert', 'rpull'],

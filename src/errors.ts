@@ -1,0 +1,28 @@
+// One shape for the errors obd's callers act on, as containerd's errdefs and undici's named errors:
+// every such error is an ObdError with a `kind` (what the caller can do about it) and a stable
+// `code`, `ERR_<AREA>_<KIND>` (for scripts and logs). Each gRPC service maps kinds to status codes
+// once (grpc-status.ts).
+export type ErrorKind =
+  | 'InvalidArgument'
+  | 'NotFound'
+  | 'AlreadyExists'
+  | 'FailedPrecondition'
+  | 'Unimplemented'
+  | 'Unavailable'
+  | 'Internal';
+
+/** ERR_DEVICE_NOT_FOUND for ('DEVICE', 'NotFound'). */
+export function errorCode(area: string, kind: string): string {
+  return `ERR_${area}_${kind.replace(/[A-Z]/g, (c, i: number) => (i ? '_' : '') + c).toUpperCase()}`;
+}
+
+export abstract class ObdError extends Error {
+  abstract readonly code: string;
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
