@@ -24,5 +24,16 @@ export abstract class ObdError extends Error {
     options?: { cause?: unknown },
   ) {
     super(message, options);
+    this.name = new.target.name;
   }
+}
+
+/** The base of a named error with a fixed code and kind: `class XError extends errorClass('ERR_X', 'NotFound') {}`. */
+export function errorClass(code: string, kind: ErrorKind) {
+  return class extends ObdError {
+    readonly code = code;
+    constructor(message: string, cause?: unknown) {
+      super(kind, message, cause === undefined ? undefined : { cause });
+    }
+  };
 }

@@ -1,20 +1,8 @@
 // Errors of `obd rpull`, one class per kind of failure with a stable code (src/errors.ts).
-import { ObdError } from '../errors';
+import { errorClass } from '../errors';
 
 /** The image cannot be registered lazily: its config does not fit its manifest, or a layer is not overlaybd. */
-export class RpullImageError extends ObdError {
-  readonly code = 'ERR_RPULL_IMAGE';
-  constructor(message: string) {
-    super('FailedPrecondition', message);
-    this.name = 'RpullImageError';
-  }
-}
+export class RpullImageError extends errorClass('ERR_RPULL_IMAGE', 'FailedPrecondition') {}
 
 /** containerd or the snapshotter refused or misreported a layer; the message names the layer, `cause` the answer. */
-export class RpullLayerError extends ObdError {
-  readonly code = 'ERR_RPULL_LAYER';
-  constructor(message: string, cause?: unknown) {
-    super('Internal', message, { cause });
-    this.name = 'RpullLayerError';
-  }
-}
+export class RpullLayerError extends errorClass('ERR_RPULL_LAYER', 'Internal') {}
