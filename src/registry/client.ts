@@ -3,7 +3,7 @@
 // PUT. How requests travel (connections, auth, retries, mirrors) is transport.ts.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
 import { sha256 } from '../digest';
 import { repositoryScope, type AuthHandler } from './auth';
 import { RegistryArgumentError, RegistryNotFoundError, RegistryProtocolError } from './errors';
@@ -202,30 +202,28 @@ export class RegistryClient {
 
   /** Whole blob into memory, digest verified (configs, small blobs). */
   async getBlob(host: string, repo: string, digest: string, opts: { maxBytes?: number; signal?: AbortSignal } = {}): Promise<Buffer> {
-    checkDigest(digest, host);
     const what = `GET blob ${repo}@${digest}`;
-    return this.transport.pull(host, what, opts.signal, async (ep, sig) => {
-      const res = await this.transport.send(ep, repo, { method: 'GET', path: `/v2/${repo}/blobs/${digest}`, scope: repositoryScope(repo, 'pull'),
-        signal: sig, followRedirects: true });
-      if (res.statusCode !== 200) await this.transport.fail(res, ep, what);
-      const body = await readAll(res.body, opts.maxBytes ?? 64 << 20, ep.host, what);
-      if (sha256(body) !== digest) throw new RegistryProtocolError(`${ep.host}: ${what}: content does not match digest`, { registry: ep.host });
+    return this.streamBlob(host, repo, digest, async (res, from) => {
+      const body = await readAll(res, opts.maxBytes ?? 64 << 20, from, what);
+      if (sha256(body) !== digest) throw new RegistryProtocolError(`${from}: ${what}: content does not match digest`, { registry: from });
       return body;
-    });
+    }, opts.signal);
   }
 
   /**
-   * The whole blob as a stream handed to `consume`, which reads it to the end (and checks its
-   * digest); a mirror that fails moves on to the next endpoint, and the attempt is retried.
+   * The whole blob as a stream handed to `consume` with the host that answered; consume reads it
+   * to the end (and checks its digest). A mirror that fails moves on to the next endpoint, and the
+   * attempt is retried.
    */
-  async streamBlob<T>(host: string, repo: string, digest: string, consume: (body: Readable) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async streamBlob<T>(host: string, repo: string, digest: string, consume: (body: Dispatcher.ResponseData['body'], from: string) => Promise<T>,
+    signal?: AbortSignal): Promise<T> {
     checkDigest(digest, host);
     const what = `GET blob ${repo}@${digest}`;
     return this.transport.pull(host, what, signal, async (ep, sig) => {
       const res = await this.transport.send(ep, repo, { method: 'GET', path: `/v2/${repo}/blobs/${digest}`, scope: repositoryScope(repo, 'pull'),
         signal: sig, followRedirects: true });
       if (res.statusCode !== 200) await this.transport.fail(res, ep, what);
-      return consume(res.body);
+      return consume(res.body, ep.host);
     });
   }
 
