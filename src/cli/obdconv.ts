@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `obdconv SRC DST`: convert an OCI image into an overlaybd image. Options follow
-// accelerated-container-image's converters (aci-compat.md §1.6).
+// accelerated-container-image's converters (docs/formats.md).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -1,5 +1,5 @@
 // Media types, annotations and the config/manifest shapes of an overlaybd image as
-// accelerated-container-image writes them (aci-compat.md §1.6): layers are
+// accelerated-container-image writes them (docs/formats.md, docs/labels.md): layers are
 // `application/vnd.oci.image.layer.v1.tar` (the blob is a tar-wrapped ZFile/LSMT, so its digest is
 // also its diff_id) annotated with the overlaybd version, blob digest, size and fs type.
 import crypto from 'node:crypto';

@@ -1,4 +1,4 @@
-// The tar wrapper of overlaybd layer blobs (format spec §3, `overlaybd-commit -t` /
+// The tar wrapper of overlaybd layer blobs (docs/formats.md, `overlaybd-commit -t` /
 // `overlaybd-zfile -t`): a PAX header `overlaybd.pax` carrying `size=<n>`, a ustar header
 // `overlaybd.commit` (mode 0644, root, mtime 0, size field 0), the payload, zero padding to 512 and
 // two zero blocks. Byte-identical to the upstream tools' output, so plain OCI tools accept the blob

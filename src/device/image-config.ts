@@ -1,4 +1,4 @@
-// The per-device config, overlaybd's config.v1.json (spec/overlaybd-format.md §4.1): parsing with
+// The per-device config, overlaybd's config.v1.json (docs/formats.md): parsing with
 // errors that name the bad key, and resolving each lower to what the data path can open.
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,5 +1,5 @@
 // Registry credentials: from the config and from docker's config.json (`auths`, base64 `auth` or
-// username/password). Lookup follows overlaybd's rule (overlaybd-format.md §4.3): candidates are
+// username/password). Lookup follows overlaybd's rule (docs/configuration.md): candidates are
 // HOST, HOST/SEG1, HOST/SEG1/SEG2, … of the repository, and the first `auths` entry (in file order)
 // whose key equals a candidate wins. Keys written by `docker login` (https://HOST/v1/) are normalised.
 import { execFile } from 'node:child_process';

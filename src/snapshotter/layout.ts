@@ -2,7 +2,7 @@
 //   root/metadata.level/        LevelDB (ours; ACI's bolt file is root/metadata.db, so the two never collide)
 //   root/snapshots/<id>/fs      overlay upperdir of an Active snapshot, lowerdir once Committed (0755)
 //   root/snapshots/<id>/work    overlay workdir, Active snapshots only (0711)
-//   root/snapshots/<id>/block/  device state of overlaybd snapshots (issue 7)
+//   root/snapshots/<id>/block/  device state of overlaybd snapshots
 // Directories being created are named `new-*` and directories being removed `rm-*`; Cleanup removes
 // every entry of snapshots/ that is not the id of a record.
 import path from 'node:path';

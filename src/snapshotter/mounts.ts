@@ -1,6 +1,6 @@
 // Mounts are computed here and nowhere else. A snapshot's mounts depend on its kind, its committed
 // ancestors and its extra host lowerdirs; layer kinds other than plain directories (overlaybd
-// devices, issue 7) plug in through MountHook and get the first say.
+// devices) plug in through MountHook and get the first say.
 import fs from 'node:fs';
 import type { SnapshotRecord } from './storage';
 

@@ -26,7 +26,7 @@ export interface CreateRequest {
 }
 
 /**
- * Where snapshots that are not plain directories (remote overlaybd layers, writable devices; issue 7)
+ * Where snapshots that are not plain directories (remote overlaybd layers, writable devices)
  * plug in. Every method is optional; the mount methods come from MountHook.
  */
 export interface SnapshotHooks extends MountHook {

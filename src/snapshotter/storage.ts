@@ -138,7 +138,7 @@ export class Transaction {
     return rec;
   }
 
-  /** A committed snapshot created directly (remote layers, issue 7); same rules as create. */
+  /** A committed snapshot created directly (remote layers); same rules as create. */
   createCommitted(key: string, parent: string, labels: Record<string, string>, usage?: Usage): SnapshotRecord {
     const rec = this.create('active', key, parent, labels);
     rec.kind = 'committed';

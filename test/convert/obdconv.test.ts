@@ -70,7 +70,7 @@ describe('obdconv', () => {
     assert.deepEqual(fs.readdirSync(tmp.join('cache', 'tmp')), []);
   });
 
-  test('converted blobs are tar-wrapped ZFile LSMT layers with a uuid chain (spec §1–§3)', () => {
+  test('converted blobs are tar-wrapped ZFile LSMT layers with a uuid chain', () => {
     const shown = execFileSync(process.execPath, [obdBin(), 'layer', 'info', converted.blobs[0]], { encoding: 'utf8' });
     assert.match(shown, /type: +tar-wrapped\+zfile\+lsmt-sealed/);
     let parent = '00000000-0000-0000-0000-000000000000';

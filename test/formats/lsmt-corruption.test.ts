@@ -47,7 +47,7 @@ function putEntry(b: Buffer, i: number, offset: bigint, length: bigint, moffset:
   b.writeBigUInt64LE(moffset | (zeroed << 55n), at + 8);
 }
 
-describe('sealed layer validation (spec §1.4, §1.5)', () => {
+describe('sealed layer validation', () => {
   it('truncated files', () => {
     rejects(mutant((b) => b.subarray(0, 5000)), /too short/);
     rejects(mutant((b) => b.subarray(0, B.length - 100)), /trailer: bad LSMT magic/);
@@ -106,7 +106,7 @@ describe('sealed layer validation (spec §1.4, §1.5)', () => {
   });
 });
 
-describe('writable layer validation (spec §1.6)', () => {
+describe('writable layer validation', () => {
   function rw(name: string, mutateIndex?: (b: Buffer) => Buffer | void, mutateData?: (b: Buffer) => Buffer | void) {
     const data = copyFixture('b_patterns/b.rw.data', tmp, `${name}.data`);
     const index = copyFixture('b_patterns/b.rw.index', tmp, `${name}.index`);
@@ -164,7 +164,7 @@ describe('writable layer validation (spec §1.6)', () => {
   });
 });
 
-describe('tar wrapper (spec §3.2)', () => {
+describe('tar wrapper', () => {
   const tarred = fs.readFileSync(fixture('c_zfile/c.lz4_bs4k.zfile.tar'));
   it('a tar whose member runs past the end of the file is refused by name', () => {
     const f = tmp.join('short.tar');

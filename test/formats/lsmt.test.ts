@@ -1,4 +1,4 @@
-// LSMT golden tests: every upstream-made fixture decodes to what MANIFEST.md states, and our
+// LSMT golden tests: every upstream-made fixture decodes to the values its manifest states (test/fixtures/overlaybd/PROVENANCE.md), and our
 // writer produces the same bytes as overlaybd-create / overlaybd-commit.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

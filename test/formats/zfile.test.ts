@@ -1,4 +1,4 @@
-// ZFile: upstream fixtures decode to what MANIFEST.md states; our writer reproduces upstream bytes;
+// ZFile: upstream fixtures decode to what their manifest states (test/fixtures/overlaybd/PROVENANCE.md); our writer reproduces upstream bytes;
 // round trips over every algorithm × block size × checksum setting.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -26,7 +26,7 @@ interface Golden {
   payloadSha256: string;
 }
 
-// Values quoted from fixtures/overlaybd/MANIFEST.md (sections a, c, e).
+// Values quoted from the fixture set's manifest (sections a, c, e; see test/fixtures/overlaybd/PROVENANCE.md).
 const golden: Golden[] = [
   { file: 'c_zfile/c.lz4_bs4k.zfile', sha256: '374ed4d9dc6eeff27a502bad419d4d8fd3ca2587bd1e1bbb4792660a7a3875dd', algorithm: 'lz4', blockSize: 4096, verify: true, headerFlags: 19, headerDigest: 0xc7a212fc, trailerDigest: 0xdf3d1fd1, indexOffset: 72636, blockCount: 261, originalSize: 1065472, indexCrc: 0x81542f7f, payloadSha256: B_COMMIT_SHA },
   { file: 'c_zfile/c.zstd_bs4k.zfile', sha256: '8600f8c2e4ed56ffa11e7488b2fe9aa27b02a18a3a239b4e8ce1dccb6d29d78e', algorithm: 'zstd', blockSize: 4096, verify: true, headerFlags: 19, headerDigest: 0x01330f4c, trailerDigest: 0x6326cc4a, indexOffset: 71296, blockCount: 261, originalSize: 1065472, indexCrc: 0x86114d39, payloadSha256: B_COMMIT_SHA },

@@ -1,4 +1,4 @@
-// Container snapshots on an overlaybd image by rwMode (aci-compat.md §1.4), each through a real
+// Container snapshots on an overlaybd image by rwMode (docs/labels.md), each through a real
 // `ctr run --snapshotter obd`: a file written in the container ends up where the mode says —
 // overlayfs: the snapshot's upperdir; dir: the private device's filesystem (a writable LSMT upper in
 // block/); dev: the block device handed to containerd. A dev snapshot committed through containerd

@@ -33,7 +33,7 @@ describe('config', () => {
     assert.equal(cfg.cacheConfig.cacheDir, '/var/lib/obd/cache');
   });
 
-  test('defaults match DESIGN.md; nested objects are completed key by key', () => {
+  test('defaults match docs/configuration.md; nested objects are completed key by key', () => {
     const d = defaultConfig();
     assert.equal(d.root, '/var/lib/containerd/io.containerd.snapshotter.v1.obd');
     assert.equal(d.address, '/run/obd/snapshotter.sock');

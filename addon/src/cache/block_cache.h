@@ -1,4 +1,4 @@
-// The local block cache of remote blobs (DESIGN.md "cache"; overlaybd-format.md §5.2).
+// The local block cache of remote blobs (docs/architecture.md, docs/formats.md "Block cache files").
 //
 // Per blob digest: a sparse data file `sha256_<hex>.data` (bytes at their blob offsets) and a
 // bitmap file `sha256_<hex>.bitmap` (64-byte header + one bit per refill unit that is present).

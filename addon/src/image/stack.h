@@ -1,4 +1,4 @@
-// A layer stack as one virtual disk (spec: overlaybd-format.md §1.8, §3): read-only lowers, bottom
+// A layer stack as one virtual disk (docs/formats.md): read-only lowers, bottom
 // first, each a raw blob that may be tar-wrapped and/or ZFile-compressed around a sealed LSMT layer,
 // plus an optional writable LSMT upper (data + index files). Top wins; zeroed extents read as zeros.
 #pragma once

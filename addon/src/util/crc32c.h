@@ -1,6 +1,6 @@
 // CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) as a *raw register update*: the register
 // starts at `seed`, and there is no initial or final inversion. This is what chaining the SSE4.2
-// `crc32` instruction computes, and what overlaybd's ZFile checksums are (spec §2.4). The standard
+// `crc32` instruction computes, and what overlaybd's ZFile checksums are (docs/formats.md, ZFile). The standard
 // CRC-32C of data D is ~crc32cUpdate(~0u, D).
 #pragma once
 

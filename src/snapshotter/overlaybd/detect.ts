@@ -1,5 +1,5 @@
 // Is a blob an overlaybd layer? By its first bytes, as overlaybd's own open path decides
-// (overlaybd-format.md §5): an optional ustar wrapper (payload at 512, or 1536 after a PAX header),
+// (docs/formats.md): an optional ustar wrapper (payload at 512, or 1536 after a PAX header),
 // then ZFile or LSMT magic. For a remote blob this costs one range read of 2 KiB.
 const LSMT_MAGIC0 = Buffer.from([0x4c, 0x53, 0x4d, 0x54, 0x00, 0x01, 0x02, 0x00]);
 const ZFILE_MAGIC0 = Buffer.from([0x5a, 0x46, 0x69, 0x6c, 0x65, 0x00, 0x01, 0x00]);

@@ -1,4 +1,4 @@
-// overlaybd in the snapshotter (aci-compat.md §1.3–1.4): remote layers committed at Prepare time
+// overlaybd in the snapshotter (docs/architecture.md, docs/labels.md): remote layers committed at Prepare time
 // (containerd then skips download and unpack), and container snapshots on an overlaybd chain by
 // rwMode — overlayfs (one shared read-only device per image top layer, overlay on its mountpoint),
 // dir (a private writable device, bind mount of its filesystem) and dev (the block device itself).

@@ -1,5 +1,5 @@
 // Commit (compact) a writable layer into a sealed layer blob, byte-identical to overlaybd-commit
-// (spec §1.9), optionally streamed through a ZFile writer (`overlaybd-commit -z`).
+// (docs/formats.md, LSMT), optionally streamed through a ZFile writer (`overlaybd-commit -z`).
 #pragma once
 
 #include <optional>

@@ -11,7 +11,7 @@ const uint8_t kMagic0[8] = {0x4C, 0x53, 0x4D, 0x54, 0x00, 0x01, 0x02, 0x00};
 const uint8_t kMagic1[16] = {0x65, 0x7E, 0x63, 0xD2, 0x94, 0x44, 0x08, 0x4C,
                              0xA2, 0xD2, 0xC8, 0xEC, 0x4F, 0xCF, 0xAE, 0x8A};
 
-// Field offsets inside the packed struct (spec §1.2).
+// Field offsets inside the packed struct (docs/formats.md, LSMT).
 constexpr size_t kOffSize = 24, kOffFlags = 28, kOffIndexOffset = 32, kOffIndexSize = 40, kOffVsize = 48,
                  kOffUuid = 56, kOffParent = 93, kOffVersion = 132, kOffSubVersion = 133, kOffTag = 134;
 

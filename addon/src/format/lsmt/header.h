@@ -1,4 +1,4 @@
-// The 4096-byte LSMT header/trailer block (spec §1.2, §1.3) and the UUID text form (§1.7).
+// The 4096-byte LSMT header/trailer block (docs/formats.md, LSMT) and the UUID text form.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,5 @@
 // In-memory LSMT indexes: a sorted immutable one (sealed layers, merged stacks) and a mutable one
-// where a newer mapping overrides the overlapped parts of older ones (writable layers, §1.6).
+// where a newer mapping overrides the overlapped parts of older ones (writable layers).
 #pragma once
 
 #include <cstdint>
@@ -28,7 +28,7 @@ class SegmentIndex {
  public:
   SegmentIndex() = default;
   explicit SegmentIndex(std::vector<Segment> segs) : segs_(std::move(segs)) {}
-  // Checks the ordering rule of §1.4 (ascending, non-overlapping, non-empty).
+  // Checks the ordering rule of LSMT indexes (ascending, non-overlapping, non-empty).
   static Status checkSorted(const std::vector<Segment>& segs);
   // Emits pieces covering exactly [start, end) in order, holes included.
   void lookup(uint64_t start, uint64_t end, const PieceFn& fn) const;
@@ -55,7 +55,7 @@ class MutableIndex {
 // Each output segment's tag is the position of its layer in `layers`. Fails beyond kMaxRwIndexSize.
 Result<std::vector<Segment>> mergeLayers(const std::vector<const SegmentIndex*>& layers);
 
-// Commit-time compaction: merges neighbours whose data is contiguous (§1.5).
+// Commit-time compaction: merges neighbours whose data is contiguous.
 std::vector<Segment> compress(const std::vector<Segment>& segs);
 
 }  // namespace obd::lsmt

@@ -1,4 +1,4 @@
-// A sealed (read-only) LSMT layer, as stored in a registry blob (spec §1.5).
+// A sealed (read-only) LSMT layer, as stored in a registry blob (docs/formats.md, LSMT).
 #pragma once
 
 #include <memory>
@@ -11,7 +11,7 @@ namespace obd::lsmt {
 
 class SealedLayer {
  public:
-  // Validates header, trailer and every index entry (§1.4, §1.5). Errors name the file.
+  // Validates header, trailer and every index entry. Errors name the file.
   static Result<std::shared_ptr<SealedLayer>> open(std::shared_ptr<ReadableFile> file);
 
   const HeaderTrailer& header() const { return header_; }

@@ -1,4 +1,4 @@
-// LSMT index records (spec §1.4): a 16-byte SegmentMapping maps a run of 512-byte sectors of the
+// LSMT index records (docs/formats.md, LSMT): a 16-byte SegmentMapping maps a run of 512-byte sectors of the
 // virtual disk to a run of sectors inside a layer file, or marks it as zeroed.
 #pragma once
 

@@ -1,4 +1,4 @@
-// A writable LSMT layer (spec §1.6): a data file that payloads are appended to, and an index file
+// A writable LSMT layer (docs/formats.md, LSMT): a data file that payloads are appended to, and an index file
 // that is an append-only log of mappings, replayed in order on open (later records win).
 #pragma once
 

@@ -1,4 +1,4 @@
-// Tar-wrapped layer blobs (spec §3.2): `overlaybd-commit -t` / ACI store a layer as a POSIX ustar
+// Tar-wrapped layer blobs (docs/formats.md): `overlaybd-commit -t` / ACI store a layer as a POSIX ustar
 // archive with one member so that plain OCI tools accept it. The payload is that member's bytes.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Per-block compression for ZFile: LZ4 raw block format (LZ4_compress_default / LZ4_decompress_safe)
-// and ZSTD (one complete frame per block, level 3), spec §2.3.
+// and ZSTD (one complete frame per block, level 3) (docs/formats.md, ZFile).
 #pragma once
 
 #include <zstd.h>

@@ -1,4 +1,4 @@
-// The 512-byte ZFile header/trailer block (spec §2.2) and its encoding. Both the header at offset 0
+// The 512-byte ZFile header/trailer block (docs/formats.md, ZFile) and its encoding. Both the header at offset 0
 // and the trailer at size-512 use this layout; only the flag bits and which fields are filled differ.
 #pragma once
 

@@ -1,4 +1,4 @@
-// ZFile writer (spec §2.6): header, blocks (+crc), jump table, trailer, optional header overwrite.
+// ZFile writer (docs/formats.md, ZFile): header, blocks (+crc), jump table, trailer, optional header overwrite.
 // Output is byte-identical to overlaybd's builder for the same compressor output.
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-// ZFile: overlaybd's seekable block-compressed container (spec: overlaybd-format.md §2).
+// ZFile: overlaybd's seekable block-compressed container (docs/formats.md).
 // Public API used by the LSMT/stack code and the binding. Implementation in this folder.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The kernel side of a TCMU device, reached through sysfs/configfs (spec/tcmu.md §1, §2, §4, §6):
+// The kernel side of a TCMU device, reached through sysfs/configfs (the kernel's target_core_user and tcm_loop interfaces):
 // support detection, the configfs backstore (core/user_<hba>/<name>), the tcm_loop LUN that turns it
 // into /dev/sdX, and UIO device discovery. All paths are relative to a root so tests can point them
 // at a fake tree; production uses "/".

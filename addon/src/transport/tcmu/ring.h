@@ -1,5 +1,5 @@
 // The shared-memory layout of target_core_user (UAPI target_core_user.h, TCMU_MAILBOX_VERSION 2), written
-// from the layout facts in spec/tcmu.md §4. Everything the kernel writes here is untrusted: readers go
+// from the kernel's target_core_user ring layout. Everything the kernel writes here is untrusted: readers go
 // through RingView, which bounds-checks every offset against the mapping.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Userspace side of the TCMU command ring (spec/tcmu.md §4.4): fetches entries between our read cursor
+// Userspace side of the TCMU command ring: fetches entries between our read cursor
 // and mailbox->cmd_head, hands CMD entries to a ScsiDisk, and completes them.
 //
 // Completion rule: the response is written in place into the command's own entry, and cmd_tail only

@@ -1,4 +1,4 @@
-// The SCSI block command set a TCMU-backed disk answers (spec/tcmu.md §5): plain C++ over a
+// The SCSI block command set a TCMU-backed disk answers: plain C++ over a
 // BlockDevice, independent of the ring, so it can be driven by the ring processor or directly.
 #pragma once
 
@@ -37,7 +37,7 @@ struct ScsiResult {
   uint8_t ascq() const { return sense[13]; }
 };
 
-// Named conditions of spec/tcmu.md §5.3.
+// Named sense conditions (SBC/SPC).
 ScsiResult senseInvalidOpcode();      // ILLEGAL REQUEST 20/00
 ScsiResult senseLbaOutOfRange();      // ILLEGAL REQUEST 21/00
 ScsiResult senseInvalidFieldInCdb();  // ILLEGAL REQUEST 24/00
