@@ -10,7 +10,8 @@ const distSrc = path.join(__dirname, '..', '..', 'src');
 
 /** Layer of each area, lowest first; an area is a directory under src/, or a single file at its top. */
 const LAYERS: string[][] = [
-  ['addon', 'log', 'errors', 'grpc-status', 'proto', 'labels', 'digest', 'atomic-file', 'grpc-socket', 'config'],
+  ['addon', 'log', 'errors', 'proto', 'labels', 'digest', 'atomic-file', 'config'],
+  ['grpc-status', 'grpc-socket'],
   ['registry'],
   ['trace'],
   ['device', 'convert', 'rpull'],
@@ -29,11 +30,15 @@ function layerOf(area: string): number {
   return i;
 }
 
+const repoSrc = path.join(distSrc, '..', '..', 'src');
+
+/** Compiled files whose source is still in src/ (a build dir may hold output of deleted files). */
 function jsFiles(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) return jsFiles(p);
-    return e.name.endsWith('.js') ? [p] : [];
+    const source = path.join(repoSrc, path.relative(distSrc, p)).replace(/\.js$/, '.ts');
+    return e.name.endsWith('.js') && fs.existsSync(source) ? [p] : [];
   });
 }
 
