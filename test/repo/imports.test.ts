@@ -15,7 +15,7 @@ const LAYERS: string[][] = [
   ['registry'],
   ['trace'],
   ['device', 'convert', 'rpull'],
-  ['snapshotter'],
+  ['snapshotter', 'doctor'],
   ['cli'],
 ];
 
