@@ -62,18 +62,10 @@ export interface ZFileReader {
   read(offset: number, length: number): Promise<Buffer>;
   /** Closes the file now instead of at garbage collection; later reads reject. */
   close(): void;
-  /** Testing: reads issued to the fault-injecting source (0 when opened without `faults`). */
-  readonly sourceReads: number;
 }
 
-/** Testing only: make the source complete reads on other threads, or corrupt the next reads after open. */
-export interface ZFileSourceFaults {
-  otherThread?: boolean;
-  corruptReads?: number;
-}
-
-export function openZFile(path: string, verifyBlocks = true, faults?: ZFileSourceFaults): ZFileReader {
-  return new native.ZFileReader(path, verifyBlocks, faults);
+export function openZFile(path: string, verifyBlocks = true): ZFileReader {
+  return new native.ZFileReader(path, verifyBlocks);
 }
 // ---- end zfile ----
 
@@ -193,7 +185,7 @@ export interface TcmuAttachOptions {
   hba: number; // backstore core/user_<hba>/<name>
   name: string; // dev_<id>
   cfgString: string; // dev_config, e.g. "overlaybd/<config.v1.json>"
-  loopbackId: number; // tcm_loop target naa.199<id, 13 digits> (tenant prefix when hba is not 999999999)
+  loopbackId: number; // tcm_loop target naa.199<id, 13 digits> (tenant prefix when hba is not TCMU_DEFAULT_HBA)
   adoptExisting?: boolean; // serve a backstore an earlier deviced left instead of failing
 }
 
@@ -265,6 +257,9 @@ export interface TcmuSupport {
 }
 
 /** Whether this kernel can serve TCMU devices; with loadModules, first tries modprobe and mounting configfs. */
+/** accelerated-container-image's TCMU HBA (core/user_<hba>) when no tenant is configured. */
+export const TCMU_DEFAULT_HBA: number = native.tcmuDefaultHba;
+
 export function tcmuSupported(loadModules = false): TcmuSupport {
   return native.tcmuSupported(loadModules);
 }

@@ -15,7 +15,6 @@
 
 #include "format/lsmt/commit.h"
 #include "format/lsmt/writable.h"
-#include "format/zfile/test_source.h"
 #include "format/zfile/zfile.h"
 #include "transport/fuse_loop/device_stack.h"
 #include "transport/fuse_loop/fuse_loop_device.h"
@@ -56,13 +55,40 @@ Napi::Value rejected(Napi::Env env, const obd::Status& st) {
   return d.Promise();
 }
 
-// A JS number that is a non-negative safe integer (what a byte count or offset can be).
+// Argument helpers, the one set every section uses.
+// A non-negative safe-integer number or a BigInt that fits (what a byte count or offset can be).
 bool safeU64(const Napi::Value& v, uint64_t* out) {
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    *out = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    return lossless;
+  }
   if (!v.IsNumber()) return false;
   double d = v.As<Napi::Number>().DoubleValue();
   if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
   *out = static_cast<uint64_t>(d);
   return true;
+}
+
+// A byte-count field of an options object; a missing optional one leaves *out as it is. On failure
+// *bad names the field.
+bool numberArg(const Napi::Object& o, const char* key, uint64_t* out, bool required, std::string* bad) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) *bad = std::string(key) + " is required";
+    return !required;
+  }
+  if (!safeU64(v, out)) {
+    *bad = std::string(key) + " must be a non-negative integer";
+    return false;
+  }
+  return true;
+}
+
+// A string field of an options object; "" when it is missing or not a string.
+std::string getString(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
 }
 
 // Runs `work` on the libuv pool and settles a promise with its Status; resolves with a copy of
@@ -121,18 +147,7 @@ constexpr napi_type_tag kCacheTag = {0x6f62645f63616368ull, 0x655f746167000001ul
 constexpr napi_type_tag kFetcherTag = {0x6f62645f66657463ull, 0x685f746167000002ull};
 constexpr napi_type_tag kFileTag = {0x6f62645f72656d6full, 0x74655f6669000003ull};
 
-bool numberArg(const Napi::Object& o, const char* key, uint64_t* out, bool required, std::string* bad) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) {
-    if (required) *bad = std::string(key) + " is required";
-    return !required;
-  }
-  if (!common::safeU64(v, out)) {
-    *bad = std::string(key) + " must be a non-negative integer";
-    return false;
-  }
-  return true;
-}
+using common::numberArg;
 
 // The fetcher: a ThreadSafeFunction that calls the JS fetch function on the main thread.
 class JsFetcher : public obd::BlobFetcher {
@@ -456,13 +471,15 @@ bool parseOptions(const Napi::Value& v, obd::zfile::CompressOptions* o, std::str
   if (!v.IsObject()) return *bad = "options must be an object", false;
   Napi::Object obj = v.As<Napi::Object>();
   if (obj.Has("algorithm") && !obj.Get("algorithm").IsUndefined()) {
-    std::string a = obj.Get("algorithm").ToString().Utf8Value();
+    std::string a = common::getString(obj, "algorithm");
     if (a == "lz4") o->algorithm = obd::zfile::Algorithm::kLz4;
     else if (a == "zstd") o->algorithm = obd::zfile::Algorithm::kZstd;
-    else return *bad = "algorithm must be lz4 or zstd, got " + a, false;
+    else return *bad = "algorithm must be lz4 or zstd, got " + obj.Get("algorithm").ToString().Utf8Value(), false;
   }
-  if (obj.Has("blockSize") && !obj.Get("blockSize").IsUndefined())
-    o->blockSize = obj.Get("blockSize").ToNumber().Uint32Value();
+  uint64_t blockSize = o->blockSize;
+  if (!common::numberArg(obj, "blockSize", &blockSize, false, bad)) return false;
+  if (blockSize > UINT32_MAX) return *bad = "blockSize must be a byte count", false;
+  o->blockSize = static_cast<uint32_t>(blockSize);
   if (obj.Has("verify") && !obj.Get("verify").IsUndefined()) o->verify = obj.Get("verify").ToBoolean();
   if (obj.Has("overwriteHeader") && !obj.Get("overwriteHeader").IsUndefined())
     o->overwriteHeader = obj.Get("overwriteHeader").ToBoolean();
@@ -535,16 +552,14 @@ class Reader : public Napi::ObjectWrap<Reader> {
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "ZFileReader",
                        {InstanceMethod("read", &Reader::Read), InstanceMethod("close", &Reader::Close),
-                        InstanceAccessor("size", &Reader::Size, nullptr),
-                        InstanceAccessor("sourceReads", &Reader::SourceReads, nullptr)});
+                        InstanceAccessor("size", &Reader::Size, nullptr)});
   }
-  // new ZFileReader(path, verifyBlocks, faults?) — `faults` ({otherThread, corruptReads}) wraps the
-  // local file in a FaultySource so tests can drive the asynchronous and retry paths; corruptReads
-  // applies to the reads after open.
+  // new ZFileReader(path, verifyBlocks). (The reader over asynchronous and corrupting sources is
+  // exercised by addon/test/zfile, where the test-only FaultySource lives.)
   explicit Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) {
-      common::fail(env, obd::InvalidArg("new ZFileReader(path, verify, faults)"));
+      common::fail(env, obd::InvalidArg("new ZFileReader(path, verify)"));
       return;
     }
     auto src = obd::LocalFile::open(info[0].As<Napi::String>());
@@ -552,29 +567,17 @@ class Reader : public Napi::ObjectWrap<Reader> {
       common::fail(env, src.status());
       return;
     }
-    std::shared_ptr<obd::ReadableFile> source = src.take();
-    if (info.Length() > 2 && info[2].IsObject()) {
-      faulty_ = std::make_shared<obd::zfile::FaultySource>(std::move(source),
-                                                           info[2].As<Napi::Object>().Get("otherThread").ToBoolean());
-      source = faulty_;
-    }
-    auto z = obd::zfile::open(std::move(source), info.Length() > 1 && info[1].ToBoolean());
+    auto z = obd::zfile::open(src.take(), info.Length() > 1 && info[1].ToBoolean());
     if (!z.ok()) {
       common::fail(env, z.status());
       return;
     }
     file_ = z.take();
-    if (faulty_ && info[2].As<Napi::Object>().Get("corruptReads").IsNumber())
-      faulty_->corruptNext(info[2].As<Napi::Object>().Get("corruptReads").ToNumber().Uint32Value());
   }
 
  private:
   Napi::Value Size(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), file_ ? static_cast<double>(file_->size()) : 0);
-  }
-  // Reads issued to a FaultySource so far (0 without faults).
-  Napi::Value SourceReads(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), faulty_ ? static_cast<double>(faulty_->readCount()) : 0);
   }
   // close(): drops the file (reads in flight keep it alive until they finish).
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -595,7 +598,6 @@ class Reader : public Napi::ObjectWrap<Reader> {
   }
 
   std::shared_ptr<obd::ReadableFile> file_;
-  std::shared_ptr<obd::zfile::FaultySource> faulty_;
 };
 
 // crc32c(buf, seed, portable) → raw register update (no inversion), as ZFile checksums use it.
@@ -629,22 +631,8 @@ namespace layer_binding {
 using common::fail;
 using obd::Status;
 
-// Argument helpers: a missing or mistyped value becomes EINVAL naming the argument.
-bool getString(const Napi::Object& o, const char* key, std::string* out) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return false;
-  *out = v.ToString().Utf8Value();
-  return true;
-}
-
-bool toU64(const Napi::Value& v, uint64_t* out) {
-  if (v.IsBigInt()) {
-    bool lossless = false;
-    *out = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    return lossless;
-  }
-  return common::safeU64(v, out);
-}
+using common::getString;
+using common::safeU64;
 
 Napi::Object headerObject(Napi::Env env, const obd::lsmt::HeaderTrailer& h) {
   Napi::Object o = Napi::Object::New(env);
@@ -697,9 +685,9 @@ Napi::Value CreateWritableLayer(const Napi::CallbackInfo& info) {
     return fail(env, obd::InvalidArg("createWritableLayer(data, index, {vsize, uuid, parentUuid})"));
   Napi::Object opts = info[2].As<Napi::Object>();
   obd::lsmt::CreateOptions co;
-  if (!toU64(opts.Get("vsize"), &co.virtualSize)) return fail(env, obd::InvalidArg("vsize must be a byte count"));
-  getString(opts, "uuid", &co.uuid);
-  getString(opts, "parentUuid", &co.parentUuid);
+  if (!safeU64(opts.Get("vsize"), &co.virtualSize)) return fail(env, obd::InvalidArg("vsize must be a byte count"));
+  co.uuid = getString(opts, "uuid");
+  co.parentUuid = getString(opts, "parentUuid");
   auto r = obd::lsmt::WritableLayer::create(info[0].As<Napi::String>(), info[1].As<Napi::String>(), co);
   if (!r.ok()) return fail(env, r.status());
   return Napi::String::New(env, r.value()->header().uuidText());
@@ -713,27 +701,15 @@ Napi::Value CommitLayer(const Napi::CallbackInfo& info) {
   obd::lsmt::CommitOptions co;
   if (info.Length() > 3 && info[3].IsObject()) {
     Napi::Object o = info[3].As<Napi::Object>();
-    getString(o, "uuid", &co.uuid);
-    std::string parent;
-    if (getString(o, "parentUuid", &parent)) co.parentUuid = parent;
-    getString(o, "userTag", &co.userTag);
+    co.uuid = getString(o, "uuid");
+    if (o.Get("parentUuid").IsString()) co.parentUuid = getString(o, "parentUuid");
+    co.userTag = getString(o, "userTag");
     Napi::Value z = o.Get("zfile");
     if (z.IsObject()) {
       obd::zfile::CompressOptions zo;
       zo.overwriteHeader = true;  // what `overlaybd-commit -z` writes
-      Napi::Object zobj = z.As<Napi::Object>();
-      std::string alg;
-      if (getString(zobj, "algorithm", &alg)) {
-        if (alg == "lz4") zo.algorithm = obd::zfile::Algorithm::kLz4;
-        else if (alg == "zstd") zo.algorithm = obd::zfile::Algorithm::kZstd;
-        else return fail(env, obd::InvalidArg("zfile algorithm must be lz4 or zstd, got " + alg));
-      }
-      Napi::Value bs = zobj.Get("blockSize");
-      if (!bs.IsUndefined()) {
-        uint64_t v = 0;
-        if (!toU64(bs, &v) || v > UINT32_MAX) return fail(env, obd::InvalidArg("zfile blockSize must be a byte count"));
-        zo.blockSize = static_cast<uint32_t>(v);
-      }
+      std::string bad;
+      if (!zfile_binding::parseOptions(z, &zo, &bad)) return fail(env, obd::InvalidArg("zfile " + bad));
       co.zfile = zo;
     }
   }
@@ -784,8 +760,8 @@ class Stack : public Napi::ObjectWrap<Stack> {
     }
     Napi::Value upper = spec.Get("upper");
     if (upper.IsObject()) {
-      getString(upper.As<Napi::Object>(), "data", &ss.upperData);
-      getString(upper.As<Napi::Object>(), "index", &ss.upperIndex);
+      ss.upperData = getString(upper.As<Napi::Object>(), "data");
+      ss.upperIndex = getString(upper.As<Napi::Object>(), "index");
     }
     Napi::Value verify = spec.Get("verify");
     if (verify.IsBoolean()) ss.verifyZFileBlocks = verify.As<Napi::Boolean>();
@@ -804,7 +780,7 @@ class Stack : public Napi::ObjectWrap<Stack> {
     return false;
   }
   bool range(const Napi::CallbackInfo& info, uint64_t* off, uint64_t* len) {
-    if (info.Length() < 2 || !toU64(info[0], off) || !toU64(info[1], len)) {
+    if (info.Length() < 2 || !safeU64(info[0], off) || !safeU64(info[1], len)) {
       fail(info.Env(), obd::InvalidArg("expected (offset, length) byte counts"));
       return false;
     }
@@ -823,7 +799,7 @@ class Stack : public Napi::ObjectWrap<Stack> {
   Napi::Value ReadInto(const Napi::CallbackInfo& info) {
     uint64_t off;
     if (!open(info.Env())) return info.Env().Undefined();
-    if (info.Length() < 2 || !toU64(info[0], &off) || !info[1].IsBuffer())
+    if (info.Length() < 2 || !safeU64(info[0], &off) || !info[1].IsBuffer())
       return fail(info.Env(), obd::InvalidArg("readInto(offset, buffer)"));
     auto b = info[1].As<Napi::Buffer<uint8_t>>();
     Status st = stack_->read(b.Data(), b.Length(), off);
@@ -834,7 +810,7 @@ class Stack : public Napi::ObjectWrap<Stack> {
   Napi::Value Write(const Napi::CallbackInfo& info) {
     uint64_t off;
     if (!open(info.Env())) return info.Env().Undefined();
-    if (info.Length() < 2 || !toU64(info[0], &off) || !info[1].IsBuffer())
+    if (info.Length() < 2 || !safeU64(info[0], &off) || !info[1].IsBuffer())
       return fail(info.Env(), obd::InvalidArg("write(offset, buffer)"));
     auto b = info[1].As<Napi::Buffer<uint8_t>>();
     Status st = stack_->write(b.Data(), b.Length(), off);
@@ -935,10 +911,7 @@ struct Handle {
   std::shared_ptr<obd::ServedDevice> dev;
 };
 
-std::string getString(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
-}
+using common::getString;
 
 // deviceAttach({id, mountDir, lowers: [path | RemoteFile…], upperData, upperIndex, rawFile, rawWritable,
 //               loopDirectIo, threads, transport: "fuse-loop" | "tcmu",
@@ -963,8 +936,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     spec.name = getString(t, "name");
     spec.cfgString = getString(t, "cfgString");
     const uint64_t wwnId = t.Get("loopbackId").IsNumber() ? static_cast<uint64_t>(t.Get("loopbackId").ToNumber().Int64Value()) : 0;
-    spec.loopbackWwn = obd::tcmu::aciLoopbackWwn(wwnId);
-    if (spec.hba != 999999999u) spec.loopbackWwn.replace(4, 3, std::to_string(spec.hba % 100 + 100));  // ACI tenant prefix
+    spec.loopbackWwn = obd::tcmu::aciLoopbackWwn(wwnId, spec.hba);
     serve.tcmu.adoptExisting = t.Get("adoptExisting").ToBoolean();
     if (spec.name.empty()) return reject(obd::InvalidArg("deviceAttach: tcmu.name is required"));
   } else if (!transport.empty() && transport != "fuse-loop") {
@@ -1165,6 +1137,7 @@ Napi::Value RemoveStale(const Napi::CallbackInfo& info) {
 
 void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("tcmuSupported", Napi::Function::New(env, Supported));
+  exports.Set("tcmuDefaultHba", Napi::Number::New(env, obd::tcmu::kAciDefaultHba));
   exports.Set("tcmuListBackstores", Napi::Function::New(env, ListBackstores));
   exports.Set("tcmuRemoveStale", Napi::Function::New(env, RemoveStale));
 }

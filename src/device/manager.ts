@@ -77,9 +77,9 @@ export function chooseTransport(wanted: 'auto' | 'tcmu' | 'fuse-loop', log: Logg
   return transport;
 }
 
-/** The TCMU HBA (core/user_<hba>): the config's tenant, else accelerated-container-image's 999999999. */
+/** The TCMU HBA (core/user_<hba>): the config's tenant, else accelerated-container-image's. */
 export function tcmuHba(tenant: number): number {
-  return tenant >= 0 ? tenant : 999999999;
+  return tenant >= 0 ? tenant : addon.TCMU_DEFAULT_HBA;
 }
 
 /** A number for the tcm_loop WWN (naa.199 + 13 digits): a numeric id (a snapshot id) as is, else from its hash. */
@@ -99,7 +99,7 @@ export class DeviceManager {
     readonly transport: TransportName,
     private readonly log: Logger,
     private readonly remote?: RemoteLowers,
-    private readonly hba = 999999999,
+    private readonly hba = addon.TCMU_DEFAULT_HBA,
   ) {
     this.devicesDir = path.join(stateDir, 'devices');
     this.mntDir = path.join(stateDir, 'mnt');

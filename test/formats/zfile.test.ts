@@ -7,6 +7,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32c, openZFile, looksLikeZFile, zfileCompress, zfileDecompress, zfileInspect, ZFileAlgorithm } from '../../src/addon';
 import { ext4_64, fixture, mixedData, prng, readAll, readerSha256, sha256, tempDir, u32, u64 } from './zfile-support';
+import { runChild } from '../helpers/child';
 
 const B_COMMIT_SHA = 'e06d416ed5dfcb75ffc7f516f4a1174da0ca16b4f1a6bd58ea900537b4dd5c03';
 
@@ -255,50 +256,22 @@ describe('zfile round trips', () => {
   });
 });
 
+// The reader over asynchronous and corrupting sources runs in C++ (addon/test/zfile), where the
+// test-only fault-injecting source is built.
 describe('zfile reads through an asynchronous source', () => {
+  const program = path.join(__dirname, '..', '..', '..', 'build', 'Release', 'zfile_async_test');
   const dir = tempDir();
-  const data = mixedData(3 << 20, 4242);
-  const input = path.join(dir, 'async-in');
-  fs.writeFileSync(input, data);
 
-  it('source reads completing on other threads: many concurrent ranges come back right', async () => {
-    for (const algorithm of ['lz4', 'zstd'] as const) {
-      const z = path.join(dir, `async.${algorithm}.zfile`);
-      await zfileCompress(input, z, { algorithm, blockSize: 16384 });
-      const r = openZFile(z, true, { otherThread: true });
-      const rnd = prng(5);
-      const ranges = Array.from({ length: 64 }, () => [rnd() % data.length, rnd() % (2 << 20)] as const);
-      const got = await Promise.all(ranges.map(([off, len]) => r.read(off, len)));
-      ranges.forEach(([off, len], i) => {
-        const want = Buffer.alloc(len);
-        data.copy(want, 0, off, Math.min(data.length, off + len));
-        assert.ok(got[i].equals(want), `${algorithm} range ${off}+${len}`);
-      });
-      assert.ok((await readAll(r)).equals(data));
-      r.close();
-    }
-  });
-
-  it('a block whose checksum fails is fetched again (up to 3 times) before the read fails', async () => {
-    const z = path.join(dir, 'retry.zfile');
-    await zfileCompress(input, z, { algorithm: 'lz4', blockSize: 4096 });
-    for (const otherThread of [false, true]) {
-      const twice = openZFile(z, true, { otherThread, corruptReads: 2 });
-      const before = twice.sourceReads;
-      assert.ok((await twice.read(8192, 4096)).equals(data.subarray(8192, 12288)), 'third attempt succeeds');
-      assert.equal(twice.sourceReads - before, 3);
-
-      const thrice = openZFile(z, true, { otherThread, corruptReads: 3 });
-      await assert.rejects(thrice.read(8192, 4096), /retry\.zfile: block 2 .*checksum mismatch/);
-      assert.ok((await thrice.read(8192, 4096)).equals(data.subarray(8192, 12288)), 'later reads are fine');
-    }
-  });
-
-  it('without verification a corrupted fetch is not retried', async () => {
-    const z = path.join(dir, 'retry.zfile');
-    const r = openZFile(z, false, { corruptReads: 1 });
-    const before = r.sourceReads;
-    await r.read(0, 4096).catch(() => undefined); // wrong bytes or an lz4 error, never a crash
-    assert.equal(r.sourceReads - before, 1);
+  it('concurrent ranges through a source completing on other threads come back right; a block whose checksum fails is fetched again up to 3 times; without verification a corrupted fetch is not retried', { timeout: 120_000 }, async () => {
+    assert.ok(fs.existsSync(program), `${program} is missing: run \`npm run build\``);
+    const r = await runChild(program, [dir], 110_000);
+    assert.equal(r.signal, null, `zfile_async_test crashed (${r.signal})\n${r.out}${r.err}`);
+    assert.equal(r.code, 0, `zfile_async_test failed:\n${r.out}${r.err}`);
+    assert.deepEqual(r.out.split('\n').filter((l) => /^(not )?ok /.test(l)), [
+      'ok concurrent ranges through a source completing on other threads',
+      'ok a block whose checksum fails is fetched again up to 3 times',
+      'ok without verification a corrupted fetch is not retried',
+    ], r.out);
   });
 });
+

@@ -218,9 +218,10 @@ TcmuSupport checkTcmuSupport(bool loadModules, const SysPaths& paths) {
   return out;
 }
 
-std::string aciLoopbackWwn(uint64_t snapshotId) {
+std::string aciLoopbackWwn(uint64_t snapshotId, uint32_t hba) {
+  const unsigned prefix = hba == kAciDefaultHba ? 199 : 100 + hba % 100;
   char buf[32];
-  std::snprintf(buf, sizeof buf, "naa.199%013llu", static_cast<unsigned long long>(snapshotId % 10000000000000ull));
+  std::snprintf(buf, sizeof buf, "naa.%03u%013llu", prefix, static_cast<unsigned long long>(snapshotId % 10000000000000ull));
   return buf;
 }
 

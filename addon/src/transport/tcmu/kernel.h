@@ -55,9 +55,12 @@ struct TcmuSupport {
 // tries `modprobe` for missing modules and mounts configfs if it is not mounted.
 TcmuSupport checkTcmuSupport(bool loadModules, const SysPaths& paths = {});
 
+// accelerated-container-image's HBA (core/user_<hba>) when no tenant is configured.
+constexpr uint32_t kAciDefaultHba = 999999999;
+
 // One backstore: core/user_<hba>/<name> plus its tcm_loop export.
 struct BackstoreSpec {
-  uint32_t hba = 999999999;  // as accelerated-container-image
+  uint32_t hba = kAciDefaultHba;
   std::string name;          // e.g. dev_<snapshot id>
   std::string cfgString;     // dev_config: "<handler>/<handler specific>", ≤ 255 chars
   uint64_t sizeBytes = 0;
@@ -67,8 +70,9 @@ struct BackstoreSpec {
   std::string loopbackWwn;      // naa.<16 digits>; empty: derived from hba/name
 };
 
-// "naa.199" + id zero-padded to 13 digits, as ACI names its loopback targets.
-std::string aciLoopbackWwn(uint64_t snapshotId);
+// "naa.199" + id zero-padded to 13 digits, as ACI names its loopback targets; with a tenant HBA the
+// three digits after "naa." are 100 + hba % 100 instead of 199.
+std::string aciLoopbackWwn(uint64_t snapshotId, uint32_t hba = kAciDefaultHba);
 
 // Names of the UIO device the kernel registers for a backstore.
 std::string uioName(const BackstoreSpec& spec);

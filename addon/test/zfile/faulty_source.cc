@@ -1,4 +1,4 @@
-#include "format/zfile/test_source.h"
+#include "faulty_source.h"
 
 #include <chrono>
 #include <random>
