@@ -27,6 +27,7 @@ const CASES: Record<string, string> = {
   broken_ring_stops_safely: 'an unwalkable ring (zero-length entry, bad cmd_head, bad mailbox) is reported, not crashed on',
   notifications_are_batched: 'one uio write covers a batch of completions',
   slow_flush_does_not_stop_reads: 'a slow flush runs off the fetch thread: later reads reach the device meanwhile, completions stay in ring order',
+  aci_loopback_names: "tcm_loop targets are named as accelerated-container-image names them: naa.199 + 13 digits, naa.1NN with a tenant HBA",
   configfs_create_and_teardown:
     'on a configfs model: backstore, enable, tcm_loop LUN and /dev/sdX are made in order and removed LUN-first',
   configfs_failures_leave_nothing:

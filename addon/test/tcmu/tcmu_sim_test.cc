@@ -852,6 +852,14 @@ void slowFlushDoesNotStopReads() {
   for (int id : reads) expectGood(rig.kernel.completions().at(id), "read");
 }
 
+// accelerated-container-image's tcm_loop target names: naa.199 + 13 digits, or naa.1NN with a tenant.
+void aciLoopbackNames() {
+  CHECK(aciLoopbackWwn(42) == "naa.1990000000000042", aciLoopbackWwn(42));
+  CHECK(aciLoopbackWwn(42, kAciDefaultHba) == "naa.1990000000000042", aciLoopbackWwn(42, kAciDefaultHba));
+  CHECK(aciLoopbackWwn(42, 7) == "naa.1070000000000042", aciLoopbackWwn(42, 7));
+  CHECK(aciLoopbackWwn(12345678901234ull, 1234) == "naa.1342345678901234", aciLoopbackWwn(12345678901234ull, 1234));
+}
+
 struct Case {
   const char* name;
   void (*fn)();
@@ -875,6 +883,7 @@ const Case kCases[] = {
     {"notifications_are_batched", notificationsAreBatched},
     {"slow_flush_does_not_stop_reads", slowFlushDoesNotStopReads},
     {"fuzzed_entries_always_answered", fuzzedEntriesAlwaysAnswered},
+    {"aci_loopback_names", aciLoopbackNames},
     {"configfs_create_and_teardown", configfsCreateAndTeardown},
     {"configfs_failures_leave_nothing", configfsFailuresLeaveNothing},
     {"configfs_adopt_after_restart", configfsAdoptAfterRestart},
