@@ -3,6 +3,8 @@
 #include <cstring>
 #include <random>
 
+#include "util/little_endian.h"
+
 namespace obd::lsmt {
 
 namespace {
@@ -15,14 +17,6 @@ const uint8_t kMagic1[16] = {0x65, 0x7E, 0x63, 0xD2, 0x94, 0x44, 0x08, 0x4C,
 constexpr size_t kOffSize = 24, kOffFlags = 28, kOffIndexOffset = 32, kOffIndexSize = 40, kOffVsize = 48,
                  kOffUuid = 56, kOffParent = 93, kOffVersion = 132, kOffSubVersion = 133, kOffTag = 134;
 
-uint64_t getLe(const uint8_t* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-void putLe(uint8_t* p, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
 std::string boundedText(const void* p, size_t max) {
   const char* s = static_cast<const char*>(p);
   return std::string(s, strnlen(s, max));
@@ -44,11 +38,11 @@ Result<HeaderTrailer> decodeHeader(const uint8_t* block, size_t n) {
   if (n < kHeaderSpace) return Corrupt("short header block");
   if (!hasMagic(block, n)) return Corrupt("bad LSMT magic");
   HeaderTrailer ht;
-  ht.size = static_cast<uint32_t>(getLe(block + kOffSize, 4));
-  ht.flags = static_cast<uint32_t>(getLe(block + kOffFlags, 4));
-  ht.indexOffset = getLe(block + kOffIndexOffset, 8);
-  ht.indexSize = getLe(block + kOffIndexSize, 8);
-  ht.virtualSize = getLe(block + kOffVsize, 8);
+  ht.size = static_cast<uint32_t>(loadLe(block + kOffSize, 4));
+  ht.flags = static_cast<uint32_t>(loadLe(block + kOffFlags, 4));
+  ht.indexOffset = loadLe(block + kOffIndexOffset, 8);
+  ht.indexSize = loadLe(block + kOffIndexSize, 8);
+  ht.virtualSize = loadLe(block + kOffVsize, 8);
   std::memcpy(ht.uuid, block + kOffUuid, kUuidField);
   std::memcpy(ht.parentUuid, block + kOffParent, kUuidField);
   ht.version = block[kOffVersion];
@@ -61,11 +55,11 @@ void encodeHeader(const HeaderTrailer& ht, uint8_t* block) {
   std::memset(block, 0, kHeaderSpace);
   std::memcpy(block, kMagic0, 8);
   std::memcpy(block + 8, kMagic1, 16);
-  putLe(block + kOffSize, ht.size, 4);
-  putLe(block + kOffFlags, ht.flags, 4);
-  putLe(block + kOffIndexOffset, ht.indexOffset, 8);
-  putLe(block + kOffIndexSize, ht.indexSize, 8);
-  putLe(block + kOffVsize, ht.virtualSize, 8);
+  storeLe(block + kOffSize, ht.size, 4);
+  storeLe(block + kOffFlags, ht.flags, 4);
+  storeLe(block + kOffIndexOffset, ht.indexOffset, 8);
+  storeLe(block + kOffIndexSize, ht.indexSize, 8);
+  storeLe(block + kOffVsize, ht.virtualSize, 8);
   std::memcpy(block + kOffUuid, ht.uuid, kUuidField);
   std::memcpy(block + kOffParent, ht.parentUuid, kUuidField);
   block[kOffVersion] = ht.version;

@@ -2,21 +2,12 @@
 
 #include <cstring>
 
+#include "util/little_endian.h"
+
 namespace obd::lsmt {
 
-namespace {
-uint64_t le64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-void putLe64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-}  // namespace
-
 Segment decodeSegment(const uint8_t* rec) {
-  uint64_t w0 = le64(rec), w1 = le64(rec + 8);
+  uint64_t w0 = loadLe(rec, 8), w1 = loadLe(rec + 8, 8);
   Segment s;
   s.offset = w0 & kMaxOffset;
   s.length = static_cast<uint32_t>(w0 >> 50);
@@ -29,8 +20,8 @@ Segment decodeSegment(const uint8_t* rec) {
 void encodeSegment(const Segment& s, uint8_t* rec) {
   uint64_t w0 = (s.offset & kMaxOffset) | (uint64_t(s.length & kMaxLength) << 50);
   uint64_t w1 = (s.moffset & kMaxMOffset) | (uint64_t(s.zeroed ? 1 : 0) << 55) | (uint64_t(s.tag) << 56);
-  putLe64(rec, w0);
-  putLe64(rec + 8, w1);
+  storeLe(rec, w0, 8);
+  storeLe(rec + 8, w1, 8);
 }
 
 Segment invalidSegment() {

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "util/crc32c.h"
+#include "util/little_endian.h"
 
 namespace obd::zfile {
 
@@ -23,14 +24,12 @@ constexpr size_t kOffSize = 24, kOffDigest = 28, kOffFlags = 32, kOffIndexOffset
 
 template <typename T>
 T get(const uint8_t* b, size_t off) {
-  T v;
-  std::memcpy(&v, b + off, sizeof v);  // little-endian host, little-endian format
-  return v;
+  return static_cast<T>(loadLe(b + off, sizeof(T)));
 }
 
 template <typename T>
 void put(uint8_t* b, size_t off, T v) {
-  std::memcpy(b + off, &v, sizeof v);
+  storeLe(b + off, static_cast<uint64_t>(v), sizeof(T));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "format/zfile/header.h"
 #include "format/zfile/jump_table.h"
 #include "util/crc32c.h"
+#include "util/little_endian.h"
 
 namespace obd::zfile {
 
@@ -25,12 +26,6 @@ std::string hex32(uint32_t v) {
   char b[16];
   std::snprintf(b, sizeof b, "0x%08x", v);
   return b;
-}
-
-uint32_t readLe32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
 }
 
 bool isPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -140,7 +135,7 @@ Status readJumpTable(ReadableFile& f, Layout* out) {
     OBD_RETURN_IF_ERROR(f.read(chunk.data(), chunk.size(), ht.indexOffset + done * 4).wrap("jump table"));
     crc = crc32cUpdate(crc, chunk.data(), chunk.size());
     for (uint64_t i = 0; i < count; i++) {
-      const uint32_t len = readLe32(&chunk[i * 4]);
+      const uint32_t len = static_cast<uint32_t>(loadLe(&chunk[i * 4], 4));
       if (len <= crcBytes || len > maxStored)
         return Corrupt("jump table: block " + std::to_string(done + i) + " has stored length " + std::to_string(len) +
                        " (must be " + std::to_string(crcBytes + 1) + ".." + std::to_string(maxStored) + ")");
@@ -272,7 +267,7 @@ class ReadOp : public std::enable_shared_from_this<ReadOp> {
       const uint8_t* p = stored + (table.start(i) - base);
       const size_t clen = static_cast<size_t>(table.storedLength(i)) - crcBytes;
       if (c.verifyBlocks) {
-        const uint32_t want = readLe32(p + clen);
+        const uint32_t want = static_cast<uint32_t>(loadLe(p + clen, 4));
         const uint32_t got = crc32cUpdate(kBlockCrcSeed, p, clen);
         if (want != got)
           return Status(EILSEQ, blockWhere(i) + ": checksum mismatch (stored " + hex32(want) + ", computed " +
