@@ -20,22 +20,12 @@
 
 #include "format/lsmt/writable.h"
 #include "image/stack.h"
+#include "check.h"
 #include "io/local_file.h"
 
 using namespace obd;
 
 namespace {
-
-int failures = 0;
-#define CHECK(cond, ...)                       \
-  do {                                         \
-    if (!(cond)) {                             \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                \
-      std::printf("\n");                       \
-      ++failures;                              \
-    }                                          \
-  } while (0)
 
 // A few worker threads that run queued jobs in random order after a short random delay.
 class Shuffler {
@@ -303,6 +293,6 @@ int main(int argc, char** argv) {
   concurrentReadsMatchSync(fx, pool);
   failingLowerFailsOnlyItsReads(fx, pool);
   concurrentWritersAndReaders(fx, argv[2], pool);
-  if (failures) std::printf("%d check(s) failed\n", failures);
-  return failures ? 1 : 0;
+  if (check_failures) std::printf("%d check(s) failed\n", check_failures);
+  return check_failures ? 1 : 0;
 }

@@ -13,22 +13,12 @@
 
 #include "faulty_source.h"
 #include "format/zfile/zfile.h"
+#include "check.h"
 #include "io/local_file.h"
 
 using namespace obd;
 
 namespace {
-
-int failures = 0;
-#define CHECK(cond, ...)                               \
-  do {                                                 \
-    if (!(cond)) {                                     \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                        \
-      std::printf("\n");                               \
-      ++failures;                                      \
-    }                                                  \
-  } while (0)
 
 // Runs of words, zeros and random bytes: some blocks compress well, some not at all.
 std::vector<uint8_t> mixedData(size_t size, uint32_t seed) {
@@ -102,7 +92,7 @@ bool sameAs(const std::vector<uint8_t>& data, const std::vector<uint8_t>& got, u
 }
 
 void concurrentRanges(const std::string& dir, const std::string& input, const std::vector<uint8_t>& data) {
-  const int before = failures;
+  const int before = check_failures;
   for (auto algorithm : {zfile::Algorithm::kLz4, zfile::Algorithm::kZstd}) {
     const std::string z = compressed(dir, input, algorithm, 16384);
     Opened r = openFaulty(z, true, true);
@@ -125,11 +115,11 @@ void concurrentRanges(const std::string& dir, const std::string& input, const st
     std::vector<uint8_t> all(data.size());
     CHECK(r.file->read(all.data(), all.size(), 0).ok() && all == data, "%s: whole file", z.c_str());
   }
-  std::printf("%s concurrent ranges through a source completing on other threads\n", failures == before ? "ok" : "not ok");
+  std::printf("%s concurrent ranges through a source completing on other threads\n", check_failures == before ? "ok" : "not ok");
 }
 
 void checksumRetries(const std::string& dir, const std::string& input, const std::vector<uint8_t>& data) {
-  const int before = failures;
+  const int before = check_failures;
   const std::string z = compressed(dir, input, zfile::Algorithm::kLz4, 4096);
   const std::vector<uint8_t> want(data.begin() + 8192, data.begin() + 12288);
   for (bool otherThread : {false, true}) {
@@ -147,11 +137,11 @@ void checksumRetries(const std::string& dir, const std::string& input, const std
           "fourth corrupt fetch fails naming the block: %s", st.message().c_str());
     CHECK(thrice.file->read(buf.data(), buf.size(), 8192).ok() && buf == want, "later reads are fine (otherThread=%d)", otherThread);
   }
-  std::printf("%s a block whose checksum fails is fetched again up to 3 times\n", failures == before ? "ok" : "not ok");
+  std::printf("%s a block whose checksum fails is fetched again up to 3 times\n", check_failures == before ? "ok" : "not ok");
 }
 
 void noRetryWithoutVerify(const std::string& dir, const std::string& input) {
-  const int before = failures;
+  const int before = check_failures;
   const std::string z = compressed(dir, input, zfile::Algorithm::kLz4, 4096);
   Opened r = openFaulty(z, false, false);
   r.source->corruptNext(1);
@@ -159,7 +149,7 @@ void noRetryWithoutVerify(const std::string& dir, const std::string& input) {
   std::vector<uint8_t> buf(4096);
   (void)r.file->read(buf.data(), buf.size(), 0);  // wrong bytes or an lz4 error, never a crash
   CHECK(r.source->readCount() - reads == 1, "one source read, got %llu", (unsigned long long)(r.source->readCount() - reads));
-  std::printf("%s without verification a corrupted fetch is not retried\n", failures == before ? "ok" : "not ok");
+  std::printf("%s without verification a corrupted fetch is not retried\n", check_failures == before ? "ok" : "not ok");
 }
 
 }  // namespace
@@ -180,5 +170,5 @@ int main(int argc, char** argv) {
   concurrentRanges(dir, input, data);
   checksumRetries(dir, input, data);
   noRetryWithoutVerify(dir, input);
-  return failures == 0 ? 0 : 1;
+  return check_failures == 0 ? 0 : 1;
 }
