@@ -24,49 +24,31 @@ export class RegistryError extends Error {
 }
 
 /** 401/403 after the auth flow ran (bad or missing credentials, token refused). */
-export class RegistryAuthError extends RegistryError {
-  override readonly code = 'ERR_REGISTRY_AUTH';
-}
+export class RegistryAuthError extends RegistryError { override readonly code = 'ERR_REGISTRY_AUTH'; }
 
 /** 404 / MANIFEST_UNKNOWN / BLOB_UNKNOWN. */
-export class RegistryNotFoundError extends RegistryError {
-  override readonly code = 'ERR_REGISTRY_NOT_FOUND';
-}
+export class RegistryNotFoundError extends RegistryError { override readonly code = 'ERR_REGISTRY_NOT_FOUND'; }
 
 /** Any other unexpected status (after retries, for retryable ones). */
-export class RegistryHttpError extends RegistryError {
-  override readonly code = 'ERR_REGISTRY_HTTP';
-}
+export class RegistryHttpError extends RegistryError { override readonly code = 'ERR_REGISTRY_HTTP'; }
 
 /** The server answered with bytes that do not match the request (Content-Range, length, digest). */
-export class RegistryProtocolError extends RegistryError {
-  override readonly code: string = 'ERR_REGISTRY_PROTOCOL';
-}
+export class RegistryProtocolError extends RegistryError { override readonly code: string = 'ERR_REGISTRY_PROTOCOL'; }
 
 /** The blob is not the size we were told (labels/manifest vs Content-Range): retrying cannot help. */
-export class RegistrySizeMismatchError extends RegistryProtocolError {
-  override readonly code = 'ERR_REGISTRY_SIZE_MISMATCH';
-}
+export class RegistrySizeMismatchError extends RegistryProtocolError { override readonly code = 'ERR_REGISTRY_SIZE_MISMATCH'; }
 
 /** The per-read deadline passed before a good answer arrived. */
-export class RegistryTimeoutError extends RegistryError {
-  override readonly code = 'ERR_REGISTRY_TIMEOUT';
-}
+export class RegistryTimeoutError extends RegistryError { override readonly code = 'ERR_REGISTRY_TIMEOUT'; }
 
 /** Transport failure (refused, reset, closed early) after the retry budget ran out. */
-export class RegistryNetworkError extends RegistryError {
-  override readonly code = 'ERR_REGISTRY_NETWORK';
-}
+export class RegistryNetworkError extends RegistryError { override readonly code = 'ERR_REGISTRY_NETWORK'; }
 
 /** The operation was aborted by its caller. */
-export class RegistryAbortError extends RegistryError {
-  override readonly code = 'ERR_REGISTRY_ABORTED';
-}
+export class RegistryAbortError extends RegistryError { override readonly code = 'ERR_REGISTRY_ABORTED'; }
 
 /** Invalid input to the client (bad reference, bad digest, bad config). */
-export class RegistryArgumentError extends RegistryError {
-  override readonly code = 'ERR_REGISTRY_ARGUMENT';
-}
+export class RegistryArgumentError extends RegistryError { override readonly code = 'ERR_REGISTRY_ARGUMENT'; }
 
 /** Whether a failed attempt is worth another try. */
 export function isRetryable(err: unknown): boolean {
