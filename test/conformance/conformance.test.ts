@@ -27,7 +27,7 @@ function harnessSource(): string {
   throw new Error('test/conformance/conformance_test.go not found');
 }
 
-/** Builds the harness like ../../shared/conformance/run.sh (GOPATH mode, Go 1.19), cached. */
+/** Builds the Go harness in GOPATH mode (as Go 1.19 needs it), cached. */
 function buildHarness(): string {
   const src = harnessSource();
   const bin = path.join(WORK, 'conformance.test');
