@@ -6,6 +6,7 @@ import { registerDeviceCommands } from './device';
 import { registerSnapshotterCommand } from './snapshotter';
 import { registerRpullCommand } from './rpull';
 import { registerRecordTraceCommand } from './record-trace';
+import { registerDoctorCommand } from './doctor';
 
 export function buildObdProgram(): Command {
   const program = new Command('obd')
@@ -17,6 +18,7 @@ export function buildObdProgram(): Command {
   registerSnapshotterCommand(program);
   registerRpullCommand(program);
   registerRecordTraceCommand(program);
+  registerDoctorCommand(program);
   return program;
 }
 

@@ -63,18 +63,28 @@ interface AttachmentRecord {
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-/** auto = tcmu where the kernel can serve it (modules loaded on demand), else fuse-loop. */
+export interface TransportDecision {
+  transport?: TransportName; // undefined: the wanted transport cannot run here
+  reason: string;
+}
+
+/** The one rule (deviced at start, `obd doctor`): auto = tcmu where the kernel can serve it, else fuse-loop. */
+export function decideTransport(wanted: 'auto' | 'tcmu' | 'fuse-loop', tcmu: () => addon.TcmuSupport): TransportDecision {
+  if (wanted === 'fuse-loop') return { transport: 'fuse-loop', reason: 'configured' };
+  const t = tcmu();
+  if (wanted === 'tcmu')
+    return t.ok
+      ? { transport: 'tcmu', reason: 'configured' }
+      : { reason: `transport "tcmu" needs target_core_user, tcm_loop and their dependencies: ${t.reason} (or set "transport": "fuse-loop")` };
+  return t.ok ? { transport: 'tcmu', reason: 'kernel supports tcmu' } : { transport: 'fuse-loop', reason: t.reason };
+}
+
+/** deviced's choice at start (TCMU modules loaded on demand); a transport that cannot run stops it. */
 export function chooseTransport(wanted: 'auto' | 'tcmu' | 'fuse-loop', log: Logger): TransportName {
-  if (wanted === 'fuse-loop') return 'fuse-loop';
-  const tcmu = addon.tcmuSupported(true);
-  if (wanted === 'tcmu' && !tcmu.ok)
-    throw new DeviceError(
-      'FailedPrecondition',
-      `transport "tcmu" needs target_core_user, tcm_loop and their dependencies: ${tcmu.reason} (or set "transport": "fuse-loop")`,
-    );
-  const transport = tcmu.ok ? 'tcmu' : 'fuse-loop';
-  if (wanted === 'auto') log.log('info', 'transport chosen', { transport, reason: tcmu.ok ? 'kernel supports tcmu' : tcmu.reason });
-  return transport;
+  const d = decideTransport(wanted, () => addon.tcmuSupported(true));
+  if (!d.transport) throw new DeviceError('FailedPrecondition', d.reason);
+  if (wanted === 'auto') log.log('info', 'transport chosen', { transport: d.transport, reason: d.reason });
+  return d.transport;
 }
 
 /** The TCMU HBA (core/user_<hba>): the config's tenant, else accelerated-container-image's. */
