@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as addon from '../addon';
 import { ConfigError, loadConfig, type ObdConfig } from '../config';
 import { decideTransport } from '../device/manager';
-import { DeviceClient } from '../device/service';
+import { DeviceClient } from '../device/client';
 import { containerdConfigChecks } from './containerd-config';
 import { kernelChecks } from './kernel-features';
 import { report, type Check, type DoctorReport } from './report';

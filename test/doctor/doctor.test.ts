@@ -9,7 +9,7 @@ import * as addon from '../../src/addon';
 import { runDoctor, type DoctorOptions } from '../../src/doctor/doctor';
 import type { Check, DoctorReport } from '../../src/doctor/report';
 import { parseToml } from '../../src/doctor/toml';
-import { obdBin } from '../helpers/snapshotter';
+import { obdBin } from '../helpers/bin';
 import { makeTempDir, type TempDir } from '../helpers/tmp';
 import { LazyEnv } from '../lazy/env';
 
