@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { unmountUnder } from './loop';
+import { killedAtExit } from './live';
 
 export interface TestContainerdOptions {
   /** name → unix socket of a snapshots.v1 proxy plugin */
@@ -38,10 +39,7 @@ export class CtrError extends Error {
   }
 }
 
-const live = new Set<TestContainerd>();
-process.once('exit', () => {
-  for (const c of live) c.killNow();
-});
+const live = killedAtExit<TestContainerd>();
 
 /** Pids of processes whose command line contains `needle` (e.g. our private socket path). */
 export function pidsWithArg(needle: string): number[] {

@@ -14,6 +14,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { TokenServer } from './token-server';
+import { killedAtExit } from './live';
 
 export interface TestRegistryOptions {
   /** htpasswd Basic auth with these users (bcrypt via `htpasswd -Bbn`). */
@@ -31,10 +32,7 @@ export interface PushedManifest {
   mediaType: string;
 }
 
-const live = new Set<TestRegistry>();
-process.once('exit', () => {
-  for (const r of live) r.killNow();
-});
+const live = killedAtExit<TestRegistry>();
 
 export class TestRegistry {
   readonly dir: string;

@@ -10,11 +10,9 @@ import * as grpc from '@grpc/grpc-js';
 import { loadSnapshotsService } from '../../src/snapshotter/service';
 import { obdBin } from './bin';
 import { unmountUnder } from './loop';
+import { killedAtExit } from './live';
 
-const live = new Set<TestSnapshotter>();
-process.once('exit', () => {
-  for (const s of live) s.killNow();
-});
+const live = killedAtExit<TestSnapshotter>();
 
 export class TestSnapshotter {
   readonly dir: string;

@@ -15,6 +15,7 @@ import { obdBin, obdconvBin } from '../helpers/bin';
 import { TestSnapshotter } from '../helpers/snapshotter';
 import { makeTempDir, TempDir } from '../helpers/tmp';
 import { sweepKernelState } from '../device/harness';
+import { killedAtExit } from '../helpers/live';
 
 export interface LazyEnvOptions {
   /** extra snapshotter/deviced config keys (rwMode, autoRemoveDev, …) */
@@ -23,10 +24,7 @@ export interface LazyEnvOptions {
   registry?: TestRegistry;
 }
 
-const live = new Set<LazyEnv>();
-process.once('exit', () => {
-  for (const e of live) e.killNow();
-});
+const live = killedAtExit<LazyEnv>();
 
 export class LazyEnv {
   readonly tmp: TempDir;
