@@ -238,20 +238,14 @@ export class Snapshotter {
   }
 
   private async makeDir(rec: SnapshotRecord): Promise<void> {
-    const tmp = path.join(this.layout.snapshotsDir, `new-${rec.id}-${crypto.randomBytes(4).toString('hex')}`);
-    await fs.mkdir(tmp, { mode: 0o700 });
-    try {
-      await fs.mkdir(path.join(tmp, 'fs'));
-      await fs.chmod(path.join(tmp, 'fs'), 0o755);
+    await this.layout.stageSnapshotDir(rec.id, async (dir) => {
+      await fs.mkdir(path.join(dir, 'fs'));
+      await fs.chmod(path.join(dir, 'fs'), 0o755);
       if (rec.kind === 'active') {
-        await fs.mkdir(path.join(tmp, 'work'));
-        await fs.chmod(path.join(tmp, 'work'), 0o711);
+        await fs.mkdir(path.join(dir, 'work'));
+        await fs.chmod(path.join(dir, 'work'), 0o711);
       }
-      await fs.rename(tmp, this.layout.snapshotDir(rec.id));
-    } catch (err) {
-      await fs.rm(tmp, { recursive: true, force: true });
-      throw err;
-    }
+    });
   }
 
   /** Renames first so a half-removed dir is never mistaken for a live one. */

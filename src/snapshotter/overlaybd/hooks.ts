@@ -153,8 +153,7 @@ export class OverlaybdHooks implements SnapshotHooks {
 
   private async makeRemoteLayerDir(rec: SnapshotRecord, layer: Extract<LayerKind, { kind: 'remote' }>, parentCfg?: ImageConfig): Promise<void> {
     const final = this.layout.snapshotDir(rec.id);
-    const tmp = path.join(this.layout.snapshotsDir, `new-${rec.id}-${crypto.randomBytes(4).toString('hex')}`);
-    try {
+    await this.layout.stageSnapshotDir(rec.id, (tmp) => {
       fs.mkdirSync(path.join(tmp, 'fs'), { recursive: true, mode: 0o755 });
       fs.mkdirSync(path.join(tmp, 'block', 'mountpoint'), { recursive: true, mode: 0o711 });
       fs.writeFileSync(path.join(tmp, 'image_ref'), layer.imageRef);
@@ -165,11 +164,7 @@ export class OverlaybdHooks implements SnapshotHooks {
         resultFile: path.join(final, 'block', 'init-debug.log'),
       };
       writeJsonAtomic(path.join(tmp, 'block', 'config.v1.json'), config, 0o600);
-      fs.renameSync(tmp, final);
-    } catch (err) {
-      fs.rmSync(tmp, { recursive: true, force: true });
-      throw err;
-    }
+    });
   }
 
   private async classify(labels: Record<string, string>): Promise<LayerKind> {
