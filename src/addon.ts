@@ -116,6 +116,8 @@ export interface CommitLayerOptions {
   parentUuid?: string; // default: copied from the writable layer
   userTag?: string; // ≤ 256 bytes
   zfile?: { algorithm?: ZFileAlgorithm; blockSize?: number };
+  /** TurboOCI meta commit: runs file from convertApplyTar's targetRunsOut (mapped to the tar, not copied). */
+  targetRuns?: string;
 }
 
 export interface CommitResult {
@@ -129,8 +131,20 @@ export function commitLayer(data: string, index: string, out: string, opts: Comm
   return native.commitLayer(data, index, out, opts);
 }
 
+/**
+ * A TurboOCI lower: `meta` (local fs.meta: a warp LSMT, maybe ZFile) whose file data lives in the
+ * layer's uncompressed tar stream: `target` (the original blob, local or remote), inflated through
+ * `gzipIndex` (gzip.meta) when the blob is gzip.
+ */
+export interface WarpLower {
+  meta: string;
+  target: string | RemoteFile;
+  gzipIndex?: string;
+  gzipCacheBytes?: number; // memory for inflated spans (default 64 MiB)
+}
+
 export interface StackSpec {
-  lowers: string[]; // bottom-most first; each may be tar-wrapped and/or ZFile
+  lowers: Array<string | WarpLower>; // bottom-most first; each may be tar-wrapped and/or ZFile
   upper?: { data: string; index: string };
   verify?: boolean; // per-block ZFile crc (default true)
 }
@@ -170,7 +184,7 @@ export type DeviceHandle = { readonly __brand: 'DeviceHandle' };
 export interface DeviceAttachOptions {
   id: string;
   mountDir: string; // private empty dir for the FUSE mount (created if missing)
-  lowers?: Array<string | RemoteFile>; // local layer blob files or remote files, bottom first
+  lowers?: Array<string | RemoteFile | WarpLower>; // local layer blob files, remote files or TurboOCI lowers, bottom first
   upperData?: string;
   upperIndex?: string;
   rawFile?: string; // serve a raw disk image instead of a stack (baseline/bench)
@@ -400,7 +414,36 @@ export interface ApplyTarStats {
  * Applies an OCI layer tar (plain/gzip/zstd) read from `inputFd` under `root` with OCI whiteout
  * semantics; chroot()s into root while extracting (default). Blocks: only for obdconv's apply child.
  */
-export function convertApplyTar(opts: { inputFd: number; root: string; chroot?: boolean; limits?: ApplyTarLimits }): ApplyTarStats {
+export function convertApplyTar(opts: {
+  inputFd: number; root: string; chroot?: boolean; limits?: ApplyTarLimits;
+  /** TurboOCI: write where each regular file's data sits on the device and in the tar (for commitLayer targetRuns). */
+  targetRunsOut?: string;
+}): ApplyTarStats {
   return native.convertApplyTar(opts);
 }
 // ---- end convert ----
+
+// ---- turbo ----
+export interface GzipIndexStats {
+  points: number;
+  gzipSize: number;
+  uncompressedSize: number;
+  indexSize: number;
+}
+
+/** Builds a gzip index (gzip.meta) of a single-member gzip file; `span` = compressed bytes between access points. */
+export function gzipIndexBuild(gzPath: string, outPath: string, opts: { span?: number } = {}): GzipIndexStats {
+  return native.gzipIndexBuild(gzPath, outPath, opts);
+}
+
+/** The uncompressed stream of a gzip blob served through its index (validated on open). */
+export interface GzipFile {
+  read(offset: number, length: number): Promise<Buffer>;
+  size(): number;
+  stats(): { spanFetches: number; cacheHits: number };
+}
+
+export function openGzipFile(opts: { blob: string | RemoteFile; index: string; cacheBytes?: number }): GzipFile {
+  return new native.GzipFile(opts);
+}
+// ---- end turbo ----

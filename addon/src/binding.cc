@@ -2,10 +2,13 @@
 // Errors become JS Errors with `code` (errno name) set; no C++ exception crosses this boundary.
 #include <napi.h>
 
+#include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include <functional>
+#include <map>
 #include <thread>
 
 #include <cstring>
@@ -27,6 +30,10 @@
 #include "util/crc32c.h"
 #include "transport/tcmu/kernel.h"
 #include "convert/tar_apply.h"
+#include "format/gzindex/gz_file.h"
+#include "format/gzindex/gz_index.h"
+#include "util/fd_io.h"
+#include "util/unique_fd.h"
 
 namespace {
 
@@ -460,6 +467,239 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 }  // namespace remote_binding
 // ---- end remote ----
 
+// ---- turbo ----
+// TurboOCI pieces (docs/formats.md): gzip index creation, the indexed gzip reader, warp lowers.
+//   gzipIndexBuild(gzPath, outPath, {span?}) → {points, gzipSize, uncompressedSize, indexSize}
+//   new GzipFile({blob: path | RemoteFile, index: path, cacheBytes?})  .read(offset, length): Promise<Buffer>  .stats()
+//   readTargetRuns / a lower {meta: path, target: path | RemoteFile spec, gzipIndex?: path, gzipCacheBytes?}
+namespace turbo_binding {
+
+using obd::Status;
+
+Napi::Value IndexBuild(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
+    return common::fail(env, obd::InvalidArg("gzipIndexBuild(gzPath, outPath, options)"));
+  std::string gz = info[0].As<Napi::String>(), out = info[1].As<Napi::String>();
+  obd::gzindex::BuildOptions opts;
+  if (info.Length() > 2 && info[2].IsObject()) {
+    Napi::Value span = info[2].As<Napi::Object>().Get("span");
+    if (span.IsNumber()) opts.span = static_cast<uint64_t>(span.ToNumber().Int64Value());
+  }
+  obd::UniqueFd fd(::open(gz.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return common::fail(env, obd::SysError(gz + ": open"));
+  auto r = obd::gzindex::build(fd.get(), gz, out, opts);
+  if (!r.ok()) {
+    ::unlink(out.c_str());
+    return common::fail(env, r.status());
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("points", static_cast<double>(r.value().points));
+  o.Set("gzipSize", static_cast<double>(r.value().gzipSize));
+  o.Set("uncompressedSize", static_cast<double>(r.value().uncompressedSize));
+  o.Set("indexSize", static_cast<double>(r.value().indexSize));
+  return o;
+}
+
+obd::Result<obd::gzindex::Index> loadIndex(const std::string& path, uint64_t gzipSize) {
+  obd::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return obd::SysError(path + ": open");
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return obd::SysError(path + ": stat");
+  if (st.st_size > (1 << 30)) return obd::Corrupt(path + ": gzip index of " + std::to_string(st.st_size) + " bytes is too large");
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  OBD_RETURN_IF_ERROR(obd::preadAll(fd.get(), bytes.data(), bytes.size(), 0, path));
+  return obd::gzindex::Index::parse(std::move(bytes), gzipSize, path);
+}
+
+// Target stream of a warp lower: the blob itself, or its inflated view through the gzip index.
+obd::Result<std::shared_ptr<obd::ReadableFile>> openTarget(std::shared_ptr<obd::ReadableFile> blob, const std::string& gzipIndex,
+                                                           uint64_t cacheBytes) {
+  if (gzipIndex.empty()) return blob;
+  auto ix = loadIndex(gzipIndex, blob->size());
+  if (!ix.ok()) return ix.status();
+  auto gz = obd::gzindex::GzFile::open(std::move(blob), ix.take(), cacheBytes);
+  if (!gz.ok()) return gz.status();
+  return std::shared_ptr<obd::ReadableFile>(gz.take());
+}
+
+// A warp lower described in JS, resolved on the JS thread; opened later on another thread.
+struct WarpLower {
+  std::string meta;
+  std::string targetPath;
+  std::shared_ptr<obd::ReadableFile> targetRemote;
+  std::string gzipIndex;
+  uint64_t cacheBytes = 64ull << 20;
+};
+
+bool isWarpLower(const Napi::Value& v) { return v.IsObject() && v.As<Napi::Object>().Get("meta").IsString(); }
+
+obd::Result<WarpLower> warpFromJs(Napi::Env env, const Napi::Object& o) {
+  WarpLower w;
+  w.meta = o.Get("meta").As<Napi::String>();
+  Napi::Value t = o.Get("target");
+  if (t.IsString()) {
+    w.targetPath = t.As<Napi::String>();
+  } else if (t.IsObject()) {
+    auto r = remote_binding::remoteLowerFromJs(env, t.As<Napi::Object>());
+    if (!r.ok()) return r.status().wrap("target");
+    w.targetRemote = r.take();
+  } else {
+    return obd::InvalidArg("warp lower " + w.meta + ": target (path or remote blob) is required");
+  }
+  if (o.Get("gzipIndex").IsString()) w.gzipIndex = o.Get("gzipIndex").As<Napi::String>();
+  Napi::Value c = o.Get("gzipCacheBytes");
+  if (c.IsNumber()) w.cacheBytes = static_cast<uint64_t>(std::max<int64_t>(0, c.ToNumber().Int64Value()));
+  return w;
+}
+
+// Opens meta + target: blocking (index file read, local opens); never on the JS thread for remote targets' reads.
+obd::Status openWarp(const WarpLower& w, obd::StackSpec* spec) {
+  auto meta = obd::LocalFile::open(w.meta);
+  if (!meta.ok()) return meta.status();
+  std::shared_ptr<obd::ReadableFile> blob = w.targetRemote;
+  if (!blob) {
+    auto f = obd::LocalFile::open(w.targetPath);
+    if (!f.ok()) return f.status();
+    blob = f.take();
+  }
+  auto target = openTarget(blob, w.gzipIndex, w.cacheBytes);
+  if (!target.ok()) return target.status();
+  spec->targets.resize(spec->lowers.size());
+  spec->lowers.push_back(meta.take());
+  spec->targets.push_back(target.take());
+  return Status::Ok();
+}
+
+// The runs file written by convertApplyTar's targetRunsOut, as LSMT segments (≤ 16383 sectors each).
+obd::Result<std::vector<obd::lsmt::Segment>> readTargetRuns(const std::string& path) {
+  obd::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return obd::SysError(path + ": open");
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return obd::SysError(path + ": stat");
+  if (st.st_size % 24) return obd::Corrupt(path + ": not a whole number of runs");
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  OBD_RETURN_IF_ERROR(obd::preadAll(fd.get(), bytes.data(), bytes.size(), 0, path));
+  std::vector<obd::lsmt::Segment> segs;
+  for (size_t i = 0; i < bytes.size(); i += 24) {
+    uint64_t v[3];
+    std::memcpy(v, &bytes[i], 24);
+    if (v[0] % 512 || v[1] % 512 || v[2] % 512) return obd::Corrupt(path + ": run " + std::to_string(i / 24) + " is not sector aligned");
+    uint64_t dev = v[0] / 512, left = v[1] / 512, tar = v[2] / 512;
+    while (left > 0) {
+      uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(left, obd::lsmt::kMaxLength));
+      obd::lsmt::Segment sg;
+      sg.offset = dev;
+      sg.length = n;
+      sg.moffset = tar;
+      segs.push_back(sg);
+      dev += n;
+      tar += n;
+      left -= n;
+    }
+  }
+  return segs;
+}
+
+class GzWrap : public Napi::ObjectWrap<GzWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "GzipFile", {InstanceMethod("read", &GzWrap::Read), InstanceMethod("stats", &GzWrap::Stats),
+                                         InstanceMethod("size", &GzWrap::Size)});
+  }
+  explicit GzWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GzWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().Get("index").IsString()) {
+      common::fail(env, obd::InvalidArg("new GzipFile({blob, index, cacheBytes?})"));
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    std::shared_ptr<obd::ReadableFile> blob;
+    Napi::Value b = o.Get("blob");
+    if (b.IsString()) {
+      auto f = obd::LocalFile::open(b.As<Napi::String>());
+      if (!f.ok()) {
+        common::fail(env, f.status());
+        return;
+      }
+      blob = f.take();
+    } else if (b.IsObject()) {
+      auto r = remote_binding::remoteLowerFromJs(env, b.As<Napi::Object>());
+      if (!r.ok()) {
+        common::fail(env, r.status());
+        return;
+      }
+      blob = r.take();
+    } else {
+      common::fail(env, obd::InvalidArg("GzipFile: blob (path or RemoteFile) is required"));
+      return;
+    }
+    uint64_t cache = 64ull << 20;
+    if (o.Get("cacheBytes").IsNumber()) cache = static_cast<uint64_t>(std::max<int64_t>(0, o.Get("cacheBytes").ToNumber().Int64Value()));
+    auto t = openTarget(blob, o.Get("index").As<Napi::String>(), cache);
+    if (!t.ok()) {
+      common::fail(env, t.status());
+      return;
+    }
+    file_ = std::static_pointer_cast<obd::gzindex::GzFile>(t.take());
+  }
+
+ private:
+  struct Ctx {
+    Napi::Reference<Napi::Buffer<uint8_t>> out;
+    Status st;
+    Napi::Promise::Deferred deferred;
+  };
+  Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(file_->size())); }
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    auto s = file_->stats();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("spanFetches", static_cast<double>(s.spanFetches));
+    o.Set("cacheHits", static_cast<double>(s.cacheHits));
+    return o;
+  }
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t off = 0, len = 0;
+    if (info.Length() < 2 || !common::safeU64(info[0], &off) || !common::safeU64(info[1], &len) || len > (1u << 30))
+      return common::rejected(env, obd::InvalidArg("GzipFile.read(offset, length)"));
+    auto deferred = Napi::Promise::Deferred::New(env);
+    Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, len);
+    uint8_t* data = out.Data();
+    auto* ctx = new Ctx{Napi::Persistent(out), Status::Ok(), deferred};
+    auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "obd-gzip-read", 0, 1);
+    file_->readAsync(data, len, off, [ctx, tsfn](Status st) mutable {
+      ctx->st = std::move(st);
+      napi_status s = tsfn.NonBlockingCall(ctx, [](Napi::Env e, Napi::Function, Ctx* c) {
+        if (e == nullptr) {
+          c->out.SuppressDestruct();
+          delete c;
+          return;
+        }
+        if (c->st.ok()) c->deferred.Resolve(c->out.Value());
+        else c->deferred.Reject(common::toError(e, c->st).Value());
+        c->out.Reset();
+        delete c;
+      });
+      if (s != napi_ok) {
+        ctx->out.SuppressDestruct();
+        delete ctx;
+      }
+      tsfn.Release();
+    });
+    return deferred.Promise();
+  }
+  std::shared_ptr<obd::gzindex::GzFile> file_;
+};
+
+void registerAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("gzipIndexBuild", Napi::Function::New(env, IndexBuild));
+  exports.Set("GzipFile", GzWrap::define(env));
+}
+
+}  // namespace turbo_binding
+// ---- end turbo ----
+
 
 // ---- zfile ----
 namespace zfile_binding {
@@ -713,6 +953,11 @@ Napi::Value CommitLayer(const Napi::CallbackInfo& info) {
       co.zfile = zo;
     }
   }
+  if (info.Length() > 3 && info[3].IsObject() && info[3].As<Napi::Object>().Get("targetRuns").IsString()) {
+    auto runs = turbo_binding::readTargetRuns(info[3].As<Napi::Object>().Get("targetRuns").As<Napi::String>());
+    if (!runs.ok()) return fail(env, runs.status());
+    co.targetRuns = runs.take();
+  }
   auto src = obd::lsmt::WritableLayer::open(info[0].As<Napi::String>(), info[1].As<Napi::String>(), true);
   if (!src.ok()) return fail(env, src.status());
   auto r = obd::lsmt::commit(*src.value(), info[2].As<Napi::String>(), co);
@@ -750,6 +995,16 @@ class Stack : public Napi::ObjectWrap<Stack> {
     if (lowers.IsArray()) {
       Napi::Array arr = lowers.As<Napi::Array>();
       for (uint32_t i = 0; i < arr.Length(); ++i) {
+        if (turbo_binding::isWarpLower(arr.Get(i))) {
+          auto w = turbo_binding::warpFromJs(env, arr.Get(i).As<Napi::Object>());
+          obd::Status ws = w.ok() ? turbo_binding::openWarp(w.value(), &ss) : w.status();
+          if (!ws.ok()) {
+            fail(env, ws.wrap("lower " + std::to_string(i)));
+            return;
+          }
+          continue;
+        }
+        if (!ss.targets.empty()) ss.targets.resize(ss.lowers.size() + 1);
         auto f = obd::LocalFile::open(arr.Get(i).ToString().Utf8Value());
         if (!f.ok()) {
           fail(env, f.status());
@@ -954,12 +1209,20 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   // Each lower is a local path (opened on the attach thread) or a remote file object, resolved here
   // on the JS thread (construction only; its reads happen on the attach thread and the FUSE threads).
   std::vector<std::pair<std::string, std::shared_ptr<obd::ReadableFile>>> lowerFiles;
+  std::map<size_t, turbo_binding::WarpLower> warps;  // TurboOCI lowers by position
   if (o.Get("lowers").IsArray()) {
     Napi::Array a = o.Get("lowers").As<Napi::Array>();
     for (uint32_t i = 0; i < a.Length(); i++) {
       Napi::Value v = a.Get(i);
       if (v.IsString()) {
         lowerFiles.emplace_back(v.As<Napi::String>().Utf8Value(), nullptr);
+        continue;
+      }
+      if (turbo_binding::isWarpLower(v)) {
+        auto w = turbo_binding::warpFromJs(env, v.As<Napi::Object>());
+        if (!w.ok()) return reject(w.status().wrap("lower " + std::to_string(i)));
+        warps[i] = w.take();
+        lowerFiles.emplace_back(std::string(), nullptr);
         continue;
       }
       if (!v.IsObject()) return reject(obd::InvalidArg("lower " + std::to_string(i) + ": a path or a remote file"));
@@ -970,8 +1233,14 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   }
   return runOnOwnThread<std::shared_ptr<obd::ServedDevice>>(
       env, "obd.deviceAttach",
-      [src, lowerFiles, serve]() -> obd::Result<std::shared_ptr<obd::ServedDevice>> {
+      [src, lowerFiles, warps, serve]() -> obd::Result<std::shared_ptr<obd::ServedDevice>> {
         for (size_t i = 0; i < lowerFiles.size(); i++) {
+          auto w = warps.find(i);
+          if (w != warps.end()) {
+            OBD_RETURN_IF_ERROR(turbo_binding::openWarp(w->second, &src->stack).wrap("lower " + std::to_string(i)));
+            continue;
+          }
+          if (!src->stack.targets.empty()) src->stack.targets.resize(src->stack.lowers.size() + 1);
           if (lowerFiles[i].second) {
             src->stack.lowers.push_back(lowerFiles[i].second);
             continue;
@@ -1172,8 +1441,22 @@ Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
     num("maxTotalBytes", limits.maxTotalBytes);
   }
   obd::convert::ApplyStats st;
-  obd::Status s = obd::convert::applyTar(fd, root, limits, useChroot, &st);
+  const std::string runsOut = o.Get("targetRunsOut").IsString() ? o.Get("targetRunsOut").ToString().Utf8Value() : std::string();
+  std::vector<obd::convert::TarDataRun> runs;
+  obd::Status s = obd::convert::applyTar(fd, root, limits, useChroot, &st, runsOut.empty() ? nullptr : &runs);
   if (!s.ok()) return common::fail(env, s);
+  if (!runsOut.empty()) {
+    // u64 LE triples (device offset, length, tar offset), read back by commitLayer's targetRuns.
+    std::vector<uint8_t> bytes(runs.size() * 24);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      uint64_t v[3] = {runs[i].deviceOffset, runs[i].length, runs[i].tarOffset};
+      std::memcpy(&bytes[i * 24], v, 24);
+    }
+    obd::UniqueFd out(::open(runsOut.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!out.valid()) return common::fail(env, obd::SysError(runsOut + ": create"));
+    obd::Status ws = obd::writeAll(out.get(), bytes.data(), bytes.size(), runsOut);
+    if (!ws.ok()) return common::fail(env, ws);
+  }
   Napi::Object r = Napi::Object::New(env);
   auto set = [&](const char* k, uint64_t v) { r.Set(k, Napi::Number::New(env, static_cast<double>(v))); };
   set("entries", st.entries);
@@ -1199,6 +1482,8 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 }  // namespace convert_binding
 // ---- end convert ----
 
+
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   zfile_binding::registerAll(env, exports);
   layer_binding::registerAll(env, exports);
@@ -1206,6 +1491,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tcmu_binding::registerAll(env, exports);
   remote_binding::registerAll(env, exports);
   convert_binding::registerAll(env, exports);
+  turbo_binding::registerAll(env, exports);
   return exports;
 }
 

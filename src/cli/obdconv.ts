@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { runCli } from './obd';
 import { convertImage, type ConvertOptions } from '../convert/converter';
+import { convertTurboImage } from '../convert/turbo';
 import { ProgressPrinter } from '../convert/progress';
 import { defaultPlatform, openStore } from '../convert/store';
 import { credentialsFromFlags } from './credentials';
@@ -37,7 +38,7 @@ const defaultBaseLayers = ['/opt/overlaybd/baselayers/ext4_64'];
 interface Opts {
   fstype: string; algorithm: 'lz4' | 'zstd' | 'none'; bs: number; vsize: number; mkfs: boolean; baseLayer?: string;
   plainHttp: boolean; user?: string; concurrency: number; cacheDir: string; json: boolean; oci: boolean; platform?: Platform;
-  credentialFile?: string; maxEntries: number;
+  credentialFile?: string; maxEntries: number; turboOci: boolean;
 }
 
 export function buildObdconvProgram(): Command {
@@ -59,6 +60,7 @@ export function buildObdconvProgram(): Command {
     .option('--platform <os/arch[/variant]>', 'platform to convert from an index', parsePlatform)
     .option('--oci', 'write an OCI manifest (default: Docker schema2, as ACI)', false)
     .option('--max-entries <n>', 'refuse layers with more tar entries than this', intArg('--max-entries', 1, 1e9), 10_000_000)
+    .option('--turbo-oci', 'TurboOCI: keep the source layers, add only filesystem metadata and gzip indexes', false)
     .option('--json', 'print a JSON summary on stdout instead of progress', false)
     .exitOverride()
     .action(async (src: string, dst: string, o: Opts) => {
@@ -97,7 +99,7 @@ async function run(src: string, dst: string, o: Opts): Promise<void> {
     limits: { maxEntries: o.maxEntries }, signal: abort.signal, onEvent: printer ? (ev) => printer.onEvent(ev) : undefined,
   };
   try {
-    const result = await convertImage(source, target, opts).catch((err: unknown) => {
+    const result = await (o.turboOci ? convertTurboImage : convertImage)(source, target, opts).catch((err: unknown) => {
       if (abort.signal.aborted) throw new Error('interrupted: nothing was tagged; partial work removed');
       throw err;
     });

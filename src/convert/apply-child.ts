@@ -16,6 +16,7 @@ export interface ApplyChildRequest {
   fstype: string;
   mountOptions: string;
   limits?: ApplyTarLimits;
+  targetRunsOut?: string; // TurboOCI: where file data sits on the device and in the tar
 }
 
 function main(): void {
@@ -26,7 +27,7 @@ function main(): void {
   try {
     const fd = fs.openSync(req.input, 'r');
     try {
-      const stats = convertApplyTar({ inputFd: fd, root: req.mountpoint, limits: req.limits });
+      const stats = convertApplyTar({ inputFd: fd, root: req.mountpoint, limits: req.limits, targetRunsOut: req.targetRunsOut });
       execFileSync('umount', [req.mountpoint], { stdio: ['ignore', 'ignore', 'pipe'] });
       mounted = false;
       process.stdout.write(JSON.stringify({ ok: true, stats }) + '\n');

@@ -9,14 +9,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   commitLayer, createWritableLayer, deviceAttach, deviceDetach, type ApplyTarLimits, type ApplyTarStats,
-  type CommitResult,
+  type CommitResult, type WarpLower,
 } from '../addon';
 import type { ApplyChildRequest } from './apply-child';
 import { ConvertOptionError, LayerBuildError } from './errors';
 
 export interface BuildLayerSpec {
   workDir: string;       // private dir for this layer's files
-  lowers: string[];      // sealed layer files below, bottom first
+  lowers: Array<string | WarpLower>; // sealed layer files below (TurboOCI: meta + target), bottom first
   vsize: number;         // bytes
   uuid: string;
   parentUuid?: string;
@@ -26,6 +26,8 @@ export interface BuildLayerSpec {
   limits?: ApplyTarLimits;
   out: string;           // sealed LSMT output
   signal?: AbortSignal;
+  /** TurboOCI meta layer: file data is mapped to the tar stream, not stored (needs tar). */
+  turbo?: boolean;
 }
 
 export interface BuildLayerResult {
@@ -42,6 +44,7 @@ export async function buildLayer(spec: BuildLayerSpec): Promise<BuildLayerResult
   const index = path.join(spec.workDir, 'writable_index');
   const fuseDir = path.join(spec.workDir, 'fuse');
   const mnt = path.join(spec.workDir, 'mnt');
+  const runs = spec.turbo ? path.join(spec.workDir, 'target_runs') : undefined;
   fs.mkdirSync(mnt, { recursive: true });
   createWritableLayer(data, index, { vsize: spec.vsize, uuid: spec.uuid, parentUuid: spec.parentUuid });
   const t0 = Date.now();
@@ -57,7 +60,7 @@ export async function buildLayer(spec: BuildLayerSpec): Promise<BuildLayerResult
       if (spec.tar) {
         apply = await runApplyChild({
           device: dev.path, mountpoint: mnt, input: spec.tar, fstype: spec.fstype, mountOptions: mountOptions(spec.fstype),
-          limits: spec.limits,
+          limits: spec.limits, targetRunsOut: runs,
         }, spec.signal);
       }
       await deviceDetach(dev.handle, false);
@@ -66,11 +69,13 @@ export async function buildLayer(spec: BuildLayerSpec): Promise<BuildLayerResult
       if (!detached) await deviceDetach(dev.handle, true).catch(() => undefined);
     }
     const t1 = Date.now();
-    const commit = commitLayer(data, index, spec.out, { uuid: spec.uuid, parentUuid: spec.parentUuid });
+    const commit = commitLayer(data, index, spec.out, { uuid: spec.uuid, parentUuid: spec.parentUuid,
+      ...(runs && fs.existsSync(runs) ? { targetRuns: runs } : {}) });
     return { commit, apply, applyMs: t1 - t0, commitMs: Date.now() - t1 };
   } finally {
     fs.rmSync(data, { force: true });
     fs.rmSync(index, { force: true });
+    if (runs) fs.rmSync(runs, { force: true });
   }
 }
 

@@ -14,7 +14,8 @@ function octal(n: number, width: number): string {
   return n.toString(8).padStart(width, ' ');
 }
 
-function header(fields: { name: string; mode?: number; ids?: boolean; size: number; mtime?: number; type: string; owner?: string }): Buffer {
+/** One ustar header block (fields not given stay empty). */
+export function tarHeader(fields: { name: string; mode?: number; ids?: boolean; size: number; mtime?: number; type: string; owner?: string }): Buffer {
   const h = Buffer.alloc(BLOCK);
   h.write(fields.name, 0, 100, 'utf8');
   if (fields.mode !== undefined) h.write(`${octal(fields.mode, 6)} \0`, 100, 'latin1');
@@ -46,8 +47,8 @@ export function tarWrapPrefix(payloadSize: number): Buffer {
   const rec = `${len}${body}`;
   const data = Buffer.alloc(BLOCK);
   data.write(rec, 0, 'latin1');
-  const pax = header({ name: 'overlaybd.pax', size: rec.length, type: 'x' });
-  const member = header({ name: 'overlaybd.commit', mode: 0o100644, ids: true, size: 0, mtime: 0, type: '0', owner: 'root' });
+  const pax = tarHeader({ name: 'overlaybd.pax', size: rec.length, type: 'x' });
+  const member = tarHeader({ name: 'overlaybd.commit', mode: 0o100644, ids: true, size: 0, mtime: 0, type: '0', owner: 'root' });
   return Buffer.concat([pax, data, member]);
 }
 

@@ -4,11 +4,16 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <algorithm>
+#include <map>
 #include <memory>
 #include <set>
 #include <unordered_set>
@@ -80,7 +85,8 @@ Status removeAt(int dirfd, const std::string& name, const std::string& shown, ui
 
 class Applier {
  public:
-  Applier(const ApplyLimits& limits, ApplyStats* stats) : limits_(limits), stats_(stats) {}
+  Applier(const ApplyLimits& limits, ApplyStats* stats, std::vector<TarDataRun>* runs)
+      : limits_(limits), stats_(stats), runs_(runs) {}
 
   Status run(int inputFd) {
     ReadArchive in(archive_read_new());
@@ -103,6 +109,7 @@ class Applier {
       return archiveError(in.get(), lastEntry_.empty() ? "reading archive" : "reading archive after entry " + lastEntry_);
     }
     if (archive_write_close(out.get()) != ARCHIVE_OK) return archiveError(out.get(), "finishing directories");
+    if (runs_) return collectRuns();
     return Status::Ok();
   }
 
@@ -152,6 +159,8 @@ class Applier {
   }
 
   Status entry(archive* in, archive* out, archive_entry* e) {
+    // The reader has consumed exactly the header blocks: this is where the entry's data starts.
+    const int64_t dataOffset = archive_filter_bytes(in, 0);
     const char* raw = archive_entry_pathname(e);
     if (!raw) return Corrupt("entry #" + std::to_string(stats_->entries + 1) + ": no name");
     const std::string name = raw;
@@ -218,6 +227,12 @@ class Applier {
       if (r == ARCHIVE_WARN) warn("entry " + name + ": " + (archive_error_string(out) ? archive_error_string(out) : "warning"));
     }
     touch(rel);
+    if (runs_ && !link && type == AE_IFREG && size > 0 && archive_entry_sparse_count(e) == 0 && dataOffset >= 0 &&
+        dataOffset % 512 == 0 && lstat(rel.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      files_[rel] = FileData{st.st_ino, static_cast<uint64_t>(dataOffset), static_cast<uint64_t>(size)};
+    } else {
+      files_.erase(rel);
+    }
     if (link) stats_->hardlinks++;
     else if (type == AE_IFREG) stats_->files++;
     else if (type == AE_IFDIR) stats_->dirs++;
@@ -306,8 +321,56 @@ class Applier {
     return Status::Ok();
   }
 
+  // Data extents of the files this layer wrote, as device offsets, with their tar offsets.
+  Status collectRuns() {
+    UniqueFd root(open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (root.get() < 0 || syncfs(root.get()) != 0) return SysError("syncfs");
+    constexpr unsigned kExtents = 256;
+    std::vector<uint8_t> buf(sizeof(fiemap) + kExtents * sizeof(fiemap_extent));
+    auto* fm = reinterpret_cast<fiemap*>(buf.data());
+    constexpr uint32_t kUnusable = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_ENCODED |
+                                   FIEMAP_EXTENT_DATA_ENCRYPTED | FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_INLINE |
+                                   FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_UNWRITTEN;
+    for (const auto& [rel, f] : files_) {
+      UniqueFd fd(open(rel.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (fd.get() < 0) continue;  // replaced or removed later in the layer
+      struct stat st;
+      if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_ino != f.ino || static_cast<uint64_t>(st.st_size) != f.size)
+        continue;
+      const uint64_t limit = (f.size + 511) / 512 * 512;  // the tar holds whole 512-byte blocks
+      uint64_t start = 0;
+      bool last = false;
+      while (!last && start < limit) {
+        std::memset(buf.data(), 0, buf.size());
+        fm->fm_start = start;
+        fm->fm_length = limit - start;
+        fm->fm_flags = FIEMAP_FLAG_SYNC;
+        fm->fm_extent_count = kExtents;
+        if (ioctl(fd.get(), FS_IOC_FIEMAP, fm) != 0) return SysError("fiemap " + rel);
+        if (fm->fm_mapped_extents == 0) break;
+        for (uint32_t i = 0; i < fm->fm_mapped_extents; ++i) {
+          const fiemap_extent& x = fm->fm_extents[i];
+          if (x.fe_flags & FIEMAP_EXTENT_LAST) last = true;
+          start = x.fe_logical + x.fe_length;
+          if ((x.fe_flags & kUnusable) || x.fe_logical >= limit || x.fe_logical % 4096 || x.fe_physical % 4096) continue;
+          uint64_t len = std::min<uint64_t>(x.fe_length, limit - x.fe_logical);
+          runs_->push_back(TarDataRun{x.fe_physical, len, f.tarOffset + x.fe_logical});
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  struct FileData {
+    ino_t ino;
+    uint64_t tarOffset;
+    uint64_t size;
+  };
+
   const ApplyLimits& limits_;
   ApplyStats* stats_;
+  std::vector<TarDataRun>* runs_;
+  std::map<std::string, FileData> files_;
   std::unordered_set<std::string> touched_;
   std::unordered_set<std::string> realDirs_;
   uint64_t total_ = 0;
@@ -364,7 +427,8 @@ std::string checkEntryName(const std::string& name, const ApplyLimits& limits, s
   return std::string();
 }
 
-Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats) {
+Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
+                std::vector<TarDataRun>* runs) {
   struct stat st;
   if (stat(root.c_str(), &st) != 0) return SysError("target root " + root);
   if (!S_ISDIR(st.st_mode)) return InvalidArg("target root " + root + " is not a directory");
@@ -374,7 +438,7 @@ Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits,
   } else if (chdir(root.c_str()) != 0) {
     return SysError("chdir " + root);
   }
-  Applier a(limits, stats);
+  Applier a(limits, stats, runs);
   return a.run(inputFd);
 }
 

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "util/status.h"
 
@@ -41,9 +42,20 @@ struct ApplyStats {
   std::string firstWarning;
 };
 
+// Where a regular file's data sits on the block device and in the layer's uncompressed tar stream
+// (TurboOCI meta layers map these device bytes to the tar instead of storing them).
+struct TarDataRun {
+  uint64_t deviceOffset;  // bytes, 4096-aligned
+  uint64_t length;        // bytes, multiple of 512
+  uint64_t tarOffset;     // bytes, 512-aligned
+};
+
 // Reads the archive from `inputFd` (not closed) and applies it under `root`. With `useChroot`
 // the process chroot()s into root for the extraction and returns to the original root afterwards.
-Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats);
+// With `runs`, after the apply the data extents of every regular file written are collected
+// (FIEMAP) with their offsets in the uncompressed tar; extents that cannot be mapped are left out.
+Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
+                std::vector<TarDataRun>* runs = nullptr);
 
 // Checks one tar entry name: empty result = acceptable; otherwise the reason. `cleaned` gets the
 // normalised relative path ("" for the root itself).

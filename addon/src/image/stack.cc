@@ -84,11 +84,13 @@ Result<std::unique_ptr<LayerStack>> LayerStack::open(const StackSpec& spec) {
     return InvalidArg("writable layer needs both a data and an index file");
   if (spec.lowers.empty() && spec.upperData.empty()) return InvalidArg("empty stack: no lower and no upper layer");
   std::unique_ptr<LayerStack> st(new LayerStack());
+  if (!spec.targets.empty() && spec.targets.size() != spec.lowers.size())
+    return InvalidArg("stack: " + std::to_string(spec.targets.size()) + " targets for " + std::to_string(spec.lowers.size()) + " lowers");
   std::vector<const lsmt::SegmentIndex*> indexes;
-  for (const auto& raw : spec.lowers) {
-    auto file = unwrapLayerBlob(raw, spec.verifyZFileBlocks);
+  for (size_t i = 0; i < spec.lowers.size(); ++i) {
+    auto file = unwrapLayerBlob(spec.lowers[i], spec.verifyZFileBlocks);
     if (!file.ok()) return file.status();
-    auto layer = lsmt::SealedLayer::open(file.take());
+    auto layer = lsmt::SealedLayer::open(file.take(), spec.targets.empty() ? nullptr : spec.targets[i]);
     if (!layer.ok()) return layer.status();
     st->lowers_.push_back(layer.take());
     indexes.push_back(&st->lowers_.back()->index());
@@ -158,7 +160,11 @@ void LayerStack::readAsync(void* buf, size_t n, uint64_t off, IoCallback cb) {
       }
     } else {
       fan->add();
-      lowers_[p.tag]->fileRef()->readAsync(dst, len, p.moffset * kSector, [fan](Status s) { fan->done(s); });
+      const auto& layer = *lowers_[p.tag];
+      if ((p.moffset & lsmt::kTargetBit) && layer.target())
+        layer.target()->readAsync(dst, len, (p.moffset & ~lsmt::kTargetBit) * kSector, [fan](Status s) { fan->done(s); });
+      else
+        layer.fileRef()->readAsync(dst, len, p.moffset * kSector, [fan](Status s) { fan->done(s); });
     }
   }
   fan->done(Status::Ok());

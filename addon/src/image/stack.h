@@ -14,6 +14,9 @@ namespace obd {
 
 struct StackSpec {
   std::vector<std::shared_ptr<ReadableFile>> lowers;  // bottom-most first, as config.v1.json lists them
+  // Empty, or one per lower: non-null makes that lower a warp (TurboOCI meta) layer whose target
+  // stream (the uncompressed tar) serves its file data.
+  std::vector<std::shared_ptr<ReadableFile>> targets;
   std::string upperData;                              // both empty → read-only device
   std::string upperIndex;
   bool verifyZFileBlocks = true;                      // per-block crc32c for ZFile lowers

@@ -68,15 +68,30 @@ Result<HeaderTrailer> buildHeader(const WritableLayer& src, const CommitOptions&
   return h;
 }
 
-Status writeBlob(const WritableLayer& src, Sink& out, const HeaderTrailer& h, CommitStats& stats) {
+Status writeBlob(const WritableLayer& src, Sink& out, const HeaderTrailer& h, const std::vector<Segment>& targetRuns,
+                 CommitStats& stats) {
   std::vector<uint8_t> block(kHeaderSpace);
   encodeHeader(h, block.data());
   OBD_RETURN_IF_ERROR(out.append(block.data(), block.size()));
 
   std::vector<Segment> segs = src.segments();
+  if (!targetRuns.empty()) {
+    MutableIndex mi;
+    for (Segment s : segs) {
+      s.tag = 0;
+      mi.insert(s);
+    }
+    for (Segment s : targetRuns) {
+      s.tag = 1;
+      s.zeroed = false;
+      mi.insert(s);
+    }
+    segs = mi.snapshot();
+  }
   std::vector<char> buf(kCopyChunk);
   uint64_t cur = kHeaderSpace / kSector;
   for (Segment& s : segs) {
+    if (s.tag == 1) continue;  // lives in the target stream
     uint64_t from = s.moffset * kSector;
     s.moffset = cur;
     s.tag = 0;
@@ -125,7 +140,12 @@ Result<CommitStats> commit(const WritableLayer& src, const std::string& outPath,
     sink = f.take();
   }
   CommitStats stats;
-  Status st = writeBlob(src, *sink, header.value(), stats);
+  for (const Segment& r : opts.targetRuns) {
+    if (r.length == 0 || r.length > kMaxLength || r.offset + r.length > kMaxOffset || r.moffset + r.length >= kTargetBit)
+      return InvalidArg("commit: target run " + std::to_string(r.offset) + "+" + std::to_string(r.length) + " -> " +
+                        std::to_string(r.moffset) + " is out of range");
+  }
+  Status st = writeBlob(src, *sink, header.value(), opts.targetRuns, stats);
   sink.reset();
   if (!st.ok()) {
     ::unlink(outPath.c_str());

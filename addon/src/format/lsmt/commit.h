@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "format/lsmt/writable.h"
 #include "format/zfile/zfile.h"
@@ -15,6 +16,10 @@ struct CommitOptions {
   std::optional<std::string> parentUuid;  // unset → copied from the writable layer's header
   std::string userTag;
   std::optional<zfile::CompressOptions> zfile;
+  // Warp (TurboOCI meta) commit: these runs of the virtual disk are not copied but map to the
+  // target stream (moffset = target sector); they override what the writable layer holds there and
+  // are written with tag 1, the copied blocks with tag 0 (turbo-oci spec §4).
+  std::vector<Segment> targetRuns;
 };
 
 struct CommitStats {

@@ -21,7 +21,31 @@ Status checkEntry(const Segment& s, size_t i, uint64_t dataEndSector) {
   return Status::Ok();
 }
 
-Result<std::vector<Segment>> loadIndex(ReadableFile& f, const HeaderTrailer& t) {
+// Warp (TurboOCI meta) layers: the smallest tag present marks blocks stored in this blob, the next
+// one blocks of the target stream, whose moffset is a sector of the target (any value).
+Status resolveWarpTags(std::vector<Segment>& segs, uint64_t dataEnd) {
+  uint8_t base = 255;
+  for (const Segment& s : segs) base = std::min(base, s.tag);
+  for (size_t i = 0; i < segs.size(); ++i) {
+    Segment& s = segs[i];
+    uint8_t kind = static_cast<uint8_t>(s.tag - base);
+    s.tag = 0;
+    if (kind == 0) {
+      OBD_RETURN_IF_ERROR(checkEntry(s, i, dataEnd));
+    } else if (kind == 1) {
+      if (s.length == 0) return Corrupt("index entry " + std::to_string(i) + ": length 0");
+      if (s.zeroed) continue;
+      if (s.moffset + s.length >= kTargetBit)
+        return Corrupt("index entry " + std::to_string(i) + ": target sector " + std::to_string(s.moffset) + " is beyond what can be addressed");
+      s.moffset |= kTargetBit;
+    } else {
+      return Corrupt("index entry " + std::to_string(i) + ": tag " + std::to_string(kind + base) + " (a warp layer has two)");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<Segment>> loadIndex(ReadableFile& f, const HeaderTrailer& t, bool warp) {
   std::vector<Segment> segs;
   // Every entry is checked before it is kept, so reserve only what the file really holds.
   segs.reserve(static_cast<size_t>(t.indexSize));
@@ -34,12 +58,15 @@ Result<std::vector<Segment>> loadIndex(ReadableFile& f, const HeaderTrailer& t) 
     for (uint64_t i = 0; i < n; ++i) {
       Segment s = decodeSegment(&buf[i * kRecordSize]);
       if (s.invalid()) continue;
-      s.tag = 0;  // runtime field; upstream-made blobs sometimes carry garbage here
-      OBD_RETURN_IF_ERROR(checkEntry(s, done + i, dataEnd));
+      if (!warp) {
+        s.tag = 0;  // runtime field; upstream-made blobs sometimes carry garbage here
+        OBD_RETURN_IF_ERROR(checkEntry(s, done + i, dataEnd));
+      }
       segs.push_back(s);
     }
     done += n;
   }
+  if (warp) OBD_RETURN_IF_ERROR(resolveWarpTags(segs, dataEnd));
   OBD_RETURN_IF_ERROR(SegmentIndex::checkSorted(segs));
   segs.shrink_to_fit();
   return segs;
@@ -75,7 +102,7 @@ Status checkTrailer(const HeaderTrailer& t, uint64_t trailerOffset) {
 
 bool looksLikeLsmt(const void* first, size_t n) { return hasMagic(static_cast<const uint8_t*>(first), n); }
 
-Result<std::shared_ptr<SealedLayer>> SealedLayer::open(std::shared_ptr<ReadableFile> file) {
+Result<std::shared_ptr<SealedLayer>> SealedLayer::open(std::shared_ptr<ReadableFile> file, std::shared_ptr<ReadableFile> target) {
   const std::string& name = file->name();
   uint64_t size = file->size();
   if (size < 2 * kHeaderSpace)
@@ -88,12 +115,13 @@ Result<std::shared_ptr<SealedLayer>> SealedLayer::open(std::shared_ptr<ReadableF
   auto t = readBlock(*file, trailerOffset, "trailer");
   if (!t.ok()) return t.status().wrap(name);
   OBD_RETURN_IF_ERROR(checkTrailer(t.value(), trailerOffset).wrap(name));
-  auto segs = loadIndex(*file, t.value());
+  auto segs = loadIndex(*file, t.value(), target != nullptr);
   if (!segs.ok()) return segs.status().wrap(name);
   layer->header_ = h.value();
   layer->trailer_ = t.value();
   layer->index_ = SegmentIndex(segs.take());
   layer->file_ = std::move(file);
+  layer->target_ = std::move(target);
   return layer;
 }
 

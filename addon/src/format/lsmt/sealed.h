@@ -12,7 +12,10 @@ namespace obd::lsmt {
 class SealedLayer {
  public:
   // Validates header, trailer and every index entry. Errors name the file.
-  static Result<std::shared_ptr<SealedLayer>> open(std::shared_ptr<ReadableFile> file);
+  // With a target it is a warp layer (TurboOCI meta): entries of the second tag map to sectors of
+  // the target and carry kTargetBit in their moffset.
+  static Result<std::shared_ptr<SealedLayer>> open(std::shared_ptr<ReadableFile> file,
+                                                   std::shared_ptr<ReadableFile> target = nullptr);
 
   const HeaderTrailer& header() const { return header_; }
   const HeaderTrailer& trailer() const { return trailer_; }
@@ -21,10 +24,12 @@ class SealedLayer {
   void dropIndex() { index_ = SegmentIndex(); }
   ReadableFile& file() const { return *file_; }
   const std::shared_ptr<ReadableFile>& fileRef() const { return file_; }
+  const std::shared_ptr<ReadableFile>& target() const { return target_; }
 
  private:
   SealedLayer() = default;
   std::shared_ptr<ReadableFile> file_;
+  std::shared_ptr<ReadableFile> target_;
   HeaderTrailer header_, trailer_;
   SegmentIndex index_;
 };

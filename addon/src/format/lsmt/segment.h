@@ -12,6 +12,8 @@ constexpr uint64_t kMaxOffset = (uint64_t(1) << 50) - 1;  // also the INVALID ma
 constexpr uint32_t kMaxLength = (1u << 14) - 1;           // 16383 sectors per mapping
 constexpr uint64_t kMaxMOffset = (uint64_t(1) << 55) - 1;
 constexpr size_t kRecordSize = 16;
+// In memory only: marks a warp layer's mapping into its target stream (moffset is a target sector).
+constexpr uint64_t kTargetBit = uint64_t(1) << 54;
 constexpr uint64_t kMaxIoSize = 4 << 20;  // writes are split into pieces of at most this many bytes
 
 struct Segment {
