@@ -16,6 +16,11 @@ export const Labels = {
   recordTrace: 'containerd.io/snapshot/overlaybd/record-trace',
   recordTracePath: 'containerd.io/snapshot/overlaybd/record-trace-path',
   snapshotType: 'containerd.io/snapshot/type',
+  /** TurboOCI (and its legacy FastOCI names): the original layer blob and its media type. */
+  turboTargetDigest: 'containerd.io/snapshot/overlaybd/turbo-oci/target-digest',
+  turboTargetMediaType: 'containerd.io/snapshot/overlaybd/turbo-oci/target-media-type',
+  fastociTargetDigest: 'containerd.io/snapshot/overlaybd/fastoci/target-digest',
+  fastociTargetMediaType: 'containerd.io/snapshot/overlaybd/fastoci/target-media-type',
   /** obd: which path a snapshot took ("remote", "local", "overlayfs", "dir", "dev"), so a silent full download is visible. */
   path: 'containerd.io/snapshot/obd/path',
 } as const;

@@ -1,14 +1,16 @@
 // The registry-side TurboOCI format shared by obdconv and the snapshotter (docs/formats.md,
 // "TurboOCI"): one meta blob per source layer — a gzip'd tar with the fs meta image, a marker file
 // and (gzip sources) the gzip index — annotated with where the original layer blob is.
+import { Labels } from '../labels';
+
 export const TurboVersion = '0.1.0-turbo.ociv1';
 export const LegacyFastOciVersion = '0.1.0-fastoci';
 
 export const TurboAnnotations = {
-  targetDigest: 'containerd.io/snapshot/overlaybd/turbo-oci/target-digest',
-  targetMediaType: 'containerd.io/snapshot/overlaybd/turbo-oci/target-media-type',
-  legacyTargetDigest: 'containerd.io/snapshot/overlaybd/fastoci/target-digest',
-  legacyTargetMediaType: 'containerd.io/snapshot/overlaybd/fastoci/target-media-type',
+  targetDigest: Labels.turboTargetDigest,
+  targetMediaType: Labels.turboTargetMediaType,
+  legacyTargetDigest: Labels.fastociTargetDigest,
+  legacyTargetMediaType: Labels.fastociTargetMediaType,
 } as const;
 
 /** Members of the meta blob, in the order they are written. */

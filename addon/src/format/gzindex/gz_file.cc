@@ -53,8 +53,19 @@ Result<GzFile::Span> GzFile::inflateSpan(size_t i, const std::vector<uint8_t>& c
   }
   const char* msg = z.msg;
   size_t got = want - z.avail_out;
+  // The last span must end the deflate stream exactly where the index says the tar ends.
+  bool overrun = false;
+  if (got == want && r != Z_STREAM_END && i + 1 == index_.points().size()) {
+    uint8_t extra[512];
+    z.next_out = extra;
+    z.avail_out = sizeof extra;
+    r = inflate(&z, Z_NO_FLUSH);
+    overrun = z.avail_out != sizeof extra;
+    if (!overrun && r != Z_STREAM_END) r = Z_DATA_ERROR;
+  }
   inflateEnd(&z);
-  if (got != want) {
+  if (overrun) return bad("the stream goes on past the uncompressed size the index records");
+  if (got != want || r == Z_DATA_ERROR) {
     if (r == Z_DATA_ERROR || r == Z_NEED_DICT || r == Z_MEM_ERROR || r == Z_STREAM_ERROR)
       return bad(std::string("compressed data is damaged (") + (msg ? msg : "zlib error") + ")");
     return bad("inflates to " + std::to_string(got) + " bytes, the index promises " + std::to_string(want));
