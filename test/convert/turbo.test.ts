@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openStack, type WarpLower } from '../../src/addon';
-import { Cleanup, attachLoop, mount } from '../helpers/loop';
+import { Cleanup, attachLoop, loopsBackedBy, mount, mountsUnder } from '../helpers/loop';
 import { TestRegistry } from '../helpers/registry';
 import { makeTempDir, type TempDir } from '../helpers/tmp';
 import { buildImage, makeRichLayers, tarTree, type BuiltImage } from './images';
-import { fetchConverted, loopDevicesUnder, mountsUnder, obdconv, pushLayout, type ConvertedImage } from './support';
+import { fetchConverted, obdconv, pushLayout, type ConvertedImage } from './support';
 import { diffTrees, overlayReference, snapshotTree } from './tree';
 
 interface TurboSummary {
@@ -96,7 +96,7 @@ describe('obdconv --turbo-oci', () => {
       assert.equal(d, `sha256:${require('node:crypto').createHash('sha256').update(tar).digest('hex')}`);
     });
     assert.equal(mountsUnder(tmp.join('cache')).length, 0);
-    assert.equal(loopDevicesUnder(tmp.join('cache')).length, 0);
+    assert.equal(loopsBackedBy(tmp.join('cache')).length, 0);
   });
 
   test('meta layers over the unchanged source blobs hold the same tree as an overlayfs unpack', () => {
