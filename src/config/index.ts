@@ -26,7 +26,7 @@ export interface ObdConfig {
   logReportCaller: boolean;
   rwMode: RwMode;
   autoRemoveDev: boolean;
-  exporterConfig: { enable: boolean; uriPrefix: string; port: number };
+  exporterConfig: { enable: boolean; uriPrefix: string; port: number; address: string; snapshotterPort: number };
   writableLayerType: 'append' | 'sparse';
   mirrorRegistry: MirrorRegistry[] | null;
   defaultFsType: string;
@@ -77,6 +77,10 @@ const SCHEMA: Schema = {
       enable: { type: 'boolean', default: false },
       uriPrefix: { type: 'string', default: '/metrics', check: uriPrefix },
       port: { type: 'integer', default: 9863, min: 1, max: 65535 },
+      // obd: the interface both endpoints listen on (ACI and overlaybd listen on all of them)
+      address: { type: 'string', default: '127.0.0.1', check: (v) => (v === '' ? 'must not be empty (0.0.0.0: every interface)' : undefined) },
+      // obd: the snapshotter's own endpoint; `port` is deviced's
+      snapshotterPort: { type: 'integer', default: 9864, min: 1, max: 65535 },
     },
   },
   writableLayerType: { type: 'string', default: 'append', check: oneOf('append', 'sparse') },

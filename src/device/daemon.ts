@@ -7,7 +7,9 @@ import type { ObdConfig } from '../config';
 import { bindUnixSocket, prepareSocketPath, shutdownServer } from '../grpc-socket';
 import type { Logger } from '../log';
 import { chooseTransport, DeviceManager, tcmuHba } from './manager';
-import { startMetricsServer } from './metrics';
+import { renderMetrics } from './metrics';
+import { DevicedStateMetrics } from './state-metrics';
+import { renderFamilies, serveMetrics } from '../metrics/prometheus';
 import { RemoteLowers } from './remote';
 import { addDevicesService } from './service';
 
@@ -31,15 +33,19 @@ export class DeviceDaemon {
   static async start(cfg: ObdConfig, log: Logger): Promise<DeviceDaemon> {
     const transport = chooseTransport(cfg.transport, log);
     await prepareSocketPath(cfg.deviceAddress, log);
-    const remote = new RemoteLowers(cfg, log);
+    const stateMetrics = new DevicedStateMetrics();
+    const remote = new RemoteLowers(cfg, log, stateMetrics.onFetchError);
     const mgr = new DeviceManager(devicedStateDir(cfg), transport, log, remote, tcmuHba(cfg.tenant));
+    stateMetrics.watch(mgr);
     await mgr.recover();
     const server = new grpc.Server();
     addDevicesService(server, mgr);
     let metrics: http.Server | undefined;
     try {
       await bindUnixSocket(server, cfg.deviceAddress);
-      if (cfg.exporterConfig.enable) metrics = await startMetricsServer(mgr, cfg.exporterConfig.port, cfg.exporterConfig.uriPrefix);
+      const ep = cfg.exporterConfig;
+      if (ep.enable)
+        metrics = await serveMetrics(ep, () => renderMetrics(mgr.stats()) + renderFamilies(stateMetrics.families()), 'deviced');
     } catch (err) {
       server.forceShutdown();
       await mgr.closeAll();
@@ -50,7 +56,7 @@ export class DeviceDaemon {
       address: cfg.deviceAddress,
       transport,
       state: mgr.stateDir,
-      metrics: metrics ? `:${cfg.exporterConfig.port}${cfg.exporterConfig.uriPrefix}` : undefined,
+      metrics: metrics ? `http://${cfg.exporterConfig.address}:${cfg.exporterConfig.port}${cfg.exporterConfig.uriPrefix}` : undefined,
     });
     return new DeviceDaemon(mgr, remote, server, metrics, cfg.deviceAddress, log);
   }

@@ -1,7 +1,6 @@
-// Prometheus text exposition (format 0.0.4) of the per-device counters, on exporterConfig.port at
-// exporterConfig.uriPrefix, all interfaces (as accelerated-container-image and overlaybd serve theirs).
-import http from 'node:http';
-import type { DeviceManager, DeviceStatsInfo } from './manager';
+// Prometheus text exposition (format 0.0.4) of the per-device counters; deviced serves them with
+// serveMetrics (metrics/prometheus.ts) on exporterConfig.address:port at exporterConfig.uriPrefix.
+import type { DeviceStatsInfo } from './manager';
 
 type Key = keyof Omit<DeviceStatsInfo, 'id' | 'path'>;
 
@@ -38,18 +37,4 @@ export function renderMetrics(stats: DeviceStatsInfo[]): string {
     for (const d of stats) out.push(`${s.name}{device="${label(d.id)}",path="${label(d.path)}"} ${d[s.key]}`);
   }
   return out.join('\n') + '\n';
-}
-
-export function startMetricsServer(mgr: DeviceManager, port: number, uriPrefix: string): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== uriPrefix) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(renderMetrics(mgr.stats()));
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`metrics: listen on :${port}: ${err.message}`)));
-    server.listen(port, () => resolve(server));
-  });
 }

@@ -29,6 +29,7 @@ export class RemoteLowers {
   constructor(
     private readonly cfg: ObdConfig,
     private readonly log: Logger,
+    private readonly onFetchError: (err: unknown) => void = () => undefined,
   ) {}
 
   /**
@@ -59,7 +60,10 @@ export class RemoteLowers {
   private fetchBlob(digest: string, offset: number, length: number): Promise<Uint8Array> {
     const source = this.byDigest.get(digest);
     if (!source) return Promise.reject(new Error(`${digest}: no registry location known for this blob`));
-    return source.fetch(digest, offset, length);
+    return source.fetch(digest, offset, length).catch((err: unknown) => {
+      this.onFetchError(err);
+      throw err;
+    });
   }
 
   /** The RemoteFile for `url` (= repoBlobUrl + "/" + digest); with `recording`, through its private cache. */

@@ -1,9 +1,12 @@
 // The snapshotter process: the unix socket (see grpc-socket.ts), the gRPC server, and an orderly stop.
 import fs from 'node:fs';
+import type { Server } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import type { ObdConfig } from '../config';
 import { bindUnixSocket, prepareSocketPath, shutdownServer } from '../grpc-socket';
 import { Logger } from '../log';
+import { serveMetrics } from '../metrics/prometheus';
+import { SnapshotMetrics } from './metrics';
 import { loadSnapshotsService, snapshotsHandlers } from './service';
 import { SnapshotHooks, Snapshotter } from './snapshotter';
 
@@ -16,6 +19,7 @@ export class SnapshotterServer {
     private readonly server: grpc.Server,
     readonly snapshotter: Snapshotter,
     private readonly log: Logger,
+    private readonly metricsServer?: Server,
   ) {}
 
   static async start(cfg: ObdConfig, log: Logger, hooks: SnapshotHooks[] = []): Promise<SnapshotterServer> {
@@ -28,17 +32,27 @@ export class SnapshotterServer {
       log,
     });
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 << 20 });
-    server.addService(loadSnapshotsService(), snapshotsHandlers(sn, log));
+    const metrics = new SnapshotMetrics();
+    server.addService(loadSnapshotsService(), snapshotsHandlers(sn, log, metrics));
+    const ep = cfg.exporterConfig;
+    let http: Server | undefined;
     try {
       await bindUnixSocket(server, cfg.address);
+      if (ep.enable) http = await serveMetrics({ ...ep, port: ep.snapshotterPort }, () => metrics.render(), 'snapshotter');
     } catch (err) {
       server.forceShutdown();
       await sn.close();
       throw err;
     }
-    const s = new SnapshotterServer(cfg.address, server, sn, log);
+    const s = new SnapshotterServer(cfg.address, server, sn, log, http);
     s.socketIno = fs.statSync(cfg.address).ino;
-    log.log('info', 'obd snapshotter serving', { address: cfg.address, root: cfg.root, rwMode: cfg.rwMode, pid: process.pid });
+    log.log('info', 'obd snapshotter serving', {
+      address: cfg.address,
+      root: cfg.root,
+      rwMode: cfg.rwMode,
+      pid: process.pid,
+      metrics: http ? `http://${ep.address}:${ep.snapshotterPort}${ep.uriPrefix}` : undefined,
+    });
     return s;
   }
 
@@ -48,6 +62,7 @@ export class SnapshotterServer {
       await shutdownServer(this.server, graceMs, () =>
         this.log.log('warn', 'calls still running at shutdown; closing them', { graceMs }),
       );
+      this.metricsServer?.close();
       await this.snapshotter.close();
       try {
         if (fs.statSync(this.address).ino === this.socketIno) fs.unlinkSync(this.address);

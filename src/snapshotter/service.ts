@@ -5,6 +5,7 @@ import { grpcStatusOf } from '../grpc-status';
 import { SnapshotError } from './errors';
 import { Logger } from '../log';
 import { loadProto } from '../proto';
+import type { SnapshotMetrics } from './metrics';
 import { Info, Kind, Mount, Snapshotter } from './snapshotter';
 
 const SNAPSHOTS_PROTO = 'containerd/services/snapshots/v1/snapshots.proto';
@@ -55,13 +56,19 @@ function unary(
   name: string,
   log: Logger,
   fn: (req: Req) => Promise<unknown>,
+  metrics?: SnapshotMetrics,
 ): grpc.handleUnaryCall<Req, unknown> {
   return (call, callback) => {
     const t0 = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - t0) / 1e9;
     fn(call.request).then(
-      (res) => callback(null, res),
+      (res) => {
+        metrics?.observe(name, 'ok', seconds());
+        callback(null, res);
+      },
       (err: unknown) => {
         const clientError = err instanceof SnapshotError;
+        metrics?.observe(name, clientError ? err.kind : 'Unknown', seconds());
         log.log(clientError ? 'debug' : 'error', `${name} failed`, {
           key: call.request?.key,
           code: clientError ? err.kind : 'Unknown',
@@ -76,30 +83,31 @@ function unary(
 
 const LIST_BATCH = 100;
 
-export function snapshotsHandlers(sn: Snapshotter, log: Logger): grpc.UntypedServiceImplementation {
+export function snapshotsHandlers(sn: Snapshotter, log: Logger, metrics?: SnapshotMetrics): grpc.UntypedServiceImplementation {
+  const u = (name: string, fn: (req: Req) => Promise<unknown>) => unary(name, log, fn, metrics);
   return {
-    Prepare: unary('Prepare', log, async (r) => encodeMounts(await sn.prepare(r.key, r.parent, r.labels ?? {}))),
-    View: unary('View', log, async (r) => encodeMounts(await sn.view(r.key, r.parent, r.labels ?? {}))),
-    Mounts: unary('Mounts', log, async (r) => encodeMounts(await sn.mounts(r.key))),
-    Commit: unary('Commit', log, async (r) => {
+    Prepare: u('Prepare', async (r) => encodeMounts(await sn.prepare(r.key, r.parent, r.labels ?? {}))),
+    View: u('View', async (r) => encodeMounts(await sn.view(r.key, r.parent, r.labels ?? {}))),
+    Mounts: u('Mounts', async (r) => encodeMounts(await sn.mounts(r.key))),
+    Commit: u('Commit', async (r) => {
       await sn.commit(r.name, r.key, r.labels ?? {});
       return {};
     }),
-    Remove: unary('Remove', log, async (r) => {
+    Remove: u('Remove', async (r) => {
       await sn.remove(r.key);
       return {};
     }),
-    Stat: unary('Stat', log, async (r) => ({ info: encodeInfo(await sn.stat(r.key)) })),
-    Update: unary('Update', log, async (r) => {
+    Stat: u('Stat', async (r) => ({ info: encodeInfo(await sn.stat(r.key)) })),
+    Update: u('Update', async (r) => {
       const info = r.info ?? {};
       const paths: string[] = r.update_mask?.paths ?? [];
       return { info: encodeInfo(await sn.update({ name: info.name ?? '', labels: info.labels ?? {} }, paths)) };
     }),
-    Usage: unary('Usage', log, async (r) => {
+    Usage: u('Usage', async (r) => {
       const u = await sn.usage(r.key);
       return { size: String(u.size), inodes: String(u.inodes) };
     }),
-    Cleanup: unary('Cleanup', log, async () => {
+    Cleanup: u('Cleanup', async () => {
       await sn.cleanup();
       return {};
     }),
