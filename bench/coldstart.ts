@@ -10,7 +10,7 @@ import { pushOciLayout, busyboxTestImage, TarEntry, writeOciLayout } from '../te
 import { execNode, LazyEnv } from '../test/lazy/env';
 import { obdBin } from '../test/helpers/bin';
 import { parseTrace } from '../src/trace/trace';
-import { ThrottleProxy } from './throttle-proxy';
+import { ThrottleProxy } from '../test/helpers/throttle-proxy';
 
 export interface ColdStartOptions {
   imageMiB: number;

@@ -323,21 +323,44 @@ export function openBlockCache(opts: BlockCacheOptions): BlockCache {
   return new native.BlockCache(opts);
 }
 
+/** Why a fetch happens; the scheduler starts demand first (see addon/src/remote/fetch_scheduler.h). */
+export type FetchKind = 'demand' | 'readahead' | 'prefetch' | 'background';
+
 /** Gets `length` bytes at `offset` of a blob; must settle (the addon fails the read with EIO on rejection). */
-export type BlobFetchFn = (digest: string, offset: number, length: number) => Promise<Uint8Array>;
+export type BlobFetchFn = (digest: string, offset: number, length: number, kind: FetchKind) => Promise<Uint8Array>;
+
+export type PerFetchKind = Record<FetchKind, number>;
+
+export interface FetchSchedulerStats {
+  started: PerFetchKind;
+  bytes: PerFetchKind; // delivered, by the kind they were started as
+  inFlight: PerFetchKind;
+  queued: PerFetchKind;
+  promoted: number; // queued fetches a demand read overtook
+  failed: number;
+  linkBytesPerSec: number; // measured over the last seconds with fetches in flight
+}
+
+/** GETs in flight per low-priority kind (demand is never held back). */
+export interface FetchLimits {
+  readAhead?: number; // default 4
+  prefetch?: number; // default 2
+  background?: number; // default 1, and only while nothing else is fetched
+}
 
 /** Native handle that serves the addon's cache misses with a JS function (on the main thread). */
 export interface RemoteFetcher {
   close(): void;
+  stats(): FetchSchedulerStats;
 }
 
 /**
  * Wraps `fn` for the addon. `timeoutMs` is a last-resort bound: if `fn` has not settled by then the
  * read fails with EIO (the registry client's own deadlines normally end it first).
  */
-export function createRemoteFetcher(fn: BlobFetchFn, opts: { timeoutMs?: number } = {}): RemoteFetcher {
+export function createRemoteFetcher(fn: BlobFetchFn, opts: { timeoutMs?: number; limits?: FetchLimits } = {}): RemoteFetcher {
   const timeoutMs = opts.timeoutMs ?? 120_000;
-  return new native.RemoteFetcher((digest: string, offset: number, length: number, done: (err: unknown, b?: Uint8Array) => void) => {
+  return new native.RemoteFetcher((digest: string, offset: number, length: number, done: (err: unknown, b?: Uint8Array) => void, kind: FetchKind) => {
     let settled = false;
     const finish = (err: unknown, b?: Uint8Array) => {
       if (settled) return;
@@ -348,11 +371,11 @@ export function createRemoteFetcher(fn: BlobFetchFn, opts: { timeoutMs?: number 
     const timer = setTimeout(() => finish(new Error(`${digest}: fetch of ${length} bytes at ${offset} timed out after ${timeoutMs} ms`)), timeoutMs);
     timer.unref();
     try {
-      fn(digest, offset, length).then((b) => finish(null, b), (e) => finish(e instanceof Error ? e : new Error(String(e))));
+      fn(digest, offset, length, kind).then((b) => finish(null, b), (e) => finish(e instanceof Error ? e : new Error(String(e))));
     } catch (e) {
       finish(e instanceof Error ? e : new Error(String(e)));
     }
-  });
+  }, opts.limits ?? {});
 }
 
 export interface RemoteFileSpec {
@@ -360,8 +383,10 @@ export interface RemoteFileSpec {
   size: number;
   cache: BlockCache;
   fetcher: RemoteFetcher;
-  readAheadUnits?: number; // default 64
-  maxFetchUnits?: number; // default 16 (one GET ≤ 4 MiB with 256 KiB units)
+  readAheadUnits?: number; // largest read-ahead window in units (0: none); default 64
+  maxFetchUnits?: number; // default 16 (one demand GET ≤ 4 MiB with 256 KiB units)
+  readAheadStartBytes?: number; // contiguous bytes a reader reads before read-ahead starts; default 1 MiB
+  readAheadWindowMs?: number; // a window holds at most what the link delivers in this time; default 250
 }
 
 export interface RemoteFileStats {
@@ -370,6 +395,10 @@ export interface RemoteFileStats {
   fetches: number;
   fetchedBytes: number;
   readAheadFetches: number;
+  readAheadBytes: number;
+  prefetchBytes: number;
+  backgroundBytes: number;
+  promotedFetches: number;
   failedFetches: number;
   presentUnits: number;
   units: number;
@@ -378,12 +407,25 @@ export interface RemoteFileStats {
 /** A remote blob read through the block cache. Also accepted as a stack lower (remoteLowerFromJs in binding.cc). */
 export interface RemoteFile {
   readonly size: number;
-  read(offset: number, length: number): Promise<Buffer>;
+  /** kind: 'demand' (default) is seen by read-ahead; 'prefetch' and 'background' are fetched at their priority. */
+  read(offset: number, length: number, kind?: 'demand' | 'prefetch' | 'background'): Promise<Buffer>;
   stats(): RemoteFileStats;
+  /** Offset of the first unit at or after `offset` neither cached nor being fetched; size when none. */
+  nextMissing(offset: number): number;
 }
 
 export function openRemoteFile(spec: RemoteFileSpec): RemoteFile {
   return new native.RemoteFile(spec);
+}
+
+/** The read-ahead policy alone (unit tests): a window to fetch per demand read. */
+export interface ReadAheadPolicy {
+  onRead(offset: number, length: number, maxWindowUnits: number): { firstUnit: number; count: number };
+  streams(): Array<{ next: number; run: number; window: number; marker: number; end: number }>;
+}
+
+export function createReadAheadPolicy(o: { unitSize: number; size: number; startBytes?: number }): ReadAheadPolicy {
+  return new native.ReadAheadPolicy(o);
 }
 // ---- end remote ----
 

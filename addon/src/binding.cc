@@ -135,10 +135,12 @@ class PromiseWorker : public Napi::AsyncWorker {
 //
 // JS API (typed wrappers in src/addon.ts, section "remote"):
 //   new BlockCache({dir, capacityBytes, unitSize?, sync?, minFreeBytes?})   .stats()  .drain(): Promise<void>
-//   new RemoteFetcher(fn)   fn(digest, offset, length, done) runs on the JS thread for every cache
-//                           miss; JS calls done(null, bytes) or done(err) exactly once.  .close()
-//   new RemoteFile({digest, size, cache, fetcher, readAheadUnits?, maxFetchUnits?})
-//                           .read(offset, length): Promise<Buffer>   .stats()
+//   new RemoteFetcher(fn, limits?)  fn(digest, offset, length, done, kind) runs on the JS thread for
+//                           every fetch the scheduler starts (kind: demand|readahead|prefetch|background);
+//                           JS calls done(null, bytes) or done(err) exactly once.  .close()  .stats()
+//   new RemoteFile({digest, size, cache, fetcher, readAheadUnits?, maxFetchUnits?, readAheadStartBytes?,
+//                   readAheadWindowMs?})
+//                           .read(offset, length, kind?): Promise<Buffer>   .stats()   .nextMissing(offset)
 //
 // For other sections (stack/device): build a lower from a JS description with
 //   obd::Result<std::shared_ptr<obd::ReadableFile>> remote_binding::remoteLowerFromJs(Napi::Env, const Napi::Object& spec)
@@ -163,6 +165,7 @@ class JsFetcher : public obd::BlobFetcher {
     std::string digest;
     uint64_t offset;
     uint64_t length;
+    obd::FetchPriority priority;
     obd::BlobFetcher::Done done;
   };
   struct Shared {
@@ -181,8 +184,8 @@ class JsFetcher : public obd::BlobFetcher {
     s_->tsfn.Release();
   }
 
-  void fetch(const std::string& digest, uint64_t offset, uint64_t length, Done done) override {
-    auto* req = new Request{digest, offset, length, std::move(done)};
+  void fetch(const std::string& digest, uint64_t offset, uint64_t length, obd::FetchPriority priority, Done done) override {
+    auto* req = new Request{digest, offset, length, priority, std::move(done)};
     napi_status st = napi_closing;
     {
       std::lock_guard<std::mutex> g(s_->mu);
@@ -232,7 +235,8 @@ class JsFetcher : public obd::BlobFetcher {
       return e.Undefined();
     });
     fn.Call({Napi::String::New(env, req->digest), Napi::Number::New(env, static_cast<double>(req->offset)),
-             Napi::Number::New(env, static_cast<double>(req->length)), done});
+             Napi::Number::New(env, static_cast<double>(req->length)), done,
+             Napi::String::New(env, obd::fetchPriorityName(req->priority))});
     if (env.IsExceptionPending()) {
       Napi::Error e = env.GetAndClearPendingException();
       finish(obd::IoError(req->digest + ": fetch function threw: " + e.Message()), {});
@@ -309,7 +313,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
 class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
-    return DefineClass(env, "RemoteFetcher", {InstanceMethod("close", &FetcherWrap::Close)});
+    return DefineClass(env, "RemoteFetcher", {InstanceMethod("close", &FetcherWrap::Close), InstanceMethod("stats", &FetcherWrap::Stats)});
   }
   explicit FetcherWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FetcherWrap>(info) {
     Napi::Env env = info.Env();
@@ -329,14 +333,45 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
                                                  });
     shared->tsfn.Unref(env);  // an idle fetcher does not keep the process alive
     fetcher = std::make_shared<JsFetcher>(shared);
+    obd::FetchSchedulerLimits limits;
+    if (info.Length() > 1 && info[1].IsObject()) {
+      Napi::Object o = info[1].As<Napi::Object>();
+      uint64_t v = 0;
+      std::string bad;
+      if (numberArg(o, "readAhead", &v, false, &bad) && !o.Get("readAhead").IsUndefined()) limits.readAhead = static_cast<uint32_t>(std::max<uint64_t>(v, 1));
+      if (numberArg(o, "prefetch", &v, false, &bad) && !o.Get("prefetch").IsUndefined()) limits.prefetch = static_cast<uint32_t>(std::max<uint64_t>(v, 1));
+      if (numberArg(o, "background", &v, false, &bad) && !o.Get("background").IsUndefined()) limits.background = static_cast<uint32_t>(std::max<uint64_t>(v, 1));
+    }
+    scheduler = obd::FetchScheduler::create(fetcher, limits);
     info.This().As<Napi::Object>().TypeTag(&kFetcherTag);
   }
   std::shared_ptr<JsFetcher> fetcher;
+  std::shared_ptr<obd::FetchScheduler> scheduler;
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (fetcher) fetcher->close();
     return info.Env().Undefined();
+  }
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (!scheduler) return o;
+    obd::FetchSchedulerStats s = scheduler->stats();
+    auto perKind = [&](const std::array<uint64_t, obd::kFetchPriorities>& a) {
+      Napi::Object k = Napi::Object::New(env);
+      for (size_t p = 0; p < obd::kFetchPriorities; p++)
+        k.Set(obd::fetchPriorityName(static_cast<obd::FetchPriority>(p)), static_cast<double>(a[p]));
+      return k;
+    };
+    o.Set("started", perKind(s.started));
+    o.Set("bytes", perKind(s.bytes));
+    o.Set("inFlight", perKind(s.inFlight));
+    o.Set("queued", perKind(s.queued));
+    o.Set("promoted", static_cast<double>(s.promoted));
+    o.Set("failed", static_cast<double>(s.failed));
+    o.Set("linkBytesPerSec", s.linkBytesPerSec);
+    return o;
   }
 };
 
@@ -352,24 +387,30 @@ obd::Result<std::shared_ptr<obd::RemoteFile>> openFromSpec(const Napi::Object& s
   std::string bad;
   if (!spec.Get("digest").IsString()) return obd::InvalidArg("remote lower: digest must be a string");
   std::string digest = spec.Get("digest").As<Napi::String>().Utf8Value();
-  uint64_t size = 0, readAhead = obd::RemoteFileOptions().readAheadUnits, maxFetch = obd::RemoteFileOptions().maxFetchUnits;
+  obd::RemoteFileOptions defaults;
+  uint64_t size = 0, readAhead = defaults.readAheadUnits, maxFetch = defaults.maxFetchUnits,
+           startBytes = defaults.readAheadStartBytes, windowMs = static_cast<uint64_t>(defaults.readAheadSeconds * 1000);
   if (!numberArg(spec, "size", &size, true, &bad) || !numberArg(spec, "readAheadUnits", &readAhead, false, &bad) ||
-      !numberArg(spec, "maxFetchUnits", &maxFetch, false, &bad))
+      !numberArg(spec, "maxFetchUnits", &maxFetch, false, &bad) || !numberArg(spec, "readAheadStartBytes", &startBytes, false, &bad) ||
+      !numberArg(spec, "readAheadWindowMs", &windowMs, false, &bad))
     return obd::InvalidArg(digest + ": remote lower: " + bad);
   auto* c = unwrapTagged<CacheWrap>(spec.Get("cache"), kCacheTag);
   auto* f = unwrapTagged<FetcherWrap>(spec.Get("fetcher"), kFetcherTag);
   if (!c || !c->cache) return obd::InvalidArg(digest + ": remote lower: cache must be a BlockCache");
-  if (!f || !f->fetcher) return obd::InvalidArg(digest + ": remote lower: fetcher must be a RemoteFetcher");
+  if (!f || !f->scheduler) return obd::InvalidArg(digest + ": remote lower: fetcher must be a RemoteFetcher");
   obd::RemoteFileOptions opts;
   opts.readAheadUnits = static_cast<uint32_t>(std::min<uint64_t>(readAhead, 1u << 16));
   opts.maxFetchUnits = static_cast<uint32_t>(std::min<uint64_t>(std::max<uint64_t>(maxFetch, 1), 1u << 16));
-  return obd::RemoteFile::open(c->cache, f->fetcher, digest, size, opts);
+  opts.readAheadStartBytes = startBytes;
+  opts.readAheadSeconds = static_cast<double>(std::min<uint64_t>(windowMs, 60'000)) / 1000;
+  return obd::RemoteFile::open(c->cache, f->scheduler, digest, size, opts);
 }
 
 class FileWrap : public Napi::ObjectWrap<FileWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "RemoteFile", {InstanceMethod("read", &FileWrap::Read), InstanceMethod("stats", &FileWrap::Stats),
+                                           InstanceMethod("nextMissing", &FileWrap::NextMissing),
                                            InstanceAccessor("size", &FileWrap::Size, nullptr)});
   }
   explicit FileWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FileWrap>(info) {
@@ -408,12 +449,20 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
     if (!numberArg(args, "offset", &off, true, &bad) || !numberArg(args, "length", &len, true, &bad) || len > (1u << 30)) {
       return common::rejected(env, obd::InvalidArg("RemoteFile.read(offset, length): " + (bad.empty() ? "length too large" : bad)));
     }
+    obd::FetchPriority priority = obd::FetchPriority::kDemand;
+    if (info.Length() > 2 && !info[2].IsUndefined()) {
+      std::string kind = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+      if (kind == "prefetch") priority = obd::FetchPriority::kPrefetch;
+      else if (kind == "background") priority = obd::FetchPriority::kBackground;
+      else if (kind != "demand")
+        return common::rejected(env, obd::InvalidArg("RemoteFile.read(offset, length, kind): kind must be demand, prefetch or background"));
+    }
     auto deferred = Napi::Promise::Deferred::New(env);
     Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, len);
     uint8_t* data = out.Data();
     auto* ctx = new ReadCtx{Napi::Persistent(out), Status::Ok(), deferred};
     auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "obd-remote-read", 0, 1);
-    file->readAsync(data, len, off, [ctx, tsfn](Status st) mutable {
+    file->readAsync(data, len, off, priority, [ctx, tsfn](Status st) mutable {
       ctx->st = std::move(st);
       napi_status s = tsfn.NonBlockingCall(ctx, [](Napi::Env e, Napi::Function, ReadCtx* c) {
         if (e == nullptr) {  // environment going away: the reference cannot be released any more
@@ -434,6 +483,14 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
     });
     return deferred.Promise();
   }
+  Napi::Value NextMissing(const Napi::CallbackInfo& info) {
+    uint64_t off = 0;
+    if (info.Length() > 0 && !common::safeU64(info[0], &off)) {
+      common::fail(info.Env(), obd::InvalidArg("RemoteFile.nextMissing(offset): offset must be a non-negative integer"));
+      return info.Env().Undefined();
+    }
+    return Napi::Number::New(info.Env(), static_cast<double>(file->nextMissing(off)));
+  }
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     obd::RemoteFileStats s = file->stats();
@@ -443,11 +500,73 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
     o.Set("fetches", static_cast<double>(s.fetches));
     o.Set("fetchedBytes", static_cast<double>(s.fetchedBytes));
     o.Set("readAheadFetches", static_cast<double>(s.readAheadFetches));
+    o.Set("readAheadBytes", static_cast<double>(s.readAheadBytes));
+    o.Set("prefetchBytes", static_cast<double>(s.prefetchBytes));
+    o.Set("backgroundBytes", static_cast<double>(s.backgroundBytes));
+    o.Set("promotedFetches", static_cast<double>(s.promotedFetches));
     o.Set("failedFetches", static_cast<double>(s.failedFetches));
     o.Set("presentUnits", static_cast<double>(file->cachedBlob()->presentCount()));
     o.Set("units", static_cast<double>(file->cachedBlob()->unitCount()));
     return o;
   }
+};
+
+// The read-ahead policy alone, for its unit tests: new ReadAheadPolicy({unitSize, size, startBytes?})
+// .onRead(offset, length, maxWindowUnits) → {firstUnit, count}   .streams() → [{next, run, window, marker, end}]
+class PolicyWrap : public Napi::ObjectWrap<PolicyWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "ReadAheadPolicy", {InstanceMethod("onRead", &PolicyWrap::OnRead), InstanceMethod("streams", &PolicyWrap::Streams)});
+  }
+  explicit PolicyWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PolicyWrap>(info) {
+    Napi::Env env = info.Env();
+    uint64_t unit = 0, size = 0, start = obd::RemoteFileOptions().readAheadStartBytes;
+    std::string bad;
+    if (info.Length() < 1 || !info[0].IsObject()) bad = "an options object is required";
+    else {
+      Napi::Object o = info[0].As<Napi::Object>();
+      if (numberArg(o, "unitSize", &unit, true, &bad) && numberArg(o, "size", &size, true, &bad)) numberArg(o, "startBytes", &start, false, &bad);
+      if (bad.empty() && (unit == 0 || unit > (1u << 30))) bad = "unitSize must be between 1 and 1 GiB";
+    }
+    if (!bad.empty()) {
+      common::fail(env, obd::InvalidArg("ReadAheadPolicy({unitSize, size, startBytes?}): " + bad));
+      return;
+    }
+    policy_ = std::make_unique<obd::ReadAheadPolicy>(static_cast<uint32_t>(unit), size, start);
+  }
+
+ private:
+  Napi::Value OnRead(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t v[3] = {0, 0, 0};
+    for (int i = 0; i < 3; i++) {
+      if (info.Length() <= static_cast<size_t>(i) || !common::safeU64(info[i], &v[i])) {
+        common::fail(env, obd::InvalidArg("ReadAheadPolicy.onRead(offset, length, maxWindowUnits): non-negative integers"));
+        return env.Undefined();
+      }
+    }
+    obd::ReadAheadWindow w = policy_->onRead(v[0], v[1], v[2]);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("firstUnit", static_cast<double>(w.firstUnit));
+    o.Set("count", static_cast<double>(w.count));
+    return o;
+  }
+  Napi::Value Streams(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& ss = policy_->streams();
+    Napi::Array a = Napi::Array::New(env, ss.size());
+    for (size_t i = 0; i < ss.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("next", static_cast<double>(ss[i].next));
+      o.Set("run", static_cast<double>(ss[i].run));
+      o.Set("window", static_cast<double>(ss[i].window));
+      o.Set("marker", static_cast<double>(ss[i].marker));
+      o.Set("end", static_cast<double>(ss[i].end));
+      a.Set(i, o);
+    }
+    return a;
+  }
+  std::unique_ptr<obd::ReadAheadPolicy> policy_;
 };
 
 obd::Result<std::shared_ptr<obd::ReadableFile>> remoteLowerFromJs(Napi::Env env, const Napi::Object& spec) {
@@ -462,6 +581,7 @@ void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("BlockCache", CacheWrap::define(env));
   exports.Set("RemoteFetcher", FetcherWrap::define(env));
   exports.Set("RemoteFile", FileWrap::define(env));
+  exports.Set("ReadAheadPolicy", PolicyWrap::define(env));
 }
 
 }  // namespace remote_binding

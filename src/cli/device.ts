@@ -6,6 +6,7 @@ import { loadConfig, resolveConfigPath } from '../config';
 import { DeviceDaemon } from '../device/daemon';
 import type { DeviceInfo, DeviceStatsInfo } from '../device/manager';
 import { DeviceClient } from '../device/client';
+import type { FetchTotalsInfo } from '../device/fetch-counters';
 import { serveUntilSignal } from './until-signal';
 
 export async function runDeviced(configFlag?: string): Promise<void> {
@@ -63,6 +64,12 @@ function statsTable(stats: DeviceStatsInfo[]): string {
   );
 }
 
+function totalsLine(t: FetchTotalsInfo): string {
+  return `deviced total: ${human(t.receivedBytes)} received from registries in ${t.fetches} fetches ` +
+    `(demand ${human(t.demandBytes)}, read-ahead ${human(t.readaheadBytes)}, prefetch ${human(t.prefetchBytes)}, ` +
+    `background ${human(t.backgroundBytes)}); devices read ${human(t.deviceReadBytes)} (${t.detachedDevices} detached)\n`;
+}
+
 export function registerDeviceCommands(program: Command): void {
   const configOpt = ['-c, --config <file>', 'config.json (default: $OBD_CONFIG or /etc/obd/config.json)'] as const;
   program
@@ -108,6 +115,11 @@ export function registerDeviceCommands(program: Command): void {
     .option(...configOpt)
     .action(async (idOrPath: string | undefined, opts: { json?: boolean; config?: string }) => {
       const stats = await withClient(opts, (c) => c.stats(idOrPath ?? ''));
-      process.stdout.write(opts.json ? JSON.stringify(stats, null, 2) + '\n' : statsTable(stats));
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(stats, null, 2) + '\n');
+        return;
+      }
+      const t = idOrPath ? undefined : await withClient(opts, (c) => c.totals());
+      process.stdout.write(statsTable(stats) + (t ? totalsLine(t) : ''));
     });
 }

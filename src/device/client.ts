@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { devicesService } from './api';
 import { kindOfGrpcStatus } from '../grpc-status';
 import { DeviceError } from './errors';
+import type { FetchTotalsInfo } from './fetch-counters';
 import type { DeviceInfo, DeviceStatsInfo } from './manager';
 
 /** A client of deviced's socket; every call has a deadline so a wedged daemon cannot hang callers. */
@@ -42,6 +43,11 @@ export class DeviceClient {
 
   async stats(id = '', timeoutMs = 30_000): Promise<DeviceStatsInfo[]> {
     return (await this.call<{ devices: DeviceStatsInfo[] }>('Stats', { id }, timeoutMs)).devices;
+  }
+
+  /** deviced-wide counters since it started (they keep the bytes of detached devices). */
+  async totals(timeoutMs = 30_000): Promise<FetchTotalsInfo> {
+    return (await this.call<{ totals: FetchTotalsInfo }>('Stats', { id: '' }, timeoutMs)).totals;
   }
 
   close(): void {

@@ -45,7 +45,7 @@ export class DeviceDaemon {
       await bindUnixSocket(server, cfg.deviceAddress);
       const ep = cfg.exporterConfig;
       if (ep.enable)
-        metrics = await serveMetrics(ep, () => renderMetrics(mgr.stats()) + renderFamilies(stateMetrics.families()), 'deviced');
+        metrics = await serveMetrics(ep, () => renderMetrics(mgr.stats(), mgr.totals()) + renderFamilies(stateMetrics.families()), 'deviced');
     } catch (err) {
       server.forceShutdown();
       await mgr.closeAll();

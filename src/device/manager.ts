@@ -17,7 +17,8 @@ import type { Logger } from '../log';
 import { DeviceError, fromAddonError } from './errors';
 import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
 import { listLoopDevices, mountPointsOf, readMountInfo } from './kernel';
-import type { RecordingSession, RemoteLowers } from './remote';
+import { downloadSettings, type RecordingSession, type RemoteLowers } from './remote';
+import type { FetchTotals } from './fetch-counters';
 import { parseTrace, TracePrefetch, traceMode, TraceWriter } from '../trace/trace';
 
 export type TransportName = 'fuse-loop' | 'tcmu';
@@ -42,6 +43,13 @@ export interface DeviceStatsInfo extends addon.DeviceCounters {
   cacheHits: number;
   cacheMisses: number;
   prefetchedBytes: number;
+}
+
+/** deviced-wide and cumulative since it started: devices that are gone still count. */
+export interface DevicedTotals extends FetchTotals {
+  deviceReadBytes: number; // read by the kernel from every device, attached or detached since
+  deviceFetchedBytes: number; // fetched on behalf of every device's reads
+  detachedDevices: number;
 }
 
 interface Attached {
@@ -100,6 +108,7 @@ function loopbackId(id: string): number {
 
 export class DeviceManager {
   private readonly devices = new Map<string, Attached>();
+  private readonly retired = { readBytes: 0, fetchedBytes: 0, devices: 0 }; // detached devices' last counters
   private readonly busy = new Set<string>(); // ids with an attach/detach in progress
   readonly devicesDir: string;
   readonly mntDir: string;
@@ -260,7 +269,7 @@ export class DeviceManager {
         opts.lowers = resolveLowers(cfg).map((l) => {
           if (l.kind === 'file') return l.path;
           if (!this.remote) throw new DeviceError('Unimplemented', `remote lower ${l.digest} (${l.url}): registry-backed layers are not supported by this deviced`);
-          const f = this.remote.open(l.url, l.digest, l.size, recording);
+          const f = this.remote.open(l.url, l.digest, l.size, recording, downloadSettings(cfg!.download));
           remotes.push(f);
           byDigest.set(l.digest, f);
           return f;
@@ -319,6 +328,7 @@ export class DeviceManager {
     if (at.length > 0 && !force)
       throw new DeviceError('FailedPrecondition', `device ${a.id} (${a.dev.path}) is mounted at ${at.join(', ')}: unmount it first or detach with force`);
     this.busy.add(a.id);
+    const last = this.statsOf(a);
     try {
       await addon.deviceDetach(a.dev.handle, force);
     } catch (err) {
@@ -327,6 +337,9 @@ export class DeviceManager {
       this.busy.delete(a.id);
     }
     this.devices.delete(a.id);
+    this.retired.readBytes += last.readBytes;
+    this.retired.fetchedBytes += a.remotes.reduce((n, f) => n + f.stats().fetchedBytes, 0);
+    this.retired.devices++;
     this.stopTrace(a);
     fs.rmSync(path.join(this.devicesDir, a.id), { recursive: true, force: true });
     this.log.log('info', 'detached device', { id: a.id, device: a.dev.path, force, mountedAt: at.length ? at.join(',') : undefined });
@@ -337,21 +350,36 @@ export class DeviceManager {
     return [...this.devices.values()].map((a) => this.info(a, mounts));
   }
 
+  /** Fetch and read totals of this deviced's life (they survive detach); zeros without remote support. */
+  totals(): DevicedTotals {
+    const live = this.stats();
+    const empty: FetchTotals = { receivedBytes: 0, fetches: 0, failedFetches: 0, bytes: { demand: 0, readahead: 0, prefetch: 0, background: 0 },
+      seconds: { buckets: [], sum: 0, count: 0 }, linkBytesPerSec: 0 };
+    return {
+      ...(this.remote?.totals() ?? empty),
+      deviceReadBytes: this.retired.readBytes + live.reduce((n, s) => n + s.readBytes, 0),
+      deviceFetchedBytes: this.retired.fetchedBytes + live.reduce((n, s) => n + s.fetchedBytes, 0),
+      detachedDevices: this.retired.devices,
+    };
+  }
+
   stats(idOrPath?: string): DeviceStatsInfo[] {
     const which = idOrPath ? [this.find(idOrPath)] : [...this.devices.values()];
-    return which.map((a) => {
-      const r = a.remotes.map((f) => f.stats());
-      const sum = (k: (s: addon.RemoteFileStats) => number) => r.reduce((n, s) => n + k(s), 0);
-      return {
-        id: a.id,
-        path: a.dev.path,
-        ...addon.deviceStats(a.dev.handle),
-        fetchedBytes: sum((s) => s.fetchedBytes),
-        cacheHits: sum((s) => s.hits),
-        cacheMisses: sum((s) => s.reads - s.hits),
-        prefetchedBytes: a.prefetch?.bytes ?? 0,
-      };
-    });
+    return which.map((a) => this.statsOf(a));
+  }
+
+  private statsOf(a: Attached): DeviceStatsInfo {
+    const r = a.remotes.map((f) => f.stats());
+    const sum = (k: (s: addon.RemoteFileStats) => number) => r.reduce((n, s) => n + k(s), 0);
+    return {
+      id: a.id,
+      path: a.dev.path,
+      ...addon.deviceStats(a.dev.handle),
+      fetchedBytes: sum((s) => s.fetchedBytes),
+      cacheHits: sum((s) => s.hits),
+      cacheMisses: sum((s) => s.reads - s.hits),
+      prefetchedBytes: a.prefetch?.bytes ?? 0,
+    };
   }
 
   /** Prefetches the ranges of a trace into the block cache, in trace order, in the background. */

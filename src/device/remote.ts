@@ -5,17 +5,28 @@ import fs from 'node:fs';
 import type { ObdConfig } from '../config';
 import type { TraceWriter } from '../trace/trace';
 import * as addon from '../addon';
+import { BackgroundDownload, type DownloadSettings } from '../registry/background-download';
 import { BlobSource } from '../registry/blob-source';
 import { RegistryClient } from '../registry/client';
 import { registryOptionsFromConfig } from '../registry/from-config';
 import type { Logger } from '../log';
 import { DeviceError } from './errors';
+import { FetchCounters, type FetchTotals } from './fetch-counters';
 
 export interface RecordingSession {
   cache: addon.BlockCache;
   fetcher: addon.RemoteFetcher;
   writer: TraceWriter;
   close(): void;
+}
+
+/** The `download` section of a config.v1.json (overlaybd's DownloadConfig); unknown or mistyped keys are ignored as overlaybd does. */
+export function downloadSettings(raw: Record<string, unknown> | undefined): DownloadSettings | undefined {
+  if (!raw || typeof raw.enable !== 'boolean') return undefined;
+  const num = (k: string) => (typeof raw[k] === 'number' && Number.isFinite(raw[k]) && (raw[k] as number) >= 0 ? (raw[k] as number) : undefined);
+  const out: DownloadSettings = { enable: raw.enable };
+  for (const k of ['delay', 'delayExtra', 'maxMBps', 'blockSize', 'tryCnt'] as const) if (num(k) !== undefined) out[k] = num(k);
+  return out;
 }
 
 const BLOB_URL = /^(https?):\/\/([^/]+)\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
@@ -25,6 +36,8 @@ export class RemoteLowers {
   private fetcher?: addon.RemoteFetcher;
   private readonly clients = new Map<string, { client: RegistryClient; source: BlobSource }>(); // by origin
   private readonly byDigest = new Map<string, BlobSource>();
+  private readonly downloads = new Map<string, BackgroundDownload>(); // by digest, one per deviced
+  readonly counters = new FetchCounters();
 
   constructor(
     private readonly cfg: ObdConfig,
@@ -41,9 +54,9 @@ export class RemoteLowers {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const c = this.cfg.cacheConfig;
     const cache = addon.openBlockCache({ dir, capacityBytes: 2 ** 40, unitSize: c.refillSize, sync: false });
-    const fetcher = addon.createRemoteFetcher((digest, offset, length) => {
+    const fetcher = addon.createRemoteFetcher((digest, offset, length, kind) => {
       writer.add({ digest, offset, length });
-      return this.fetchBlob(digest, offset, length);
+      return this.fetchBlob(digest, offset, length, kind);
     });
     return {
       cache,
@@ -57,17 +70,28 @@ export class RemoteLowers {
     };
   }
 
-  private fetchBlob(digest: string, offset: number, length: number): Promise<Uint8Array> {
+  private fetchBlob(digest: string, offset: number, length: number, kind: addon.FetchKind): Promise<Uint8Array> {
     const source = this.byDigest.get(digest);
     if (!source) return Promise.reject(new Error(`${digest}: no registry location known for this blob`));
-    return source.fetch(digest, offset, length).catch((err: unknown) => {
+    return this.counters.time(kind, () => source.fetch(digest, offset, length, kind)).catch((err: unknown) => {
       this.onFetchError(err);
       throw err;
     });
   }
 
+  /** Every byte received from registries since deviced started, and what the fetches delivered. */
+  totals(): FetchTotals {
+    const received = [...this.clients.values()].reduce((n, c) => n + c.source.receivedBytes, 0);
+    return this.counters.totals(received, this.fetcher?.stats().linkBytesPerSec ?? 0);
+  }
+
+  /** Background downloads in progress or finished, by digest. */
+  downloadStates(): Array<{ digest: string; bytes: number; complete: boolean; error?: string }> {
+    return [...this.downloads].map(([digest, d]) => ({ digest, bytes: d.bytes, complete: d.complete, error: d.error?.message }));
+  }
+
   /** The RemoteFile for `url` (= repoBlobUrl + "/" + digest); with `recording`, through its private cache. */
-  open(url: string, digest: string, size: number, recording?: RecordingSession): addon.RemoteFile {
+  open(url: string, digest: string, size: number, recording?: RecordingSession, download?: DownloadSettings): addon.RemoteFile {
     const m = BLOB_URL.exec(url);
     if (!m) throw new DeviceError('InvalidArgument', `repoBlobUrl: ${url} is not of the form http(s)://host/v2/<repository>/blobs/sha256:<hex>`);
     const [, scheme, host, repo] = m;
@@ -78,7 +102,27 @@ export class RemoteLowers {
     const c = this.cfg.cacheConfig;
     const readAheadUnits = Math.floor(c.readAheadSize / c.refillSize);
     if (recording) return addon.openRemoteFile({ digest, size, cache: recording.cache, fetcher: recording.fetcher, readAheadUnits: 0 });
-    return addon.openRemoteFile({ digest, size, cache: this.openCache(), fetcher: this.openFetcher(), readAheadUnits });
+    const file = addon.openRemoteFile({ digest, size, cache: this.openCache(), fetcher: this.openFetcher(), readAheadUnits });
+    this.startDownload(digest, file, download ?? this.cfg.download);
+    return file;
+  }
+
+  /** The `download` settings (config.json, or the image's config.v1.json): fill the whole blob in the background. */
+  private startDownload(digest: string, file: addon.RemoteFile, s: DownloadSettings | undefined): void {
+    if (!s?.enable || this.downloads.has(digest)) return;
+    const d = new BackgroundDownload(file, { ...this.cfg.download, ...s });
+    this.downloads.set(digest, d);
+    void d.done.then(async () => {
+      if (d.error) {
+        this.log.log('warn', 'background download failed', { digest, bytes: d.bytes, err: d.error.message });
+        this.downloads.delete(digest); // the next device that opens it starts over where the cache ends
+        return;
+      }
+      if (!d.complete) return;
+      await this.cache?.drain();
+      const st = file.stats();
+      this.log.log('info', 'background download done', { digest, bytes: d.bytes, ms: d.finishedAt! - d.startedAt!, cached: `${st.presentUnits}/${st.units} units` });
+    });
   }
 
   private openCache(): addon.BlockCache {
@@ -91,7 +135,7 @@ export class RemoteLowers {
   }
 
   private openFetcher(): addon.RemoteFetcher {
-    this.fetcher ??= addon.createRemoteFetcher((digest, offset, length) => this.fetchBlob(digest, offset, length));
+    this.fetcher ??= addon.createRemoteFetcher((digest, offset, length, kind) => this.fetchBlob(digest, offset, length, kind));
     return this.fetcher;
   }
 
@@ -110,6 +154,7 @@ export class RemoteLowers {
   }
 
   async close(): Promise<void> {
+    for (const d of this.downloads.values()) d.stop();
     this.fetcher?.close();
     await Promise.all([...this.clients.values()].map((c) => c.client.close()));
   }

@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { devicesService } from './api';
 import { grpcStatusOf } from '../grpc-status';
 import { DeviceError } from './errors';
+import { totalsMessage } from './fetch-counters';
 import type { DeviceManager } from './manager';
 
 function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
@@ -28,6 +29,6 @@ export function addDevicesService(server: grpc.Server, mgr: DeviceManager): void
       return {};
     }),
     List: unary(() => ({ devices: mgr.list() })),
-    Stats: unary((req: { id: string }) => ({ devices: mgr.stats(req.id || undefined) })),
+    Stats: unary((req: { id: string }) => ({ devices: mgr.stats(req.id || undefined), totals: totalsMessage(mgr.totals()) })),
   });
 }

@@ -7,4 +7,5 @@ export * from './retry';
 export * from './client';
 export * from './range-reader';
 export * from './blob-source';
+export * from './background-download';
 export * from './from-config';

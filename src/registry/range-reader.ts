@@ -13,6 +13,8 @@ export interface RangeReaderOptions {
   size?: number;             // known blob size (labels/manifest); else probed with bytes=0-0
   readDeadlineMs?: number;   // per read() including retries; default: client's operationDeadlineMs
   redirectTtlMs?: number;    // reuse of a redirect without an expiry in its URL, default 300 s
+  /** every body byte as it arrives, also of bodies that are retried or cut short (honest accounting) */
+  onBytes?: (n: number) => void;
 }
 
 interface Location {
@@ -23,7 +25,8 @@ interface Location {
 export interface RangeReaderStats {
   reads: number;
   requests: number;
-  bytes: number;
+  bytes: number;     // bytes of complete answers
+  received: number;  // every body byte received, including retried and cut-short bodies
   redirects: number;
 }
 
@@ -32,7 +35,7 @@ export class RangeReader {
   private endpointIndex = 0;
   private readonly endpoints: Endpoint[];
   private knownSize?: number;
-  readonly stats: RangeReaderStats = { reads: 0, requests: 0, bytes: 0, redirects: 0 };
+  readonly stats: RangeReaderStats = { reads: 0, requests: 0, bytes: 0, received: 0, redirects: 0 };
 
   constructor(private readonly transport: RegistryTransport, readonly host: string, readonly repo: string, readonly digest: string,
     private readonly opts: RangeReaderOptions = {}) {
@@ -117,6 +120,11 @@ export class RangeReader {
     return this.transport.getForeign(url, { range }, signal, `GET redirected blob ${this.digest}`);
   }
 
+  private received(n: number): void {
+    this.stats.received += n;
+    this.opts.onBytes?.(n);
+  }
+
   private async take(res: Dispatcher.ResponseData, ep: Endpoint, offset: number, length: number, probe: boolean, what: string) {
     const host = ep.host;
     if (res.statusCode === 200) {
@@ -130,7 +138,7 @@ export class RangeReader {
         if (!Number.isSafeInteger(cl)) throw new RegistryProtocolError(`${host}: ${what}: no size in answer`, { registry: host, status: 200 });
         return { data: Buffer.alloc(0), total: cl };
       }
-      const data = await readExactly(res.body, length, host, what);
+      const data = await readExactly(res.body, length, host, what, (n) => this.received(n));
       this.stats.bytes += data.length;
       return { data, total: cl };
     }
@@ -152,7 +160,7 @@ export class RangeReader {
       discard(res.body);
       throw new RegistrySizeMismatchError(`${host}: ${what}: blob size is ${total}, expected ${this.knownSize}`, { registry: host, status: 206 });
     }
-    const data = await readExactly(res.body, length, host, what);
+    const data = await readExactly(res.body, length, host, what, (n) => this.received(n));
     this.stats.bytes += data.length;
     return { data, total: total ?? this.knownSize ?? offset + length };
   }
@@ -165,11 +173,13 @@ function discard(body: Dispatcher.ResponseData['body']): void {
 }
 
 /** Reads exactly n bytes; fewer (truncated) or more is a protocol error, which is retried. */
-async function readExactly(body: Dispatcher.ResponseData['body'], n: number, host: string, what: string): Promise<Buffer> {
+async function readExactly(body: Dispatcher.ResponseData['body'], n: number, host: string, what: string,
+  onBytes: (n: number) => void): Promise<Buffer> {
   const out = Buffer.allocUnsafe(n);
   let got = 0;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
+      onBytes(chunk.length);
       if (got + chunk.length > n) {
         body.destroy();
         throw new RegistryProtocolError(`${host}: ${what}: more bytes than requested`, { registry: host });

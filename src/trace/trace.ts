@@ -95,7 +95,7 @@ export function mergeAdjacent(ranges: TraceRange[], maxLength: number): TraceRan
 }
 
 export interface PrefetchTarget {
-  read(offset: number, length: number): Promise<unknown>;
+  read(offset: number, length: number, kind?: 'prefetch'): Promise<unknown>;
 }
 
 /**
@@ -122,7 +122,7 @@ export class TracePrefetch {
       while (!this.stopped && next < todo.length) {
         const r = todo[next++];
         try {
-          await files.get(r.digest)!.read(r.offset, r.length);
+          await files.get(r.digest)!.read(r.offset, r.length, 'prefetch');
           this.bytes += r.length;
           this.ranges++;
         } catch {

@@ -44,13 +44,14 @@ struct RemoteFile::Fetch {
   uint64_t count = 0;
   uint64_t off = 0;
   uint64_t len = 0;
-  bool readAhead = false;
+  FetchPriority priority = FetchPriority::kDemand;
   bool landed = false;
+  std::shared_ptr<FetchScheduler::Ticket> ticket;
   std::shared_ptr<const std::vector<uint8_t>> data;
   std::vector<std::shared_ptr<ReadOp>> waiters;
 };
 
-Result<std::shared_ptr<RemoteFile>> RemoteFile::open(std::shared_ptr<BlockCache> cache, std::shared_ptr<BlobFetcher> fetcher,
+Result<std::shared_ptr<RemoteFile>> RemoteFile::open(std::shared_ptr<BlockCache> cache, std::shared_ptr<FetchScheduler> fetcher,
                                                      const std::string& digest, uint64_t size, RemoteFileOptions opts) {
   if (!cache || !fetcher) return InvalidArg(digest + ": remote file needs a cache and a fetcher");
   auto blob = cache->blob(digest, size);
@@ -65,6 +66,14 @@ RemoteFileStats RemoteFile::stats() const {
 }
 
 void RemoteFile::readAsync(void* buf, size_t n, uint64_t off, IoCallback cb) {
+  readOp(buf, n, off, FetchPriority::kDemand, std::move(cb));
+}
+
+void RemoteFile::readAsync(void* buf, size_t n, uint64_t off, FetchPriority priority, IoCallback cb) {
+  readOp(buf, n, off, priority, std::move(cb));
+}
+
+void RemoteFile::readOp(void* buf, size_t n, uint64_t off, FetchPriority priority, IoCallback cb) {
   uint64_t size = blob_->size();
   auto* p = static_cast<uint8_t*>(buf);
   if (off >= size || n == 0) {
@@ -75,23 +84,43 @@ void RemoteFile::readAsync(void* buf, size_t n, uint64_t off, IoCallback cb) {
   uint64_t m = std::min<uint64_t>(n, size - off);
   if (m < n) std::memset(p + m, 0, n - m);  // past the end reads as zero
   auto op = std::make_shared<ReadOp>(p, off, m, std::move(cb));
-  {
+  const bool demand = priority == FetchPriority::kDemand;
+  if (demand) {
     std::lock_guard<std::mutex> g(mu_);
     stats_.reads++;
   }
-  readRange(op, off, m, true);
+  readRange(op, off, m, priority, demand);
   op->release(Status::Ok());
+}
+
+uint64_t RemoteFile::nextMissing(uint64_t off) const {
+  const uint64_t unit = blob_->unitSize();
+  std::lock_guard<std::mutex> g(mu_);
+  for (uint64_t u = off / unit; u < blob_->unitCount(); u++)
+    if (!busy(u)) return std::max(off, u * unit);
+  return blob_->size();
+}
+
+uint64_t RemoteFile::maxWindowUnits() const {
+  if (opts_.readAheadUnits == 0) return 0;
+  const double unit = blob_->unitSize();
+  double byLink = fetcher_->linkBytesPerSec() * opts_.readAheadSeconds / unit;
+  uint64_t floor = std::max<uint64_t>(2, (1 << 20) / blob_->unitSize());  // until the link is measured
+  uint64_t w = std::max<uint64_t>(floor, static_cast<uint64_t>(byLink));
+  return std::min<uint64_t>(w, opts_.readAheadUnits);
 }
 
 bool RemoteFile::busy(uint64_t unit) const { return inflight_.count(unit) > 0 || blob_->present(unit); }
 
-void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint64_t n, bool track) {
+void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint64_t n, FetchPriority priority, bool track) {
   const uint64_t unit = blob_->unitSize();
   const uint64_t first = off / unit, last = (off + n - 1) / unit;
   std::vector<std::shared_ptr<Fetch>> toStart;
   std::vector<std::shared_ptr<const std::vector<uint8_t>>> landed;
   std::vector<uint64_t> landedOff;
   std::vector<std::pair<uint64_t, uint64_t>> hitRuns;  // [first, last] units present in the cache
+  std::vector<std::shared_ptr<FetchScheduler::Ticket>> toPromote;
+  const uint64_t maxWindow = track ? maxWindowUnits() : 0;
 
   auto fast = blob_->readIfPresent(op->buf + (off - op->off), n, off);
   if (!fast.ok()) {
@@ -101,8 +130,7 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
   }
   {
     std::lock_guard<std::mutex> g(mu_);
-    bool sequential = track && off <= nextSequential_ && nextSequential_ < off + n + 1 && nextSequential_ != UINT64_MAX;
-    if (track) nextSequential_ = off + n;
+    ReadAheadWindow ahead = track ? policy_.onRead(off, n, maxWindow) : ReadAheadWindow{};
     bool waited = false;  // a hit is a read that waits for no fetch (cache or landed bytes)
     if (!fast.value()) {
       for (uint64_t u = first; u <= last;) {
@@ -116,6 +144,11 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
             op->hold();
             f->waiters.push_back(op);
             waited = true;
+            if (priority == FetchPriority::kDemand && f->priority != FetchPriority::kDemand) {
+              f->priority = FetchPriority::kDemand;  // a fetch not yet submitted starts as demand
+              if (f->ticket) toPromote.push_back(f->ticket);
+              stats_.promotedFetches++;
+            }
           }
           u = f->firstUnit + f->count;
           continue;
@@ -127,12 +160,7 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
           continue;
         }
         while (u <= last && u - start < opts_.maxFetchUnits && !inflight_.count(u) && !blob_->present(u)) u++;
-        auto f = std::make_shared<Fetch>();
-        f->firstUnit = start;
-        f->count = u - start;
-        f->off = start * unit;
-        f->len = std::min<uint64_t>(u * unit, blob_->size()) - f->off;
-        for (uint64_t k = start; k < u; k++) inflight_[k] = f;
+        auto f = newFetch(start, u, priority);
         op->hold();
         f->waiters.push_back(op);
         toStart.push_back(f);
@@ -140,8 +168,9 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
       }
     }
     if (!waited && track) stats_.hits++;
-    if (sequential) readAhead(last, &toStart);
+    if (ahead.count > 0) readAhead(ahead, &toStart);
   }
+  for (auto& t : toPromote) fetcher_->promote(t);
   if (fast.value()) cache_->touch(blob_.get(), first, last);
   for (size_t i = 0; i < landed.size(); i++) op->copyFrom(landedOff[i], landed[i]->data(), landed[i]->size());
   for (auto [a, b] : hitRuns) {
@@ -156,46 +185,55 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
       op->release(r.status());
       continue;
     }
-    readRange(op, s, e - s, false);  // evicted under us: go again (it will fetch)
+    readRange(op, s, e - s, priority, false);  // evicted under us: go again (it will fetch)
     op->release(Status::Ok());
   }
   for (auto& f : toStart) startFetch(f);
 }
 
-void RemoteFile::readAhead(uint64_t lastUnit, std::vector<std::shared_ptr<Fetch>>* out) {
-  if (opts_.readAheadUnits == 0) return;
-  const uint64_t unit = blob_->unitSize();
-  const uint64_t end = std::min<uint64_t>(blob_->unitCount(), lastUnit + 1 + opts_.readAheadUnits);
-  uint64_t a = lastUnit + 1;
-  while (a < end && busy(a)) a++;
-  // Enough is ahead already: wait until the reader has used half of the window.
-  if (a >= end || a > lastUnit + 1 + opts_.readAheadUnits / 2) return;
-  while (a < end) {
-    uint64_t start = a;
-    while (a < end && a - start < opts_.maxFetchUnits && !busy(a)) a++;
-    if (a > start) {
-      auto f = std::make_shared<Fetch>();
-      f->firstUnit = start;
-      f->count = a - start;
-      f->off = start * unit;
-      f->len = std::min<uint64_t>(a * unit, blob_->size()) - f->off;
-      f->readAhead = true;
-      for (uint64_t k = start; k < a; k++) inflight_[k] = f;
-      out->push_back(f);
-      stats_.readAheadFetches++;
+std::shared_ptr<RemoteFile::Fetch> RemoteFile::newFetch(uint64_t first, uint64_t end, FetchPriority priority) {
+  auto f = std::make_shared<Fetch>();
+  f->firstUnit = first;
+  f->count = end - first;
+  f->off = first * blob_->unitSize();
+  f->len = std::min<uint64_t>(end * blob_->unitSize(), blob_->size()) - f->off;
+  f->priority = priority;
+  for (uint64_t k = first; k < end; k++) inflight_[k] = f;
+  return f;
+}
+
+// The window as few GETs as possible: one per run of units not cached and not being fetched.
+void RemoteFile::readAhead(const ReadAheadWindow& w, std::vector<std::shared_ptr<Fetch>>* out) {
+  const uint64_t end = std::min<uint64_t>(blob_->unitCount(), w.firstUnit + w.count);
+  for (uint64_t a = w.firstUnit; a < end;) {
+    if (busy(a)) {
+      a++;
+      continue;
     }
-    while (a < end && busy(a)) a++;
+    uint64_t start = a;
+    while (a < end && !busy(a)) a++;
+    out->push_back(newFetch(start, a, FetchPriority::kReadAhead));
+    stats_.readAheadFetches++;
   }
 }
 
 void RemoteFile::startFetch(const std::shared_ptr<Fetch>& f) {
+  FetchPriority priority;
   {
     std::lock_guard<std::mutex> g(mu_);
     stats_.fetches++;
+    priority = f->priority;
   }
   auto self = shared_from_this();  // alive until the fetcher answers
-  fetcher_->fetch(blob_->digest(), f->off, f->len,
-                  [self, f](Status st, std::vector<uint8_t> data) { self->onFetched(f, std::move(st), std::move(data)); });
+  auto ticket = fetcher_->submit(blob_->digest(), f->off, f->len, priority,
+                                 [self, f](Status st, std::vector<uint8_t> data) { self->onFetched(f, std::move(st), std::move(data)); });
+  bool promote;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    f->ticket = ticket;
+    promote = f->priority != priority;  // a demand read came to wait on it meanwhile
+  }
+  if (promote) fetcher_->promote(ticket);
 }
 
 void RemoteFile::onFetched(const std::shared_ptr<Fetch>& f, Status st, std::vector<uint8_t> data) {
@@ -224,6 +262,10 @@ void RemoteFile::onFetched(const std::shared_ptr<Fetch>& f, Status st, std::vect
     f->landed = true;
     waiters.swap(f->waiters);
     stats_.fetchedBytes += f->len;
+    if (f->priority == FetchPriority::kReadAhead) stats_.readAheadBytes += f->len;
+    if (f->priority == FetchPriority::kPrefetch) stats_.prefetchBytes += f->len;
+    if (f->priority == FetchPriority::kBackground) stats_.backgroundBytes += f->len;
+    f->ticket.reset();
   }
   for (auto& w : waiters) {
     w->copyFrom(f->off, d->data(), d->size());

@@ -1,6 +1,8 @@
 // A throttling TCP proxy on 127.0.0.1 (this kernel has no netem): every byte from the target to the
 // client passes one shared token bucket (the link rate), and each chunk waits a fixed one-way
-// latency. Used by the cold-start benchmark to put the registry "far away" for both contenders.
+// latency. Used by the cold-start benchmark to put the registry "far away" for both contenders, and
+// by tests as the byte counter in front of the registry (`bytes`: everything the registry sent to
+// obd, headers included; rate 0 = no throttling).
 import net from 'node:net';
 
 export class ThrottleProxy {
@@ -55,7 +57,7 @@ export class ThrottleProxy {
       // A chunk leaves when the shared link has carried the ones before it and arrives one latency
       // later; the sender pauses while more than 100 ms of data waits on this connection.
       const now = Date.now();
-      this.nextFree = Math.max(now, this.nextFree) + (b.length / this.bytesPerSec) * 1000;
+      this.nextFree = Math.max(now, this.nextFree) + (this.bytesPerSec > 0 ? (b.length / this.bytesPerSec) * 1000 : 0);
       this.bytes += b.length;
       queue.push({ at: this.nextFree + this.latencyMs, b });
       if (!timer) timer = setTimeout(pump, queue[0].at - now);
