@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DeviceClient } from '../../src/device/client';
 import type { DeviceStatsInfo } from '../../src/device/manager';
+import type { FetchTotalsInfo } from '../../src/device/fetch-counters';
 import { TestContainerd } from '../helpers/containerd';
 import { unmountUnder } from '../helpers/loop';
 import { ImageSpec, writeOciLayout } from '../helpers/images';
@@ -107,6 +108,16 @@ export class LazyEnv {
     const c = new DeviceClient(this.deviceAddress);
     try {
       return await c.stats();
+    } finally {
+      c.close();
+    }
+  }
+
+  /** deviced-wide counters since deviced (re)started: bytes received from registries, read by every device. */
+  async deviceTotals(): Promise<FetchTotalsInfo> {
+    const c = new DeviceClient(this.deviceAddress);
+    try {
+      return await c.totals();
     } finally {
       c.close();
     }
