@@ -6,7 +6,7 @@
 //   lazy:     obd rpull (manifest + config) + ctr run --snapshotter obd (blocks on first touch)
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { pushOciLayout, busyboxTestImage, TarEntry, writeOciLayout } from '../test/helpers/images';
+import { pushOciLayout, busyboxTestImage, type ImageSpec, TarEntry, writeOciLayout } from '../test/helpers/images';
 import { execNode, LazyEnv } from '../test/lazy/env';
 import { obdBin } from '../test/helpers/bin';
 import { parseTrace } from '../src/trace/trace';
@@ -20,6 +20,8 @@ export interface ColdStartOptions {
   latencyMs: number;
   /** also: record a trace, empty the block cache, and start again with the trace prefetched */
   prefetch?: boolean;
+  /** the image to build instead of appImageSpec(imageMiB, workingSetMiB), and the bytes its workload reads */
+  image?: { spec: ImageSpec; readBytes: number };
   log: (line: string) => void;
 }
 
@@ -33,8 +35,10 @@ export interface ColdStartResult {
   ociBytes: number; // sum of the OCI layer blobs
   workingSetBytes: number;
   baseline: RunTiming;
-  lazy: RunTiming & { fetchedBytes: number; deviceReadBytes: number };
-  prefetch?: RunTiming & { fetchedBytes: number; prefetchedBytes: number; traceBytes: number };
+  // fetchedBytes: what deviced received (deviced-wide totals, still there after `ctr run --rm`);
+  // wireBytes: what crossed the link (the proxy's count) during the run
+  lazy: RunTiming & { fetchedBytes: number; wireBytes: number; deviceReadBytes: number };
+  prefetch?: RunTiming & { fetchedBytes: number; wireBytes: number; deviceReadBytes: number; prefetchedBytes: number; traceBytes: number };
   convertSeconds: number;
 }
 
@@ -66,23 +70,21 @@ async function manifestLayerBytes(registryUrl: string, repo: string, tag: string
 /** Starts everything, measures both contenders, stops everything (also on failure). */
 export async function runColdStart(
   o: ColdStartOptions,
-  env = new LazyEnv({ config: { autoRemoveDev: true, cacheConfig: { readAheadSize: 4 * MiB } } }),
+  env = new LazyEnv({ config: { autoRemoveDev: true, cacheConfig: { readAheadSize: 16 * MiB } } }),
 ): Promise<ColdStartResult> {
   let proxy: ThrottleProxy | undefined;
   try {
     o.log('starting a private registry, containerd, obd deviced and obd snapshotter');
     await env.start();
     const [regHost, regPort] = env.registry.host.split(':');
-    let linkHost = env.registry.host;
-    if (o.rateMBps > 0) {
-      proxy = new ThrottleProxy({ host: regHost, port: Number(regPort) }, o.rateMBps * MiB, o.latencyMs);
-      await proxy.start();
-      linkHost = proxy.host;
-      o.log(`registry link throttled to ${o.rateMBps} MB/s, ${o.latencyMs} ms latency (proxy ${linkHost})`);
-    }
+    // Always through the proxy: it counts the bytes on the wire (rate 0: no throttling).
+    proxy = new ThrottleProxy({ host: regHost, port: Number(regPort) }, o.rateMBps * MiB, o.latencyMs);
+    await proxy.start();
+    const linkHost = proxy.host;
+    if (o.rateMBps > 0) o.log(`registry link throttled to ${o.rateMBps} MB/s, ${o.latencyMs} ms latency (proxy ${linkHost})`);
 
     o.log(`building a sample image: busybox + ${o.imageMiB} MiB of app files, ${o.workingSetMiB} MiB read at start`);
-    const spec = appImageSpec(o.imageMiB, o.workingSetMiB);
+    const spec = o.image?.spec ?? appImageSpec(o.imageMiB, o.workingSetMiB);
     const layout = writeOciLayout(env.tmp.join('oci-app'), 'v1', spec);
     await pushOciLayout(layout, env.registry.host, 'demo/app-oci');
     const ociBytes = await manifestLayerBytes(env.registry.url, 'demo/app-oci', 'v1');
@@ -102,22 +104,26 @@ export async function runColdStart(
 
     o.log('lazy: obd rpull + ctr run --snapshotter obd');
     const obdRef = `${linkHost}/demo/app-obd:v1`;
+    let wire0 = 0;
     const [lazySeconds, lazyOut] = await timed(async () => {
       await env.rpull(obdRef);
+      wire0 = proxy!.bytes;
       return env.containerd.run(obdRef, 'lazy', [], ['--snapshotter', 'obd']);
     });
-    const stats = await env.deviceStats();
-    const prefetch = o.prefetch ? await withPrefetch(env, obdRef, o) : undefined;
+    const wireBytes = proxy.bytes - wire0;
+    const totals = await env.deviceTotals();
+    const prefetch = o.prefetch ? await withPrefetch(env, obdRef, o, proxy) : undefined;
     return {
       imageBytes,
       ociBytes,
-      workingSetBytes: o.workingSetMiB * MiB,
+      workingSetBytes: o.image?.readBytes ?? o.workingSetMiB * MiB,
       baseline: { seconds: baseSeconds, output: baseOut },
       lazy: {
         seconds: lazySeconds,
         output: lazyOut,
-        fetchedBytes: stats.reduce((n, s) => n + s.fetchedBytes, 0),
-        deviceReadBytes: stats.reduce((n, s) => n + s.readBytes, 0),
+        fetchedBytes: totals.receivedBytes,
+        wireBytes,
+        deviceReadBytes: totals.deviceReadBytes,
       },
       prefetch,
       convertSeconds,
@@ -134,7 +140,7 @@ async function waitNoDevices(env: LazyEnv): Promise<void> {
 }
 
 /** record-trace, then a cold cache (no device, empty cache dir, fresh deviced) and a run with the trace prefetched. */
-async function withPrefetch(env: LazyEnv, ref: string, o: ColdStartOptions) {
+async function withPrefetch(env: LazyEnv, ref: string, o: ColdStartOptions, proxy: ThrottleProxy) {
   o.log('recording a trace of the workload (obd record-trace)');
   const trace = env.tmp.join('app.trace');
   await execNode([obdBin(), 'record-trace', '--address', env.containerd.address, '--namespace', env.containerd.namespace, '--no-pull',
@@ -145,17 +151,22 @@ async function withPrefetch(env: LazyEnv, ref: string, o: ColdStartOptions) {
   fs.rmSync(String((env.config.cacheConfig as { cacheDir: string }).cacheDir), { recursive: true, force: true });
   await env.startDeviced();
   o.log('lazy with prefetch: obd rpull + ctr run --snapshotter obd --snapshotter-label …/record-trace-path=<trace>');
+  let wire0 = 0;
   const [seconds, output] = await timed(async () => {
     await env.rpull(ref);
+    wire0 = proxy.bytes;
     return env.containerd.run(ref, 'lazy-prefetch', [], ['--snapshotter', 'obd', '--snapshotter-label', `${TRACE_LABEL}=${trace}`]);
   });
-  const stats = await env.deviceStats();
+  const wireBytes = proxy.bytes - wire0;
+  const totals = await env.deviceTotals();
   return {
     seconds,
     output,
     traceBytes,
-    fetchedBytes: stats.reduce((n, s) => n + s.fetchedBytes, 0),
-    prefetchedBytes: stats.reduce((n, s) => n + s.prefetchedBytes, 0),
+    fetchedBytes: totals.receivedBytes,
+    wireBytes,
+    deviceReadBytes: totals.deviceReadBytes,
+    prefetchedBytes: totals.prefetchBytes,
   };
 }
 

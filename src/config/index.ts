@@ -107,7 +107,7 @@ const SCHEMA: Schema = {
     fields: {
       cacheDir: { type: 'string', default: '/var/lib/obd/cache', check: absolutePath },
       cacheSizeGB: { type: 'number', default: 8, min: 0 },
-      refillSize: { type: 'integer', default: 1 << 20, min: 4096 },
+      refillSize: { type: 'integer', default: 262144, min: 4096 }, // overlaybd's default: a small read costs at most one unit
       blockSize: { type: 'integer', default: 65536, min: 512 },
       // obd: bytes fetched ahead of sequential reads of a remote blob (0: none)
       readAheadSize: { type: 'integer', default: 16 << 20, min: 0 },
