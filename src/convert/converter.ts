@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { layerInfo, zfileCompress, type ApplyTarLimits, type ApplyTarStats, type ZFileAlgorithm } from '../addon';
 import { chainIds, sha256 } from '../digest';
 import type { Descriptor, Platform } from '../registry';
+import { verifyDiffId } from './diff-id';
 import { ConversionCache, type CachedLayer } from './cache';
 import { ConvertOptionError, LayerBuildError } from './errors';
 import { buildLayer } from './layer-builder';
@@ -103,9 +104,9 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
   const config = JSON.parse(configBuf.toString('utf8')) as ImageConfigJson;
   const diffIds = checkSource(resolved.manifest, config, src.name);
   const chains = chainIds(diffIds);
-  // diff_ids come from the config and are not checked against the layer content (that would mean
-  // hashing every decompressed tar); the cache key therefore also chains the (verified) blob
-  // digests, so a config that lies about its diff_ids cannot plant a conversion for another image.
+  // Converted layers are checked against their diff_ids (verifyDiffId); cached ones are not rebuilt,
+  // so the cache key also chains the (verified) blob digests: a config that lies about its diff_ids
+  // cannot plant a conversion for another image.
   const blobChains = chainIds(resolved.manifest.layers.map((l) => l.digest));
   const layers = resolved.manifest.layers;
   emit({ type: 'start', layers: layers.length, source: src.name, target: dst.name });
@@ -180,13 +181,23 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
       fs.mkdirSync(layerDir);
       const lsmt = path.join(layerDir, 'overlaybd.commit');
       emit({ type: 'stage', layer: i, stage: 'apply', state: 'start', bytes: 0 });
-      const built = await buildLayer({
-        workDir: layerDir, lowers: [...lowers], vsize, uuid, parentUuid, tar: dl.file,
-        mkfs: i === 0 && opts.mkfs ? { fstype: opts.fstype, uuid: uuidFromChainId(`mkfs ${chains[0]}`).toLowerCase() } : undefined,
-        fstype: opts.fstype, limits: { maxEntrySize: vsize, maxTotalBytes: vsize, ...opts.limits }, out: lsmt, signal,
-      }).catch((err: Error) => {
-        throw new LayerBuildError(`layer ${i + 1}/${layers.length} (${layers[i].digest}): ${err.message}`, err);
-      });
+      const what = `layer ${i + 1}/${layers.length} (${layers[i].digest})`;
+      // The diff_id is hashed while the tar is applied; both read the downloaded file.
+      const [verified, building] = await Promise.allSettled([
+        verifyDiffId(dl.file, diffIds[i], what),
+        buildLayer({
+          workDir: layerDir, lowers: [...lowers], vsize, uuid, parentUuid, tar: dl.file,
+          mkfs: i === 0 && opts.mkfs ? { fstype: opts.fstype, uuid: uuidFromChainId(`mkfs ${chains[0]}`).toLowerCase() } : undefined,
+          fstype: opts.fstype, limits: { maxEntrySize: vsize, maxTotalBytes: vsize, ...opts.limits }, out: lsmt, signal,
+        }),
+      ]);
+      // A tar that cannot be applied says more than its hash does.
+      if (building.status === 'rejected') {
+        const err = building.reason as Error;
+        throw new LayerBuildError(`${what}: ${err.message}`, err);
+      }
+      if (verified.status === 'rejected') throw verified.reason;
+      const built = building.value;
       fs.rmSync(dl.file, { force: true });
       report.apply = built.apply;
       report.ms.apply = built.applyMs;

@@ -32,9 +32,20 @@ export function buildImage(dir: string, tars: string[], compression: Compression
   }));
 }
 
+/** The diff_id a blob should have: the sha256 of its decompressed bytes (of the blob itself when it does not decompress). */
+function diffIdOf(data: Buffer): string {
+  try {
+    if (data[0] === 0x1f && data[1] === 0x8b) return sha256(zlib.gunzipSync(data));
+    if (data.subarray(0, 4).equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) return sha256(execFileSync('zstd', ['-dcq'], { input: data, maxBuffer: 1 << 30 }));
+  } catch {
+    // a deliberately broken stream
+  }
+  return sha256(data);
+}
+
 /** An OCI layout whose layer blobs are given as they are (e.g. a deliberately broken gzip stream). */
 export function buildRawImage(dir: string, blobs: { data: Buffer; mediaType: string; diffId?: string }[]): BuiltImage {
-  return writeLayout(dir, blobs.map((b) => ({ blob: b.data, mediaType: b.mediaType, diffId: b.diffId ?? sha256(b.data) })));
+  return writeLayout(dir, blobs.map((b) => ({ blob: b.data, mediaType: b.mediaType, diffId: b.diffId ?? diffIdOf(b.data) })));
 }
 
 function writeLayout(dir: string, input: LayoutLayerInput[]): BuiltImage {

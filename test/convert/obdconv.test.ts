@@ -5,8 +5,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { layerInfo, zfileInspect } from '../../src/addon';
+import { sha256 } from '../../src/digest';
 import { tarWrapPrefix } from '../../src/convert/tar-wrap';
 import { obdBin } from '../helpers/bin';
 import { Cleanup, loopsBackedBy, mountsUnder } from '../helpers/loop';
@@ -142,18 +144,31 @@ describe('obdconv', () => {
     assert.equal(s2.manifestDigest, summary.manifestDigest);
   });
 
-  test('a config that lies about its diff_ids does not get (or plant) cached conversions', async () => {
+  test('a layer whose decompressed tar does not match its diff_id is refused (plain, gzip, zstd), naming the layer and both digests', async () => {
     const stage = tmp.join('stage', 'liar');
     fs.mkdirSync(path.join(stage, 'etc'), { recursive: true });
     fs.writeFileSync(path.join(stage, 'etc', 'hello.txt'), 'not what the diff_id says\n');
     const { tarTree } = await import('./images');
     const tar = fs.readFileSync(tarTree(stage, tmp.join('liar.tar')));
-    const liar = buildRawImage(tmp.join('src-liar'), [{ data: tar, mediaType: 'application/vnd.oci.image.layer.v1.tar', diffId: image.layers[0].diffId }]);
-    const r = await obdconv([`oci:${liar.dir}`, `oci:${tmp.join('dst-liar')}`, '--json', '--cache-dir', tmp.join('cache')]);
-    assert.equal(r.code, 0, r.stderr);
-    const s = JSON.parse(r.stdout) as Summary;
-    assert.equal(s.layers[0].cached, false);
-    assert.notEqual(s.layers[0].digest, summary.layers[0].digest);
+    const real = sha256(tar);
+    const claimed = image.layers[0].diffId; // another image's layer: a hit in the conversion cache if it were trusted
+    const blobs = {
+      'application/vnd.oci.image.layer.v1.tar': tar,
+      'application/vnd.oci.image.layer.v1.tar+gzip': zlib.gzipSync(tar),
+      'application/vnd.oci.image.layer.v1.tar+zstd': execFileSync('zstd', ['-q', '-c'], { input: tar }),
+    };
+    for (const [mediaType, data] of Object.entries(blobs)) {
+      const name = mediaType.replace(/\W+/g, '-');
+      const liar = buildRawImage(tmp.join(`src-liar-${name}`), [{ data, mediaType, diffId: claimed }]);
+      const r = await obdconv([`oci:${liar.dir}`, `oci:${tmp.join(`dst-liar-${name}`)}`, '--json', '--cache-dir', tmp.join('cache')]);
+      assert.notEqual(r.code, 0, `${mediaType}: converted although the diff_id is wrong`);
+      assert.match(r.stderr, new RegExp(`layer 1/1 \\(${liar.layers[0].digest}\\): the decompressed tar is ${real}, but the image config's diff_id is ${claimed}`));
+      assert.equal(fs.existsSync(tmp.join(`dst-liar-${name}`, 'index.json')), false, 'no image written');
+    }
+    // The honest image still converts from the cache: the liar planted nothing.
+    const again = buildImage(tmp.join('src-honest'), tars.slice(0, 1), 'gzip');
+    const ok = await obdconv([`oci:${again.dir}`, `oci:${tmp.join('dst-honest')}`, '--json', '--cache-dir', tmp.join('cache-honest')]);
+    assert.equal(ok.code, 0, ok.stderr);
   });
 
   test('oci: layout in and out, zstd ZFile, OCI manifest', async () => {
