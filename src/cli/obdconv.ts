@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runCli } from './obd';
+import { ConversionCache } from '../convert/cache';
 import { convertImage, type ConvertOptions } from '../convert/converter';
 import { convertTurboImage } from '../convert/turbo';
 import { ProgressPrinter } from '../convert/progress';
@@ -86,6 +87,7 @@ async function run(src: string, dst: string, o: Opts): Promise<void> {
     return client;
   };
   const baseLayer = o.baseLayer ?? defaultBaseLayers.find((f) => fs.existsSync(f));
+  for (const line of new ConversionCache(o.cacheDir).sweepStale()) process.stderr.write(`obdconv: cleanup after a killed run: ${line}\n`);
   const abort = new AbortController();
   const onSignal = () => abort.abort(new Error('interrupted'));
   process.once('SIGINT', onSignal);

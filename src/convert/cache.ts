@@ -4,6 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { sweepStaleWork } from './stale-work';
 import { writeJsonAtomic } from '../atomic-file';
 
 export interface CachedLayer {
@@ -49,7 +50,13 @@ export class ConversionCache {
     return dst;
   }
 
+  /** A work dir named after this process, so that a later run can tell when its owner is gone. */
   tempDir(): string {
-    return fs.mkdtempSync(path.join(this.dir, 'tmp', 'conv-'));
+    return fs.mkdtempSync(path.join(this.dir, 'tmp', `conv-${process.pid}-`));
+  }
+
+  /** Cleans what killed conversions left (stale-work.ts); returns what it did. */
+  sweepStale(): string[] {
+    return sweepStaleWork(path.join(this.dir, 'tmp'));
   }
 }

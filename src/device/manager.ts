@@ -16,7 +16,7 @@ import { writeFileAtomic } from '../atomic-file';
 import type { Logger } from '../log';
 import { DeviceError, fromAddonError } from './errors';
 import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
-import { listLoopDevices, mountPointsOf, readMountInfo } from './kernel';
+import { listLoopDevices, mountPointsOf, readMountInfo } from '../kernel';
 import { downloadSettings, type RecordingSession, type RemoteLowers } from './remote';
 import type { FetchTotals } from './fetch-counters';
 import { parseTrace, TracePrefetch, traceMode, TraceWriter } from '../trace/trace';

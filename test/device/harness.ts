@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DeviceClient } from '../../src/device/client';
-import { readMountInfo } from '../../src/device/kernel';
+import { readMountInfo } from '../../src/kernel';
 import { Cleanup, loopsBackedBy } from '../helpers/loop';
 import { obdBin } from '../helpers/bin';
 import { makeTempDir, TempDir } from '../helpers/tmp';

@@ -10,7 +10,7 @@ const distSrc = path.join(__dirname, '..', '..', 'src');
 
 /** Layer of each area, lowest first; an area is a directory under src/, or a single file at its top. */
 const LAYERS: string[][] = [
-  ['addon', 'log', 'errors', 'proto', 'labels', 'digest', 'atomic-file', 'untrusted-file', 'config', 'metrics'],
+  ['addon', 'log', 'errors', 'proto', 'labels', 'digest', 'atomic-file', 'untrusted-file', 'config', 'metrics', 'kernel'],
   ['grpc-status', 'grpc-socket'],
   ['registry'],
   ['trace'],

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import type { DeviceInfo } from '../../device/manager';
 import { DeviceError } from '../../device/errors';
 import { DeviceClient } from '../../device/client';
-import { readMountInfo } from '../../device/kernel';
+import { readMountInfo } from '../../kernel';
 import { failedPrecondition, invalidArgument, SnapshotError } from '../errors';
 import type { Logger } from '../../log';
 
