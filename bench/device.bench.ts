@@ -1,17 +1,27 @@
-// fuse-loop device vs a plain loop device on a local raw file holding the same bytes (baseline),
-// measured in the same run with fio (direct I/O on the block device, page cache of the files warm):
-// 4 KiB random read at QD1 and QD32, 1 MiB sequential read, 4 KiB random write into a writable
-// stack; and the RSS of deviced with 1 and with 20 devices attached.
+// fuse-loop devices vs a buffered loop device on a local raw file holding the same bytes (baseline),
+// measured in the same run with fio (direct I/O on the block devices, page cache of the files warm):
+// 4 KiB random read at QD1 and QD32, 1 MiB sequential read at QD8, and 4 KiB random write at QD32
+// into a writable upper over the stack (baseline: the loop device on a copy of the raw file).
+// Stacks: 1 layer and 10 layers, each as plain LSMT and as lz4 ZFile. Also the deviced CPU time
+// (all threads) per 100k 4 KiB reads at QD32, and deviced's RSS with 1 and 20 devices attached.
+//
+// OBD_BENCH_SECONDS sets the fio runtime per case (default 5); OBD_BENCH_STACKS picks stacks by
+// name ("1-lsmt,10-lz4", default all).
+import crypto from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { commitLayer, createWritableLayer, openStack } from '../src/addon';
 import { Cleanup } from '../test/helpers/loop';
-import { makeTempDir } from '../test/helpers/tmp';
-import { startDeviced, writeImageConfig } from '../test/device/harness';
+import { makeTempDir, TempDir } from '../test/helpers/tmp';
+import { Deviced, startDeviced, writeImageConfig } from '../test/device/harness';
+import { prng } from '../test/formats/zfile-support';
 import { BenchRow, printTable } from './table';
 
 const MiB = 1 << 20;
-const IMAGE_MB = 256;
+const VSIZE = 256 * MiB;
 const RUNTIME_S = Number(process.env.OBD_BENCH_SECONDS ?? 5);
+const UPPER_LAYERS = 9; // on top of the full base layer: a 10-layer stack
+const EXTENTS_PER_LAYER = 1500;
 
 interface FioJob {
   rw: 'randread' | 'read' | 'randwrite';
@@ -49,83 +59,163 @@ function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** CPU time of every thread of a process so far, in ns (schedstat: precise, unlike clock ticks). */
+function cpuNs(pid: number): number {
+  let sum = 0;
+  for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      sum += Number(fs.readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return sum;
+}
+
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 16 * MiB }).trim();
 }
+
+/** Half random, half constant per 4 KiB: compresses like real data, so lz4 has work to do. */
+function blockData(len: number): Buffer {
+  const b = Buffer.alloc(len, 0x5a);
+  for (let o = 0; o < len; o += 4096) crypto.randomFillSync(b, o, 2048);
+  return b;
+}
+
+interface Layers {
+  plain: string[];
+  lz4: string[];
+}
+
+/** A full base layer plus UPPER_LAYERS layers of scattered 4..128 KiB extents (some discards). */
+function buildLayers(dir: TempDir): Layers {
+  const rnd = prng(11);
+  const out: Layers = { plain: [], lz4: [] };
+  for (let l = 0; l <= UPPER_LAYERS; l++) {
+    const data = dir.join(`l${l}.data`);
+    const index = dir.join(`l${l}.index`);
+    createWritableLayer(data, index, { vsize: VSIZE });
+    const s = openStack({ lowers: [], upper: { data, index } });
+    if (l === 0) {
+      for (let off = 0; off < VSIZE; off += MiB) s.write(off, blockData(MiB));
+    } else {
+      for (let e = 0; e < EXTENTS_PER_LAYER; e++) {
+        const len = (1 + (rnd() % 32)) * 4096;
+        const off = (rnd() % ((VSIZE - len) / 4096)) * 4096;
+        if (rnd() % 10 === 0) s.discard(off, len);
+        else s.write(off, blockData(len));
+      }
+    }
+    s.close();
+    out.plain.push(dir.join(`l${l}.lsmt`));
+    out.lz4.push(dir.join(`l${l}.zfile`));
+    commitLayer(data, index, out.plain[l]);
+    commitLayer(data, index, out.lz4[l], { zfile: { algorithm: 'lz4' } });
+    fs.rmSync(data);
+    fs.rmSync(index);
+  }
+  return out;
+}
+
+interface Baseline {
+  ro: string; // loop device, read-only, on the raw export
+  rw: string; // loop device on a copy of it
+}
+
+function baselineFor(dir: TempDir, name: string, lowers: string[], cleanup: Cleanup): Baseline {
+  const raw = dir.join(`${name}.raw`);
+  const st = openStack({ lowers });
+  st.exportRaw(raw);
+  st.close();
+  const copy = dir.join(`${name}-copy.raw`);
+  sh('cp', ['--sparse=never', raw, copy]);
+  const ro = sh('losetup', ['-f', '--show', '-r', raw]);
+  cleanup.add(`detach ${ro}`, () => void spawnSync('losetup', ['-d', ro]));
+  const rw = sh('losetup', ['-f', '--show', copy]);
+  cleanup.add(`detach ${rw}`, () => void spawnSync('losetup', ['-d', rw]));
+  for (const f of [raw, copy]) sh('dd', [`if=${f}`, 'of=/dev/null', 'bs=1M', 'status=none']); // page cache warm
+  return { ro, rw };
+}
+
+const CASES: Array<[string, FioJob, 'iops' | 'mibs']> = [
+  ['4k randread QD1', { rw: 'randread', bs: '4k', iodepth: 1 }, 'iops'],
+  ['4k randread QD32', { rw: 'randread', bs: '4k', iodepth: 32 }, 'iops'],
+  ['1M seq read QD8', { rw: 'read', bs: '1M', iodepth: 8 }, 'mibs'],
+  ['4k randwrite QD32', { rw: 'randwrite', bs: '4k', iodepth: 32 }, 'iops'],
+];
 
 async function main(): Promise<void> {
   const tmp = makeTempDir('obd-bench-device-');
   const cleanup = new Cleanup();
   try {
-    const d = await startDeviced(tmp, cleanup);
+    const layers = buildLayers(tmp);
+    const stacks = [
+      { name: '1-lsmt', lowers: layers.plain.slice(0, 1), content: '1' },
+      { name: '10-lsmt', lowers: layers.plain, content: '10' },
+      { name: '1-lz4', lowers: layers.lz4.slice(0, 1), content: '1' },
+      { name: '10-lz4', lowers: layers.lz4, content: '10' },
+    ].filter((s) => !process.env.OBD_BENCH_STACKS || process.env.OBD_BENCH_STACKS.split(',').includes(s.name));
+    const baselines = new Map<string, Baseline>();
+    const baseValues = new Map<string, number>(); // content/case → baseline value
+    for (const s of stacks) {
+      if (!baselines.has(s.content)) baselines.set(s.content, baselineFor(tmp, `c${s.content}`, s.lowers, cleanup));
+    }
+    const d: Deviced = await startDeviced(tmp, cleanup);
     const obd = (...a: string[]) => {
       const r = d.obd(...a);
       if (r.status !== 0) throw new Error(`obd ${a.join(' ')}: ${r.stderr}`);
       return r.stdout;
     };
+    const pid = d.pid();
+    let fusePath = '';
+    for (const s of stacks) {
+      const base = baselines.get(s.content)!;
+      const lowers = s.lowers.map((file) => ({ file }));
+      const ro = d.attach(writeImageConfig(tmp, `${s.name}-ro.json`, { lowers }), `${s.name}-ro`);
+      fusePath = JSON.parse(obd('device', 'ls', '--json')).find((x: { id: string }) => x.id === `${s.name}-ro`)?.fusePath ?? '?';
+      sh('dd', [`if=${ro}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']); // warm the layer files
+      if (sh('cmp', [base.ro, ro]) !== '') throw new Error(`${s.name}: device and baseline differ`);
+      const upperData = tmp.join(`${s.name}-u.data`);
+      const upperIndex = tmp.join(`${s.name}-u.index`);
+      obd('layer', 'create', '--vsize', `${VSIZE / MiB}M`, upperData, upperIndex);
+      const rw = d.attach(writeImageConfig(tmp, `${s.name}-rw.json`, { lowers, upper: { data: upperData, index: upperIndex } }), `${s.name}-rw`);
 
-    // The same bytes two ways: a raw file, and a committed LSMT layer written through the device.
-    const raw = tmp.join('disk.raw');
-    sh('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', `count=${IMAGE_MB}`, 'status=none']);
-    obd('layer', 'create', '--vsize', `${IMAGE_MB}M`, tmp.join('w.data'), tmp.join('w.index'));
-    const wcfg = writeImageConfig(tmp, 'w.json', { upper: { data: tmp.join('w.data'), index: tmp.join('w.index') } });
-    const wdev = d.attach(wcfg, 'fill');
-    sh('dd', [`if=${raw}`, `of=${wdev}`, 'bs=1M', 'oflag=direct', 'conv=fsync', 'status=none']);
-    obd('device', 'detach', 'fill');
-    obd('layer', 'commit', tmp.join('w.data'), tmp.join('w.index'), tmp.join('layer.lsmt'));
-
-    const base = sh('losetup', ['-f', '--show', '-r', raw]);
-    cleanup.add(`detach ${base}`, () => void spawnSync('losetup', ['-d', base]));
-    const ro = d.attach(writeImageConfig(tmp, 'ro.json', { lowers: [{ file: tmp.join('layer.lsmt') }] }), 'ro');
-    for (const dev of [base, ro]) sh('dd', [`if=${dev}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']); // warm
-    const same = sh('cmp', [base, ro]) === '';
-    if (!same) throw new Error('device and baseline differ');
-
-    const rows: BenchRow[] = [];
-    const reads: Array<[string, FioJob, 'iops' | 'mibs']> = [
-      ['4k randread QD1', { rw: 'randread', bs: '4k', iodepth: 1 }, 'iops'],
-      ['4k randread QD32', { rw: 'randread', bs: '4k', iodepth: 32 }, 'iops'],
-      ['1M seq read QD8', { rw: 'read', bs: '1M', iodepth: 8 }, 'mibs'],
-    ];
-    for (const [name, job, unit] of reads) {
-      const b = fio(base, job)[unit];
-      const v = fio(ro, job)[unit];
-      rows.push({ name, value: v, baseline: b, unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
+      const rows: BenchRow[] = [];
+      for (const [name, job, unit] of CASES) {
+        const key = `${s.content}/${name}`;
+        const write = job.rw === 'randwrite';
+        if (!baseValues.has(key)) baseValues.set(key, fio(write ? base.rw : base.ro, job)[unit]);
+        const cpu0 = cpuNs(pid);
+        const r = fio(write ? rw : ro, job);
+        const cpu = cpuNs(pid) - cpu0;
+        rows.push({ name, value: r[unit], baseline: baseValues.get(key), unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
+        if (name === '4k randread QD32') {
+          const reads = r.iops * RUNTIME_S;
+          rows.push({ name: 'deviced CPU per 100k 4k reads', value: (cpu / 1e6) * (100_000 / reads), unit: 'ms' });
+        }
+      }
+      printTable(`${s.name}: ${s.lowers.length}-layer ${s.name.endsWith('lz4') ? 'lz4 ZFile' : 'LSMT'} stack, fuse path ${fusePath}; ratio = obd / loop on a raw file`, rows);
+      obd('device', 'detach', `${s.name}-rw`);
+      obd('device', 'detach', `${s.name}-ro`);
     }
-
-    // Writes: a writable stack over the layer vs a loop device on a copy of the raw file.
-    const rawCopy = tmp.join('disk-copy.raw');
-    sh('cp', ['--sparse=never', raw, rawCopy]);
-    const baseRw = sh('losetup', ['-f', '--show', rawCopy]);
-    cleanup.add(`detach ${baseRw}`, () => void spawnSync('losetup', ['-d', baseRw]));
-    obd('layer', 'create', '--vsize', `${IMAGE_MB}M`, tmp.join('u.data'), tmp.join('u.index'));
-    const rw = d.attach(
-      writeImageConfig(tmp, 'rw.json', { lowers: [{ file: tmp.join('layer.lsmt') }], upper: { data: tmp.join('u.data'), index: tmp.join('u.index') } }),
-      'rw',
-    );
-    for (const qd of [1, 32]) {
-      const job: FioJob = { rw: 'randwrite', bs: '4k', iodepth: qd };
-      const b = fio(baseRw, job).iops;
-      const v = fio(rw, job).iops;
-      rows.push({ name: `4k randwrite QD${qd}`, value: v, baseline: b, unit: 'IOPS' });
-    }
-    obd('device', 'detach', 'rw');
 
     // Memory: one device, then twenty (the same layer, attached under different ids).
-    const pid = d.pid();
+    const first = layers.plain.slice(0, 1).map((file) => ({ file }));
+    d.attach(writeImageConfig(tmp, 'm0.json', { lowers: first }), 'm0');
     const rss1 = rssMiB(pid);
     for (let i = 1; i < 20; i++) {
-      const dev = d.attach(writeImageConfig(tmp, `m${i}.json`, { lowers: [{ file: tmp.join('layer.lsmt') }] }), `m${i}`);
+      const dev = d.attach(writeImageConfig(tmp, `m${i}.json`, { lowers: first }), `m${i}`);
       sh('dd', [`if=${dev}`, 'of=/dev/null', 'bs=1M', 'count=16', 'iflag=direct', 'status=none']);
     }
     const rss20 = rssMiB(pid);
-    rows.push({ name: 'deviced RSS, 1 device', value: rss1, unit: 'MiB' });
-    rows.push({ name: 'deviced RSS, 20 devices', value: rss20, baseline: rss1, unit: 'MiB' });
-    const stats = JSON.parse(obd('device', 'stats', '--json', 'ro'))[0];
-    printTable(`device: fuse-loop (${IMAGE_MB} MiB LSMT layer) vs loop on a raw file; ratio = fuse-loop / baseline`, rows);
-    console.log(`ro device: ${stats.readOps} reads, ${stats.coalescedReads} coalesced, ${stats.errors} errors; loop direct I/O ${JSON.parse(obd('device', 'ls', '--json'))[0].directIo}`);
-    for (let i = 1; i < 20; i++) obd('device', 'detach', `m${i}`);
-    obd('device', 'detach', 'ro');
+    printTable('deviced memory', [
+      { name: 'deviced RSS, 1 device', value: rss1, unit: 'MiB' },
+      { name: 'deviced RSS, 20 devices', value: rss20, baseline: rss1, unit: 'MiB' },
+    ]);
+    const stats = JSON.parse(obd('device', 'stats', '--json', 'm0'))[0];
+    console.log(`m0: ${stats.readOps} reads, ${stats.coalescedReads} coalesced, ${stats.errors} errors; loop direct I/O ${JSON.parse(obd('device', 'ls', '--json'))[0].directIo}`);
+    for (let i = 0; i < 20; i++) obd('device', 'detach', `m${i}`);
     await d.stop();
   } finally {
     cleanup.run();

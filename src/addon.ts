@@ -213,6 +213,7 @@ export interface AttachedDevice {
   readOnly: boolean;
   directIo: boolean;
   backingFile?: string; // fuse-loop only
+  fusePath?: string; // fuse-loop only: "/dev/fuse" or "io_uring"
 }
 
 export interface DeviceCounters {

@@ -1394,6 +1394,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
           r.Set("loopIndex", fl->loopIndex());
           r.Set("directIo", fl->directIo());
           r.Set("backingFile", fl->backingFile());
+          r.Set("fusePath", fl->fusePath());
         }
         return r;
       });

@@ -43,7 +43,7 @@ function table(head: string[], rows: string[][]): string {
 function lsTable(devs: DeviceInfo[]): string {
   return table(
     ['ID', 'DEVICE', 'MODE', 'SIZE', 'TRANSPORT', 'MOUNTED'],
-    devs.map((d) => [d.id, d.path, d.readOnly ? 'ro' : 'rw', human(d.size), d.transport, d.mountedAt.join(',') || '-']),
+    devs.map((d) => [d.id, d.path, d.readOnly ? 'ro' : 'rw', human(d.size), d.fusePath ? `${d.transport} (${d.fusePath})` : d.transport, d.mountedAt.join(',') || '-']),
   );
 }
 

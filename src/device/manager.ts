@@ -32,6 +32,7 @@ export interface DeviceInfo {
   size: number;
   transport: TransportName;
   directIo: boolean;
+  fusePath: string; // fuse-loop: "/dev/fuse" or "io_uring"; "" for tcmu
   attachedAtMs: number;
   mountedAt: string[];
 }
@@ -294,7 +295,7 @@ export class DeviceManager {
       this.devices.set(id, a);
       writeFileAtomic(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n', 0o600);
       writeResultFile(cfg);
-      this.log.log('info', 'attached device', { id, device: dev.path, transport: this.transport, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo });
+      this.log.log('info', 'attached device', { id, device: dev.path, transport: this.transport, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo, fusePath: dev.fusePath });
       return a;
     } catch (err) {
       if (!this.devices.has(id)) {
@@ -433,6 +434,7 @@ export class DeviceManager {
       size: a.dev.size,
       transport: this.transport,
       directIo: a.dev.directIo,
+      fusePath: a.dev.fusePath ?? '',
       attachedAtMs: a.attachedAtMs,
       mountedAt: mountPointsOf(a.dev.major, a.dev.minor, mounts),
     };

@@ -120,6 +120,7 @@ Status WritableLayer::replayLog() {
   auto isize = fileSize(index_.get(), indexPath_);
   if (!isize.ok()) return isize.status();
   uint64_t records = (isize.value() - kHeaderSpace) / kRecordSize;  // a torn last record is ignored
+  indexEnd_ = kHeaderSpace + records * kRecordSize;  // the next append overwrites a torn tail
   if (records > kMaxRwIndexSize)
     return Corrupt(indexPath_ + ": " + std::to_string(records) + " records exceed the limit of " +
                    std::to_string(kMaxRwIndexSize));
@@ -157,32 +158,48 @@ Status WritableLayer::checkRange(uint64_t off, uint64_t n, const char* op) const
   return Status::Ok();
 }
 
+// Caller holds mu_ exclusively. The log's end is kept in memory (no fstat per append); a failed,
+// possibly torn append leaves it where it was, so the next append overwrites the torn bytes.
 Status WritableLayer::appendRecords(const Segment* recs, size_t n) {
-  std::vector<uint8_t> buf(n * kRecordSize);
+  uint8_t one[kRecordSize];
+  std::vector<uint8_t> many;
+  uint8_t* buf = one;
+  if (n > 1) {
+    many.resize(n * kRecordSize);
+    buf = many.data();
+  }
   for (size_t i = 0; i < n; ++i) encodeSegment(recs[i], &buf[i * kRecordSize]);
-  auto end = fileSize(index_.get(), indexPath_);
-  if (!end.ok()) return end.status();
-  // Keep the log a whole number of records even if an earlier append was torn.
-  uint64_t at = kHeaderSpace + (end.value() - kHeaderSpace) / kRecordSize * kRecordSize;
-  OBD_RETURN_IF_ERROR(pwriteAll(index_.get(), buf.data(), buf.size(), at, indexPath_));
+  OBD_RETURN_IF_ERROR(pwriteAll(index_.get(), buf, n * kRecordSize, indexEnd_, indexPath_));
+  indexEnd_ += n * kRecordSize;
   for (size_t i = 0; i < n; ++i) map_.insert(recs[i]);
   return Status::Ok();
 }
 
+// The payload goes to space reserved under the lock and is written outside it, so concurrent writers
+// copy in parallel; only the 32-byte index record is appended under the lock, after its payload is in
+// the file (a record never points at bytes not yet written). A reservation whose payload write fails
+// is left as a gap no record points to.
 Status WritableLayer::write(const void* buf, size_t n, uint64_t off) {
   OBD_RETURN_IF_ERROR(checkRange(off, n, "write"));
-  std::unique_lock lock(mu_);
   auto* p = static_cast<const char*>(buf);
   while (n > 0) {
     size_t piece = static_cast<size_t>(std::min<uint64_t>(n, kMaxIoSize));
-    OBD_RETURN_IF_ERROR(pwriteAll(data_.get(), p, piece, dataEnd_, dataPath_));
+    uint64_t at;
+    {
+      std::unique_lock lock(mu_);
+      at = dataEnd_;
+      dataEnd_ += piece;
+    }
+    OBD_RETURN_IF_ERROR(pwriteAll(data_.get(), p, piece, at, dataPath_));
     Segment s;
     s.offset = off / kSector;
     s.length = static_cast<uint32_t>(piece / kSector);
-    s.moffset = dataEnd_ / kSector;
-    OBD_RETURN_IF_ERROR(appendRecords(&s, 1));
-    dataEnd_ += piece;
-    vsize_ = std::max(vsize_, off + piece);
+    s.moffset = at / kSector;
+    {
+      std::unique_lock lock(mu_);
+      OBD_RETURN_IF_ERROR(appendRecords(&s, 1));
+      vsize_ = std::max(vsize_, off + piece);
+    }
     p += piece;
     off += piece;
     n -= piece;
@@ -236,10 +253,17 @@ Status WritableLayer::read(void* buf, size_t n, uint64_t off) const {
   return Status::Ok();
 }
 
+// Group commit: a flush is satisfied by any fdatasync that started after it was asked for, so
+// concurrent flushes (the loop device forwards every FLUSH/FUA) share one pair of syncs.
 Status WritableLayer::fsync() {
   if (readOnly_) return Status::Ok();
-  if (::fsync(data_.get()) != 0) return SysError(dataPath_ + ": fsync");
-  if (::fsync(index_.get()) != 0) return SysError(indexPath_ + ": fsync");
+  uint64_t ticket = flushAsked_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  std::lock_guard<std::mutex> lk(flushMu_);
+  if (flushDone_ >= ticket) return Status::Ok();
+  uint64_t covers = flushAsked_.load(std::memory_order_acquire);
+  if (::fdatasync(data_.get()) != 0) return SysError(dataPath_ + ": fdatasync");
+  if (::fdatasync(index_.get()) != 0) return SysError(indexPath_ + ": fdatasync");
+  flushDone_ = covers;
   return Status::Ok();
 }
 

@@ -2,7 +2,9 @@
 // that is an append-only log of mappings, replayed in order on open (later records win).
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 
@@ -53,9 +55,13 @@ class WritableLayer {
   UniqueFd data_, index_;
   HeaderTrailer header_;
   bool readOnly_ = false;
-  mutable std::shared_mutex mu_;  // guards index_ contents, dataEnd_, vsize_
+  mutable std::shared_mutex mu_;  // guards index_ contents, map_, dataEnd_, indexEnd_, vsize_
   MutableIndex map_;
-  uint64_t dataEnd_ = 0;  // bytes; next payload goes here
+  uint64_t dataEnd_ = 0;   // bytes; next payload goes here (reserved before it is written)
+  uint64_t indexEnd_ = 0;  // bytes; next index record goes here
+  std::atomic<uint64_t> flushAsked_{0};  // fsync() calls so far
+  std::mutex flushMu_;
+  uint64_t flushDone_ = 0;  // every fsync() call up to this one is durable
   uint64_t vsize_ = 0;
 };
 

@@ -40,6 +40,8 @@ class FuseLoopDevice : public ServedDevice {
   dev_t rdev() const override { return rdev_; }
   bool directIo() const { return directIo_; }
   const std::string& backingFile() const { return backingFile_; }
+  // How the kernel's requests reach us: "/dev/fuse" (read/write on cloned descriptors) or "io_uring".
+  std::string fusePath() const { return "/dev/fuse"; }
   uint64_t size() const override { return size_; }
   bool readOnly() const override { return readOnly_; }
 
