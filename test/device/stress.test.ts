@@ -25,7 +25,9 @@ const lowerJob = ['--name=lower', '--offset=32M', `--size=${HALF}`, '--rw=randwr
 const upperJob = ['--name=upper', '--offset=0', `--size=${HALF}`, '--rw=randwrite', '--bsrange=4k-64k', '--randseed=11', '--verify=crc32c'];
 
 function fio(dev: string, ...args: string[]): void {
-  const r = spawnSync('fio', [`--filename=${dev}`, '--direct=1', '--ioengine=libaio', '--verify_fatal=1', '--output-format=terse', ...args], {
+  // cwd: fio leaves its verify state files in the working directory; keep them in the test's temp dir.
+  const r = spawnSync('fio', [`--filename=${dev}`, '--direct=1', '--ioengine=libaio', '--verify_fatal=1', '--verify_state_save=0', '--output-format=terse', ...args], {
+    cwd: tmp.path,
     encoding: 'utf8',
     timeout: 300_000,
   });
