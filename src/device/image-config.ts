@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DeviceError } from './errors';
+import { openRegularFileSync, UntrustedFileError } from '../untrusted-file';
 
 export interface LayerConfig {
   file?: string;
@@ -37,8 +38,12 @@ export interface ImageConfig {
 /** Upstream's MAX_LAYER_CNT. */
 export const MAX_LAYERS = 256;
 
-/** Where overlaybd looks for a downloaded/committed blob inside a layer's `dir`, in its order. */
-const DIR_CANDIDATES = ['overlaybd.commit', '.commit', 'overlaybd.sealed'];
+/**
+ * Where overlaybd looks for a downloaded/committed blob inside a layer's `dir`, in its order. A layer
+ * obd sealed itself is named by its config's `file` (obd's metadata), never found by scanning a dir
+ * that a layer tar could have filled.
+ */
+const DIR_CANDIDATES = ['overlaybd.commit', '.commit'];
 
 function invalid(msg: string): DeviceError {
   return new DeviceError('InvalidArgument', `config.v1.json: ${msg}`);
@@ -88,27 +93,58 @@ export function parseImageConfig(text: string, source: string): ImageConfig {
   return c as ImageConfig;
 }
 
-export type ResolvedLower = { kind: 'file'; path: string } | { kind: 'remote'; url: string; digest: string; size: number };
+/** `fd`: the opened layer file (the caller closes it); the data path opens it through /proc/self/fd. */
+export type ResolvedLower = { kind: 'file'; path: string; fd: number } | { kind: 'remote'; url: string; digest: string; size: number };
 
-/** Picks, per lower, what overlaybd would open: `file`, then a blob in `dir`, then the registry. */
+/** Opens a lower's file without following symlinks or blocking on FIFOs; only regular files are layers. */
+function openLower(file: string, i: number): number | undefined {
+  try {
+    return openRegularFileSync(file);
+  } catch (err) {
+    if (err instanceof UntrustedFileError) throw new DeviceError('InvalidArgument', `lowers[${i}]: ${err.message}: a layer blob must be a regular file`);
+    throw err;
+  }
+}
+
+/**
+ * Picks, per lower, what overlaybd would open: `file`, then a blob in `dir`, then the registry. Local
+ * files come back opened; on error every descriptor opened so far is closed.
+ */
 export function resolveLowers(cfg: ImageConfig): ResolvedLower[] {
-  return (cfg.lowers ?? []).map((l, i) => {
-    if (l.targetFile || l.targetDigest || l.gzipIndex)
-      throw new DeviceError('Unimplemented', `lowers[${i}]: turboOCI layers (targetFile/targetDigest/gzipIndex) are not supported`);
-    if (l.file && fs.existsSync(l.file)) return { kind: 'file', path: l.file };
-    if (l.dir) {
-      for (const name of DIR_CANDIDATES) {
-        const p = path.join(l.dir, name);
-        if (fs.existsSync(p)) return { kind: 'file', path: p };
-      }
+  const out: ResolvedLower[] = [];
+  try {
+    (cfg.lowers ?? []).forEach((l, i) => out.push(resolveLower(cfg, l, i)));
+  } catch (err) {
+    closeLowers(out);
+    throw err;
+  }
+  return out;
+}
+
+export function closeLowers(lowers: ResolvedLower[]): void {
+  for (const l of lowers) if (l.kind === 'file') fs.closeSync(l.fd);
+}
+
+function resolveLower(cfg: ImageConfig, l: LayerConfig, i: number): ResolvedLower {
+  if (l.targetFile || l.targetDigest || l.gzipIndex)
+    throw new DeviceError('Unimplemented', `lowers[${i}]: turboOCI layers (targetFile/targetDigest/gzipIndex) are not supported`);
+  if (l.file) {
+    const fd = openLower(l.file, i);
+    if (fd !== undefined) return { kind: 'file', path: l.file, fd };
+  }
+  if (l.dir) {
+    for (const name of DIR_CANDIDATES) {
+      const p = path.join(l.dir, name);
+      const fd = openLower(p, i);
+      if (fd !== undefined) return { kind: 'file', path: p, fd };
     }
-    if (l.digest) {
-      if (!cfg.repoBlobUrl) throw invalid(`lowers[${i}] has digest ${l.digest} but no local file and "repoBlobUrl" is empty`);
-      return { kind: 'remote', url: `${cfg.repoBlobUrl.replace(/\/+$/, '')}/${l.digest}`, digest: l.digest, size: l.size ?? 0 };
-    }
-    if (l.file) throw new DeviceError('NotFound', `lowers[${i}]: layer file ${l.file} does not exist`);
-    throw new DeviceError('NotFound', `lowers[${i}]: no layer blob in ${l.dir} (looked for ${DIR_CANDIDATES.join(', ')})`);
-  });
+  }
+  if (l.digest) {
+    if (!cfg.repoBlobUrl) throw invalid(`lowers[${i}] has digest ${l.digest} but no local file and "repoBlobUrl" is empty`);
+    return { kind: 'remote', url: `${cfg.repoBlobUrl.replace(/\/+$/, '')}/${l.digest}`, digest: l.digest, size: l.size ?? 0 };
+  }
+  if (l.file) throw new DeviceError('NotFound', `lowers[${i}]: layer file ${l.file} does not exist`);
+  throw new DeviceError('NotFound', `lowers[${i}]: no layer blob in ${l.dir} (looked for ${DIR_CANDIDATES.join(', ')})`);
 }
 
 /** Writes `success` or `failed:<message>` to the config's resultFile, as overlaybd does (no newline). */

@@ -15,7 +15,8 @@ import * as addon from '../addon';
 import { writeFileAtomic } from '../atomic-file';
 import type { Logger } from '../log';
 import { DeviceError, fromAddonError } from './errors';
-import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
+import { closeLowers, ImageConfig, parseImageConfig, ResolvedLower, resolveLowers, writeResultFile } from './image-config';
+import { openRegularFileSync, pathOfFd } from '../untrusted-file';
 import { listLoopDevices, mountPointsOf, readMountInfo } from '../kernel';
 import { downloadSettings, type RecordingSession, type RemoteLowers } from './remote';
 import type { FetchTotals } from './fetch-counters';
@@ -60,6 +61,8 @@ interface Attached {
   attachedAtMs: number;
   dev: addon.AttachedDevice;
   remotes: addon.RemoteFile[];
+  /** Gives back the remote lowers (their registry location is pruned with its last device). */
+  releases: Array<() => void>;
   recording?: RecordingSession;
   prefetch?: TracePrefetch;
 }
@@ -225,10 +228,17 @@ export class DeviceManager {
     let sourcePath = '';
     if (req.configPath) {
       sourcePath = path.resolve(req.configPath);
+      let fd: number | undefined;
       try {
-        text = fs.readFileSync(sourcePath, 'utf8');
+        fd = openRegularFileSync(sourcePath);
       } catch (err) {
-        throw new DeviceError('NotFound', `config ${sourcePath}: ${(err as Error).message}`);
+        throw new DeviceError('InvalidArgument', `config ${(err as Error).message}`);
+      }
+      if (fd === undefined) throw new DeviceError('NotFound', `config ${sourcePath}: no such file`);
+      try {
+        text = fs.readFileSync(fd, 'utf8');
+      } finally {
+        fs.closeSync(fd);
       }
     } else {
       text = req.configJson!;
@@ -249,6 +259,8 @@ export class DeviceManager {
     this.busy.add(id);
     let cfg: ImageConfig | undefined;
     let recording: RecordingSession | undefined;
+    let localLowers: ResolvedLower[] = [];
+    const releases: Array<() => void> = [];
     const dir = path.join(this.devicesDir, id);
     const mountDir = path.join(this.mntDir, id);
     try {
@@ -262,18 +274,22 @@ export class DeviceManager {
       const byDigest = new Map<string, addon.RemoteFile>();
       // recordTracePath (ACI): an empty file records the blob ranges this device touches, a non-empty one is replayed.
       const trace = this.remote && cfg.recordTracePath ? traceMode(cfg.recordTracePath) : 'none';
-      if (trace === 'record') recording = this.remote!.openRecording(path.join(this.stateDir, 'trace-cache', id), new TraceWriter(cfg.recordTracePath!));
+      if (trace === 'record') recording = this.remote!.openRecording(path.join(this.stateDir, 'trace-cache', id), () => new TraceWriter(cfg!.recordTracePath!));
       if (cfg.rawImage) {
         opts.rawFile = cfg.rawImage.file;
         opts.rawWritable = !!cfg.rawImage.writable;
       } else {
-        opts.lowers = resolveLowers(cfg).map((l) => {
-          if (l.kind === 'file') return l.path;
+        localLowers = resolveLowers(cfg);
+        opts.lowers = localLowers.map((l) => {
+          // The data path opens exactly the file checked here (no second lookup of the path).
+          if (l.kind === 'file') return pathOfFd(l.fd);
           if (!this.remote) throw new DeviceError('Unimplemented', `remote lower ${l.digest} (${l.url}): registry-backed layers are not supported by this deviced`);
-          const f = this.remote.open(l.url, l.digest, l.size, recording, downloadSettings(cfg!.download));
-          remotes.push(f);
-          byDigest.set(l.digest, f);
-          return f;
+          const opened = this.remote.open(l.url, l.digest, l.size, recording, downloadSettings(cfg!.download));
+          releases.push(opened.release);
+          if (opened.kind === 'verified') return opened.path;
+          remotes.push(opened.file);
+          byDigest.set(l.digest, opened.file);
+          return opened.file;
         });
         if (cfg.upper?.data) {
           opts.upperData = cfg.upper.data;
@@ -289,7 +305,7 @@ export class DeviceManager {
       } catch (err) {
         throw fromAddonError(err, `attach ${id}`);
       }
-      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, recording };
+      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, releases, recording };
       if (trace === 'replay') a.prefetch = this.startPrefetch(id, cfg.recordTracePath!, byDigest);
       if (recording) this.log.log('info', 'recording a trace', { id, trace: cfg.recordTracePath });
       this.devices.set(id, a);
@@ -307,10 +323,14 @@ export class DeviceManager {
         }
       }
       if (cfg) writeResultFile(cfg, (err as Error).message);
-      if (!this.devices.has(id)) recording?.close();
+      if (!this.devices.has(id)) {
+        recording?.close();
+        for (const r of releases) r();
+      }
       this.log.log('warn', 'attach failed', { id, err: (err as Error).message });
       throw err;
     } finally {
+      closeLowers(localLowers);
       this.busy.delete(id);
     }
   }
@@ -341,7 +361,7 @@ export class DeviceManager {
     this.retired.readBytes += last.readBytes;
     this.retired.fetchedBytes += a.remotes.reduce((n, f) => n + f.stats().fetchedBytes, 0);
     this.retired.devices++;
-    this.stopTrace(a);
+    this.releaseResources(a);
     fs.rmSync(path.join(this.devicesDir, a.id), { recursive: true, force: true });
     this.log.log('info', 'detached device', { id: a.id, device: a.dev.path, force, mountedAt: at.length ? at.join(',') : undefined });
   }
@@ -400,7 +420,8 @@ export class DeviceManager {
     return p;
   }
 
-  private stopTrace(a: Attached): void {
+  private releaseResources(a: Attached): void {
+    for (const r of a.releases) r();
     a.prefetch?.stop();
     if (a.recording) {
       this.log.log('info', 'trace recorded', { id: a.id, trace: a.recording.writer.file, ranges: a.recording.writer.ranges, bytes: a.recording.writer.bytes });
@@ -414,7 +435,7 @@ export class DeviceManager {
       [...this.devices.values()].map(async (a) => {
         try {
           await addon.deviceRelease(a.dev.handle);
-          this.stopTrace(a);
+          this.releaseResources(a);
           this.log.log('info', 'stopped device (will be re-attached on start)', { id: a.id, device: a.dev.path, transport: this.transport });
         } catch (err) {
           this.log.log('warn', 'stopping device failed', { id: a.id, err: (err as Error).message });

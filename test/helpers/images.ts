@@ -12,7 +12,7 @@ import { writeImageLayout } from './oci-layout';
 
 export interface TarEntry {
   path: string; // relative, no leading "/"
-  type: 'file' | 'dir' | 'symlink' | 'hardlink';
+  type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'fifo';
   mode?: number;
   data?: Buffer | string;
   /** symlink target, or the path of the hardlinked file (same layer) */
@@ -35,7 +35,7 @@ function header(e: TarEntry, size: number): Buffer {
   h.write(octal(size, 12), 124);
   h.write(octal(1_700_000_000, 12), 136); // fixed mtime: reproducible digests
   h.write('        ', 148); // checksum placeholder
-  h.write({ file: '0', hardlink: '1', symlink: '2', dir: '5' }[e.type], 156);
+  h.write({ file: '0', hardlink: '1', symlink: '2', dir: '5', fifo: '6' }[e.type], 156);
   if (e.target) h.write(e.target, 157, 100);
   h.write('ustar\0', 257);
   h.write('00', 263);

@@ -30,6 +30,7 @@ import { DETECT_BYTES, looksLikeOverlaybd } from './detect';
 import { Labels, REMOTE_SNAPSHOT } from '../../labels';
 import { repoBlobUrl } from './repo-url';
 import { traceMode } from '../../trace/trace';
+import { readHeadOfRegularFile } from '../../untrusted-file';
 
 export type RwMode = 'overlayfs' | 'dir' | 'dev';
 const GiB = 2 ** 30;
@@ -168,7 +169,9 @@ export class OverlaybdHooks implements SnapshotHooks {
   }
 
   private async classify(labels: Record<string, string>): Promise<LayerKind> {
-    const imageRef = labels[Labels.imageRef] || labels[Labels.criImageRef];
+    // CRI sets cri.image-ref from the reference it pulls (over any annotation of that name); image-ref
+    // is what obd rpull and ACI's tools set.
+    const imageRef = labels[Labels.criImageRef] || labels[Labels.imageRef];
     const digest = labels[Labels.blobDigest];
     const sizeText = labels[Labels.blobSize];
     if (digest && sizeText) {
@@ -329,7 +332,7 @@ export class OverlaybdHooks implements SnapshotHooks {
         const cfg = this.readConfig(snap)!;
         const block = this.blockDir(snap);
         commitLayer(path.join(block, 'writable_data'), path.join(block, 'writable_index'), sealed);
-        const config: ImageConfig = { ...cfg, lowers: [...(cfg.lowers ?? []), { dir: snap.fsDir }] };
+        const config: ImageConfig = { ...cfg, lowers: [...(cfg.lowers ?? []), { dir: snap.fsDir, file: sealed }] };
         delete config.upper;
         writeJsonAtomic(this.configPath(snap), config);
         for (const f of ['writable_data', 'writable_index', 'rwmode']) fs.rmSync(path.join(block, f), { force: true });
@@ -337,33 +340,24 @@ export class OverlaybdHooks implements SnapshotHooks {
       this.log.log('info', 'sealed writable layer', { key: snap.key, name, file: sealed });
       return { [Labels.localCommitPath]: sealed, [Labels.path]: 'local' };
     }
-    // An overlaybd blob that containerd downloaded and untarred (pull without an image ref).
+    // An overlaybd blob that containerd downloaded and untarred (pull without an image ref). fs/ holds
+    // whatever the layer's tar put there: only a regular file with an overlaybd header counts.
     const blob = path.join(snap.fsDir, 'overlaybd.commit');
-    const parentCfg = ancestors.length > 0 ? this.readConfig(ancestors[0]) : undefined;
-    if (fs.existsSync(blob) && this.hasOverlaybdHeader(blob)) {
+    const head = await readHeadOfRegularFile(blob, DETECT_BYTES);
+    if (head && looksLikeOverlaybd(head)) {
+      const parentCfg = ancestors.length > 0 ? this.readConfig(ancestors[0]) : undefined;
       if (ancestors.length > 0 && !parentCfg)
         throw invalidArgument(`commit ${name}: an overlaybd layer on top of the plain OCI layer ${ancestors[0].key}: mixed images are not supported`);
       fs.mkdirSync(path.join(this.blockDir(snap), 'mountpoint'), { recursive: true, mode: 0o711 });
       const config: ImageConfig = {
         ...(parentCfg?.repoBlobUrl ? { repoBlobUrl: parentCfg.repoBlobUrl } : {}),
-        lowers: [...(parentCfg?.lowers ?? []), { dir: snap.fsDir }],
+        lowers: [...(parentCfg?.lowers ?? []), { dir: snap.fsDir, file: blob }],
         resultFile: path.join(this.blockDir(snap), 'init-debug.log'),
       };
       writeJsonAtomic(this.configPath(snap), config);
       return { [Labels.localCommitPath]: blob, [Labels.path]: 'local' };
     }
     return undefined;
-  }
-
-  private hasOverlaybdHeader(file: string): boolean {
-    const fd = fs.openSync(file, 'r');
-    try {
-      const b = Buffer.alloc(DETECT_BYTES);
-      const n = fs.readSync(fd, b, 0, b.length, 0);
-      return looksLikeOverlaybd(b.subarray(0, n));
-    } finally {
-      fs.closeSync(fd);
-    }
   }
 
   // ---- remove ----
