@@ -1,8 +1,17 @@
 // Remote lowers (config.v1.json `repoBlobUrl` + `digest`): each becomes a RemoteFile of the addon,
-// read through the host's block cache; cache misses are fetched by the registry client on the JS
-// thread. Shared by every device of this deviced: one cache, one client, one fetcher.
+// read through a block cache; cache misses are fetched by the registry client on the JS thread.
+//
+// Images are untrusted: one image may name another's layer digest and point at a registry that
+// serves other bytes (or another size). So a blob's cached ranges belong to the location that served
+// them — (registry, repository, digest) — until the whole blob has been read and its sha256 matches
+// the digest; only then does it become shared: a verified copy under <cacheDir>/verified/ that every
+// image naming the digest reads as a local file, from any registry.
+//   <cacheDir>/locations/<hash of registry/repository>/   the block cache of one location
+//   <cacheDir>/verified/sha256_<hex>                      whole blobs whose sha256 was checked
+import crypto from 'node:crypto';
 import fs from 'node:fs';
-import type { ObdConfig } from '../config';
+import path from 'node:path';
+import { type ObdConfig, traceDirOf } from '../config';
 import type { TraceWriter } from '../trace/trace';
 import * as addon from '../addon';
 import { BackgroundDownload, type DownloadSettings } from '../registry/background-download';
@@ -20,6 +29,9 @@ export interface RecordingSession {
   close(): void;
 }
 
+/** What a remote lower became: a RemoteFile, or the path of a verified local copy. */
+export type OpenedLower = { kind: 'remote'; file: addon.RemoteFile; release(): void } | { kind: 'verified'; path: string; release(): void };
+
 /** The `download` section of a config.v1.json (overlaybd's DownloadConfig); unknown or mistyped keys are ignored as overlaybd does. */
 export function downloadSettings(raw: Record<string, unknown> | undefined): DownloadSettings | undefined {
   if (!raw || typeof raw.enable !== 'boolean') return undefined;
@@ -30,14 +42,31 @@ export function downloadSettings(raw: Record<string, unknown> | undefined): Down
 }
 
 const BLOB_URL = /^(https?):\/\/([^/]+)\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
+const PROMOTE_CHUNK = 4 << 20;
+
+/** The cache and fetcher of one (registry, repository): ranges fetched there are seen only there. */
+interface Location {
+  key: string;
+  source: BlobSource;
+  cache: addon.BlockCache;
+  fetcher: addon.RemoteFetcher;
+  /** Open remote files per digest, with how many devices use each. */
+  files: Map<string, { file: addon.RemoteFile; size: number; users: number }>;
+  users: number;
+}
 
 export class RemoteLowers {
-  private cache?: addon.BlockCache;
-  private fetcher?: addon.RemoteFetcher;
-  private readonly clients = new Map<string, { client: RegistryClient; source: BlobSource }>(); // by origin
-  private readonly byDigest = new Map<string, BlobSource>();
-  private readonly downloads = new Map<string, BackgroundDownload>(); // by digest, one per deviced
+  private readonly clients = new Map<string, RegistryClient>(); // by origin
+  private readonly locations = new Map<string, Location>();
+  private readonly promoting = new Map<string, Promise<void>>();
+  private readonly promoteTimers = new Map<string, NodeJS.Timeout>();
+  /** Background downloads (overlaybd's `download`), by location and digest. */
+  private readonly downloads = new Map<string, { digest: string; d: BackgroundDownload }>();
+  /** Every blob source ever made (bytes received count for the deviced-wide totals). */
+  private readonly sources = new Set<BlobSource>();
+  /** Fetch times and bytes per kind (demand, read-ahead, prefetch, download). */
   readonly counters = new FetchCounters();
+  private closed = false;
 
   constructor(
     private readonly cfg: ObdConfig,
@@ -45,117 +74,301 @@ export class RemoteLowers {
     private readonly onFetchError: (err: unknown) => void = () => undefined,
   ) {}
 
+  /** Where trace files may be (config traceDir). */
+  get traceDir(): string {
+    return traceDirOf(this.cfg);
+  }
+
+  private get cacheDir(): string {
+    return this.cfg.cacheConfig.cacheDir;
+  }
+  private verifiedPath(digest: string): string {
+    return path.join(this.cacheDir, 'verified', `sha256_${digest.slice(7)}`);
+  }
+
+  /** Locations with a device using them (tests: pruned when the last user goes). */
+  get openLocations(): number {
+    return this.locations.size;
+  }
+
   /**
    * Trace recording for one device: a private, empty block cache without read-ahead, so every unit
    * the workload touches is fetched exactly once, in first-touch order, and logged to `writer`.
+   * `openWriter` runs here so that nothing it opened outlives a failure.
    */
-  openRecording(dir: string, writer: TraceWriter): RecordingSession {
+  openRecording(dir: string, openWriter: () => TraceWriter): RecordingSession {
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const c = this.cfg.cacheConfig;
-    const cache = addon.openBlockCache({ dir, capacityBytes: 2 ** 40, unitSize: c.refillSize, sync: false });
-    const fetcher = addon.createRemoteFetcher((digest, offset, length, kind) => {
-      writer.add({ digest, offset, length });
-      return this.fetchBlob(digest, offset, length, kind);
-    });
-    return {
-      cache,
-      fetcher,
-      writer,
-      close: () => {
-        fetcher.close();
-        writer.close();
-        fs.rmSync(dir, { recursive: true, force: true });
-      },
-    };
+    let writer: TraceWriter | undefined;
+    let fetcher: addon.RemoteFetcher | undefined;
+    try {
+      writer = openWriter();
+      const c = this.cfg.cacheConfig;
+      const cache = addon.openBlockCache({ dir, capacityBytes: 2 ** 40, unitSize: c.refillSize, sync: false });
+      const w = writer;
+      const sources = new Map<string, BlobSource>();
+      const session: RecordingSession & { sources: Map<string, BlobSource> } = {
+        cache,
+        fetcher: addon.createRemoteFetcher((digest, offset, length, kind) => {
+          w.add({ digest, offset, length });
+          const s = sources.get(digest);
+          return s ? this.fetchFrom(s, digest, offset, length, kind) : Promise.reject(new Error(`${digest}: no registry location known for this blob`));
+        }),
+        writer: w,
+        sources,
+        close: () => {
+          session.fetcher.close();
+          w.close();
+          fs.rmSync(dir, { recursive: true, force: true });
+        },
+      };
+      fetcher = session.fetcher;
+      return session;
+    } catch (err) {
+      fetcher?.close();
+      writer?.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
   }
 
-  private fetchBlob(digest: string, offset: number, length: number, kind: addon.FetchKind): Promise<Uint8Array> {
-    const source = this.byDigest.get(digest);
-    if (!source) return Promise.reject(new Error(`${digest}: no registry location known for this blob`));
+  /** A fetch of `source`; failures are counted (metrics) and passed on. */
+  private fetchFrom(source: BlobSource, digest: string, offset: number, length: number, kind: addon.FetchKind): Promise<Uint8Array> {
     return this.counters.time(kind, () => source.fetch(digest, offset, length, kind)).catch((err: unknown) => {
       this.onFetchError(err);
       throw err;
     });
   }
 
-  /** Every byte received from registries since deviced started, and what the fetches delivered. */
-  totals(): FetchTotals {
-    const received = [...this.clients.values()].reduce((n, c) => n + c.source.receivedBytes, 0);
-    return this.counters.totals(received, this.fetcher?.stats().linkBytesPerSec ?? 0);
-  }
-
-  /** Background downloads in progress or finished, by digest. */
-  downloadStates(): Array<{ digest: string; bytes: number; complete: boolean; error?: string }> {
-    return [...this.downloads].map(([digest, d]) => ({ digest, bytes: d.bytes, complete: d.complete, error: d.error?.message }));
-  }
-
-  /** The RemoteFile for `url` (= repoBlobUrl + "/" + digest); with `recording`, through its private cache. */
-  open(url: string, digest: string, size: number, recording?: RecordingSession, download?: DownloadSettings): addon.RemoteFile {
+  /**
+   * The lower for `url` (= repoBlobUrl + "/" + digest): a verified local copy if there is one, else a
+   * RemoteFile through the cache of that registry and repository (with `recording`, its private
+   * cache). release() when the device goes.
+   */
+  open(url: string, digest: string, size: number, recording?: RecordingSession, download?: DownloadSettings): OpenedLower {
     const m = BLOB_URL.exec(url);
     if (!m) throw new DeviceError('InvalidArgument', `repoBlobUrl: ${url} is not of the form http(s)://host/v2/<repository>/blobs/sha256:<hex>`);
     const [, scheme, host, repo] = m;
     if (!size) throw new DeviceError('InvalidArgument', `lower ${digest}: "size" is required for a remote layer`);
-    const source = this.sourceFor(scheme, host);
-    source.add({ host, repo, digest, size });
-    if (!this.byDigest.has(digest)) this.byDigest.set(digest, source);
-    const c = this.cfg.cacheConfig;
-    const readAheadUnits = Math.floor(c.readAheadSize / c.refillSize);
-    if (recording) return addon.openRemoteFile({ digest, size, cache: recording.cache, fetcher: recording.fetcher, readAheadUnits: 0 });
-    const file = addon.openRemoteFile({ digest, size, cache: this.openCache(), fetcher: this.openFetcher(), readAheadUnits });
-    this.startDownload(digest, file, download ?? this.cfg.download);
-    return file;
+    const verified = this.verifiedPath(digest);
+    if (!recording && fileSize(verified) === size) return { kind: 'verified', path: verified, release: () => undefined };
+    const origin = `${scheme}://${host}`;
+    if (recording) {
+      const source = new BlobSource(this.clientFor(scheme, host));
+      this.sources.add(source);
+      source.add({ host, repo, digest, size });
+      (recording as RecordingSession & { sources: Map<string, BlobSource> }).sources.set(digest, source);
+      const file = addon.openRemoteFile({ digest, size, cache: recording.cache, fetcher: recording.fetcher, readAheadUnits: 0 });
+      return { kind: 'remote', file, release: () => undefined };
+    }
+    const loc = this.location(`${origin}/${repo}`);
+    loc.source.add({ host, repo, digest, size });
+    let entry = loc.files.get(digest);
+    if (entry && entry.size !== size)
+      throw new DeviceError('InvalidArgument', `lower ${digest}: size ${size} differs from ${entry.size} given for the same blob of ${loc.key}`);
+    if (!entry) {
+      const c = this.cfg.cacheConfig;
+      const readAheadUnits = Math.floor(c.readAheadSize / c.refillSize);
+      entry = { file: addon.openRemoteFile({ digest, size, cache: loc.cache, fetcher: loc.fetcher, readAheadUnits }), size, users: 0 };
+      loc.files.set(digest, entry);
+      this.startDownload(loc, digest, entry.file, download ?? this.cfg.download);
+    }
+    entry.users++;
+    loc.users++;
+    let released = false;
+    return {
+      kind: 'remote',
+      file: entry.file,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.releaseFile(loc, digest);
+      },
+    };
   }
 
-  /** The `download` settings (config.json, or the image's config.v1.json): fill the whole blob in the background. */
-  private startDownload(digest: string, file: addon.RemoteFile, s: DownloadSettings | undefined): void {
-    if (!s?.enable || this.downloads.has(digest)) return;
+  /** Every byte received from registries since deviced started, and what the fetches delivered. */
+  totals(): FetchTotals {
+    const received = [...this.sources].reduce((n, s) => n + s.receivedBytes, 0);
+    const link = Math.max(0, ...[...this.locations.values()].map((l) => l.fetcher.stats().linkBytesPerSec));
+    return this.counters.totals(received, link);
+  }
+
+  /** Background downloads in progress or finished. */
+  downloadStates(): Array<{ digest: string; bytes: number; complete: boolean; error?: string }> {
+    return [...this.downloads.values()].map(({ digest, d }) => ({ digest, bytes: d.bytes, complete: d.complete, error: d.error?.message }));
+  }
+
+  /** The `download` settings (config.json, or the image's config.v1.json): fill the whole blob in the background, then share it once verified. */
+  private startDownload(loc: Location, digest: string, file: addon.RemoteFile, s: DownloadSettings | undefined): void {
+    const key = `${loc.key} ${digest}`;
+    if (!s?.enable || this.downloads.has(key)) return;
     const d = new BackgroundDownload(file, { ...this.cfg.download, ...s });
-    this.downloads.set(digest, d);
+    this.downloads.set(key, { digest, d });
     void d.done.then(async () => {
       if (d.error) {
-        this.log.log('warn', 'background download failed', { digest, bytes: d.bytes, err: d.error.message });
-        this.downloads.delete(digest); // the next device that opens it starts over where the cache ends
+        this.log.log('warn', 'background download failed', { digest, location: loc.key, bytes: d.bytes, err: d.error.message });
+        this.downloads.delete(key); // the next device that opens it starts over where the cache ends
         return;
       }
       if (!d.complete) return;
-      await this.cache?.drain();
+      await loc.cache.drain();
       const st = file.stats();
-      this.log.log('info', 'background download done', { digest, bytes: d.bytes, ms: d.finishedAt! - d.startedAt!, cached: `${st.presentUnits}/${st.units} units` });
+      this.log.log('info', 'background download done', { digest, location: loc.key, bytes: d.bytes, ms: d.finishedAt! - d.startedAt!, cached: `${st.presentUnits}/${st.units} units` });
+      await this.promote(loc, digest);
     });
   }
 
-  private openCache(): addon.BlockCache {
-    if (!this.cache) {
-      const c = this.cfg.cacheConfig;
-      this.cache = addon.openBlockCache({ dir: c.cacheDir, capacityBytes: Math.floor(c.cacheSizeGB * 2 ** 30), unitSize: c.refillSize });
-      this.log.log('info', 'block cache opened', { dir: c.cacheDir, sizeGB: c.cacheSizeGB });
+  private releaseFile(loc: Location, digest: string): void {
+    const e = loc.files.get(digest);
+    if (e && --e.users === 0) loc.files.delete(digest);
+    if (--loc.users > 0) return;
+    // The last device of this location is gone: its fetcher, cache and per-blob files go with it.
+    this.locations.delete(loc.key);
+    for (const [key, { d }] of this.downloads) {
+      if (!key.startsWith(`${loc.key} `)) continue;
+      d.stop();
+      this.downloads.delete(key);
     }
-    return this.cache;
+    loc.fetcher.close();
+    this.log.log('debug', 'registry location released', { location: loc.key });
   }
 
-  private openFetcher(): addon.RemoteFetcher {
-    this.fetcher ??= addon.createRemoteFetcher((digest, offset, length, kind) => this.fetchBlob(digest, offset, length, kind));
-    return this.fetcher;
+  private location(key: string): Location {
+    let loc = this.locations.get(key);
+    if (loc) return loc;
+    const c = this.cfg.cacheConfig;
+    const dir = path.join(this.cacheDir, 'locations', crypto.createHash('sha256').update(key).digest('hex').slice(0, 32));
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const cache = addon.openBlockCache({ dir, capacityBytes: Math.floor(c.cacheSizeGB * 2 ** 30), unitSize: c.refillSize });
+    const [origin] = /^https?:\/\/[^/]+/.exec(key)!;
+    const m = /^(https?):\/\/([^/]+)$/.exec(origin)!;
+    const source = new BlobSource(this.clientFor(m[1], m[2]));
+    this.sources.add(source);
+    const l: Location = {
+      key,
+      source,
+      cache,
+      files: new Map(),
+      users: 0,
+      fetcher: addon.createRemoteFetcher(async (digest, offset, length, kind) => {
+        const data = await this.fetchFrom(source, digest, offset, length, kind);
+        this.schedulePromote(l, digest);
+        return data;
+      }),
+    };
+    this.locations.set(key, l);
+    this.log.log('info', 'block cache opened', { location: key, dir, sizeGB: c.cacheSizeGB });
+    return l;
+  }
+
+  /** After fetches settle, a blob whose every unit is cached is checked whole and shared. */
+  private schedulePromote(loc: Location, digest: string): void {
+    const key = `${loc.key} ${digest}`;
+    clearTimeout(this.promoteTimers.get(key));
+    const t = setTimeout(() => {
+      this.promoteTimers.delete(key);
+      void this.promote(loc, digest);
+    }, 500);
+    t.unref();
+    this.promoteTimers.set(key, t);
+  }
+
+  /** Checks every open remote file and shares those that are complete and verify (tests, shutdown). */
+  async promoteComplete(): Promise<number> {
+    let n = 0;
+    for (const loc of [...this.locations.values()]) for (const digest of [...loc.files.keys()]) if (await this.promote(loc, digest)) n++;
+    return n;
+  }
+
+  private promote(loc: Location, digest: string): Promise<boolean> {
+    const key = `${loc.key} ${digest}`;
+    const running = this.promoting.get(key);
+    if (running) return running.then(() => false);
+    const p = this.promoteNow(loc, digest).catch((err: Error) => {
+      this.log.log('warn', 'sharing a verified blob failed', { location: loc.key, digest, err: err.message });
+      return false;
+    });
+    this.promoting.set(key, p.then(() => undefined));
+    return p.finally(() => this.promoting.delete(key));
+  }
+
+  /** Reads the whole blob from this location's cache, checks its sha256 and publishes a local copy. */
+  private async promoteNow(loc: Location, digest: string): Promise<boolean> {
+    const e = loc.files.get(digest);
+    if (!e || this.closed) return false;
+    await loc.cache.drain(); // units fetched are written by the cache's own thread
+    const st = e.file.stats();
+    if (st.presentUnits < st.units) return false;
+    const final = this.verifiedPath(digest);
+    if (fileSize(final) === e.size) return false;
+    fs.mkdirSync(path.dirname(final), { recursive: true, mode: 0o700 });
+    const tmp = `${final}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+    const fd = fs.openSync(tmp, 'wx', 0o600);
+    const hash = crypto.createHash('sha256');
+    try {
+      for (let off = 0; off < e.size; off += PROMOTE_CHUNK) {
+        const b = await e.file.read(off, Math.min(PROMOTE_CHUNK, e.size - off));
+        hash.update(b);
+        fs.writeSync(fd, b, 0, b.length, off);
+      }
+      const got = `sha256:${hash.digest('hex')}`;
+      if (got !== digest) {
+        this.log.log('warn', 'blob does not match its digest: not shared', { location: loc.key, digest, got });
+        return false;
+      }
+      fs.fsyncSync(fd);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(tmp, { force: true });
+      throw err;
+    }
+    fs.closeSync(fd);
+    if (!fs.existsSync(tmp)) return false;
+    fs.renameSync(tmp, final);
+    syncDir(path.dirname(final));
+    this.log.log('info', 'verified blob shared', { digest, from: loc.key, size: e.size });
+    return true;
   }
 
   /** One client per origin: http:// in repoBlobUrl means plain http for that host (ACI's insecure mirrors). */
-  private sourceFor(scheme: string, host: string): BlobSource {
+  private clientFor(scheme: string, host: string): RegistryClient {
     const origin = `${scheme}://${host}`;
-    let c = this.clients.get(origin);
-    if (!c) {
-      const client = new RegistryClient(
+    let client = this.clients.get(origin);
+    if (!client) {
+      client = new RegistryClient(
         registryOptionsFromConfig(this.cfg, { plainHttpHosts: scheme === 'http' ? [host] : [], loopbackPlainHttp: scheme === 'http' }),
       );
-      c = { client, source: new BlobSource(client) };
-      this.clients.set(origin, c);
+      this.clients.set(origin, client);
     }
-    return c.source;
+    return client;
   }
 
   async close(): Promise<void> {
-    for (const d of this.downloads.values()) d.stop();
-    this.fetcher?.close();
-    await Promise.all([...this.clients.values()].map((c) => c.client.close()));
+    this.closed = true;
+    for (const { d } of this.downloads.values()) d.stop();
+    for (const t of this.promoteTimers.values()) clearTimeout(t);
+    await Promise.all(this.promoting.values());
+    for (const loc of this.locations.values()) loc.fetcher.close();
+    this.locations.clear();
+    await Promise.all([...this.clients.values()].map((c) => c.close()));
+  }
+}
+
+function fileSize(p: string): number | undefined {
+  try {
+    const st = fs.lstatSync(p);
+    return st.isFile() ? st.size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function syncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }

@@ -46,7 +46,9 @@ export function layerLabels(layer: Descriptor, chainId: string, imageRef: string
     ...labels,
     ...extra,
     [Labels.targetRef]: chainId,
+    // The registry and repository come from the reference pulled, never from the image's annotations.
     [Labels.imageRef]: imageRef,
+    [Labels.criImageRef]: imageRef,
     // What CRI also sends: lets the snapshotter recognise an unannotated overlaybd blob by its header.
     [Labels.criLayerDigest]: layer.digest,
   };

@@ -51,13 +51,19 @@ describe('rpull helpers', () => {
   });
   it('layer labels keep only containerd.io/snapshot/* annotations and add the ref labels', () => {
     const l = layerLabels(
-      { mediaType: 'x', digest: 'sha256:' + 'f'.repeat(64), size: 1, annotations: { 'containerd.io/snapshot/overlaybd/blob-size': '1', 'org.other': 'no' } },
+      {
+        mediaType: 'x', digest: 'sha256:' + 'f'.repeat(64), size: 1,
+        annotations: { 'containerd.io/snapshot/overlaybd/blob-size': '1', 'org.other': 'no', 'containerd.io/snapshot/cri.image-ref': 'evil.example/x:y' },
+      },
       'sha256:' + 'c'.repeat(64),
       'reg/app:v1',
     );
     assert.deepEqual(Object.keys(l).sort(), [
-      'containerd.io/snapshot.ref', 'containerd.io/snapshot/cri.layer-digest', 'containerd.io/snapshot/image-ref', 'containerd.io/snapshot/overlaybd/blob-size',
+      'containerd.io/snapshot.ref', 'containerd.io/snapshot/cri.image-ref', 'containerd.io/snapshot/cri.layer-digest', 'containerd.io/snapshot/image-ref',
+      'containerd.io/snapshot/overlaybd/blob-size',
     ]);
+    // The location comes from the reference pulled, not from an annotation.
+    assert.equal(l['containerd.io/snapshot/cri.image-ref'], 'reg/app:v1');
   });
 });
 
