@@ -42,6 +42,15 @@ export interface ObdConfig {
   download: { enable: boolean; delay: number; delayExtra: number; maxMBps: number; tryCnt: number; blockSize: number };
   credentialFile: string;
   allowedLowerPrefixes: string[];
+  /** Where record-trace-path labels may point ('' = <root>/traces); see traceDirOf. */
+  traceDir: string;
+  /** Largest virtual size (GiB) the vsize label may ask for a writable device. */
+  maxVsizeGB: number;
+}
+
+/** The directory trace files of record-trace-path labels must be in. */
+export function traceDirOf(cfg: Pick<ObdConfig, 'traceDir' | 'root'>): string {
+  return path.resolve(cfg.traceDir || path.join(cfg.root, 'traces'));
 }
 
 const oneOf =
@@ -127,6 +136,8 @@ const SCHEMA: Schema = {
   },
   credentialFile: { type: 'string', default: '/root/.docker/config.json', check: optionalAbsolutePath },
   allowedLowerPrefixes: { type: 'stringArray', default: [], check: absolutePath },
+  traceDir: { type: 'string', default: '', check: optionalAbsolutePath },
+  maxVsizeGB: { type: 'integer', default: 64, min: 1 },
 };
 
 /** The defaults, as a complete config. */

@@ -100,6 +100,24 @@ export function toInfo(name: string, r: SnapshotRecord): Info {
   return { name, parent: r.parent, kind: r.kind, labels: { ...r.labels }, created: r.created, updated: r.updated };
 }
 
+/** The rules every new snapshot obeys (checked again inside the transaction that records it). */
+export function checkCreate(view: { get(key: string): SnapshotRecord | undefined }, key: string, parent: string, labels: Record<string, string>): void {
+  if (key === '') throw invalidArgument('snapshot key must not be empty');
+  validateLabels(labels);
+  if (view.get(key)) throw alreadyExists(`snapshot ${key} already exists`);
+  if (parent !== '') {
+    const p = view.get(parent);
+    if (!p) throw notFound(`parent snapshot ${parent} does not exist`);
+    if (p.kind !== 'committed') throw invalidArgument(`parent ${parent} is not a committed snapshot (it is ${p.kind})`);
+  }
+}
+
+/** The record a create will store, before it is stored (hooks see it while the snapshot is set up). */
+export function draftRecord(id: number, kind: Kind, parent: string, labels: Record<string, string>): SnapshotRecord {
+  const now = nowNanos();
+  return { id, kind, parent, labels: cleanLabels(labels), created: now, updated: now };
+}
+
 /**
  * One serialised read-modify-write: staged changes become visible (in LevelDB and in memory) only
  * when the function given to MetaStore.update resolves; if it throws, nothing changes.
@@ -115,35 +133,32 @@ export class Transaction {
     return s ?? this.store.get(key);
   }
 
-  /** Prepare/View: a new Active or View snapshot on a committed parent (or none). */
-  create(kind: 'active' | 'view', key: string, parent: string, labels: Record<string, string>): SnapshotRecord {
-    if (key === '') throw invalidArgument('snapshot key must not be empty');
-    validateLabels(labels);
-    if (this.get(key)) throw alreadyExists(`snapshot ${key} already exists`);
-    if (parent !== '') {
-      const p = this.get(parent);
-      if (!p) throw notFound(`parent snapshot ${parent} does not exist`);
-      if (p.kind !== 'committed') throw invalidArgument(`parent ${parent} is not a committed snapshot (it is ${p.kind})`);
-    }
-    const now = nowNanos();
-    const rec: SnapshotRecord = {
-      id: this.store.allocateId(),
-      kind,
-      parent,
-      labels: cleanLabels(labels),
-      created: now,
-      updated: now,
-    };
+  /**
+   * Prepare/View: a new Active or View snapshot on a committed parent (or none). `id`: one allocated
+   * before the transaction (its directory was made outside the writer queue).
+   */
+  create(kind: 'active' | 'view', key: string, parent: string, labels: Record<string, string>, id?: number): SnapshotRecord {
+    checkCreate(this, key, parent, labels);
+    const rec = draftRecord(id ?? this.store.allocateId(), kind, parent, labels);
     this.staged.set(key, rec);
     return rec;
   }
 
-  /** A committed snapshot created directly (remote layers); same rules as create. */
-  createCommitted(key: string, parent: string, labels: Record<string, string>, usage?: Usage): SnapshotRecord {
-    const rec = this.create('active', key, parent, labels);
-    rec.kind = 'committed';
-    if (usage) rec.usage = usage;
-    return rec;
+  /**
+   * A committed snapshot created directly for containerd's unpack target `target` (remote layers):
+   * recorded under `target`, or — when another snapshot already holds that name — under
+   * `${target}@${requestKey}` (ACI's scheme; containerd then uses the existing target). Undefined when
+   * the target is already committed on the same parent: nothing to record.
+   */
+  createTarget(target: string, requestKey: string, parent: string, labels: Record<string, string>, usage: Usage, id: number): { key: string; record: SnapshotRecord } | undefined {
+    const existing = this.get(target);
+    if (existing?.kind === 'committed' && existing.parent === parent) return undefined;
+    const key = existing ? `${target}@${requestKey}` : target;
+    checkCreate(this, key, parent, labels);
+    const rec = draftRecord(id, 'committed', parent, labels);
+    rec.usage = usage;
+    this.staged.set(key, rec);
+    return { key, record: rec };
   }
 
   /** Commit: the Active snapshot `key` becomes the Committed snapshot `name`, keeping its id and dir. */

@@ -67,6 +67,12 @@ export class LazyEnv {
     await this.containerd.start();
   }
 
+  /** deviced and the snapshotter only (tests that talk to the snapshotter directly). */
+  async startDevicedAndSnapshotter(): Promise<void> {
+    await this.startDeviced();
+    await this.snapshotter.start();
+  }
+
   async startDeviced(): Promise<void> {
     const p = spawn(process.execPath, [obdBin(), 'deviced', '--config', this.configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.deviced = p;

@@ -39,6 +39,8 @@ describe('config', () => {
     assert.equal(d.address, '/run/obd/snapshotter.sock');
     assert.equal(d.rwMode, 'overlayfs');
     assert.deepEqual(d.exporterConfig, { enable: false, uriPrefix: '/metrics', port: 9863, address: '127.0.0.1', snapshotterPort: 9864 });
+    assert.equal(d.traceDir, '');
+    assert.equal(d.maxVsizeGB, 64);
     assert.equal(d.download.delay, 600);
     const cfg = parseConfig({ cacheConfig: { cacheSizeGB: 2 }, turboFsType: ['ext4'] });
     assert.equal(cfg.cacheConfig.cacheSizeGB, 2);
