@@ -1,7 +1,9 @@
 // `obd record-trace [options] IMAGE [COMMAND...]`: record the blob ranges an overlaybd image's
 // workload reads at start (trace format: src/trace/trace.ts, README); replay with the snapshot label
 // containerd.io/snapshot/overlaybd/record-trace-path=<file>.
+import path from 'node:path';
 import { Command } from 'commander';
+import { loadConfig, resolveConfigPath, traceDirOf } from '../config';
 import { CredentialStore } from '../registry';
 import { rpull } from '../rpull/rpull';
 import { recordTrace } from '../trace/record';
@@ -15,6 +17,7 @@ interface Opts {
   plainHttp: boolean;
   pull: boolean;
   runcRoot?: string;
+  config?: string;
 }
 
 export function registerRecordTraceCommand(program: Command): void {
@@ -26,7 +29,8 @@ export function registerRecordTraceCommand(program: Command): void {
     .option('-a, --address <socket>', "containerd's socket", process.env.CONTAINERD_ADDRESS || '/run/containerd/containerd.sock')
     .option('-n, --namespace <ns>', 'containerd namespace', process.env.CONTAINERD_NAMESPACE || 'default')
     .option('--snapshotter <name>', 'proxy snapshotter name in containerd', process.env.CONTAINERD_SNAPSHOTTER || 'obd')
-    .option('-o, --output <file>', 'trace file (default: ./<image name>.trace)')
+    .option('-o, --output <file>', "trace file, inside the snapshotter's traceDir (default: <traceDir>/<image name>.trace)")
+    .option('--config <file>', 'obd config (for traceDir; default $OBD_CONFIG, else /etc/obd/config.json)')
     .option('--time <seconds>', 'stop the workload after this long', '60')
     .option('--plain-http', 'talk http to the registry (for the rpull)', false)
     .option('--no-pull', 'the image is registered already: skip the rpull')
@@ -36,7 +40,8 @@ export function registerRecordTraceCommand(program: Command): void {
       if (!Number.isFinite(timeSec) || timeSec <= 0) throw new Error(`--time ${o.time}: must be a positive number of seconds`);
       if (o.pull)
         await rpull(image, { address: o.address, namespace: o.namespace, snapshotter: o.snapshotter, plainHttp: o.plainHttp, credentials: new CredentialStore() });
-      const output = o.output ?? `${image.replace(/^.*\//, '').replace(/[^A-Za-z0-9_.-]/g, '_')}.trace`;
+      const output =
+        o.output ?? path.join(traceDirOf(loadConfig(resolveConfigPath(o.config))), `${image.replace(/^.*\//, '').replace(/[^A-Za-z0-9_.-]/g, '_')}.trace`);
       const r = await recordTrace(image, {
         address: o.address, namespace: o.namespace, snapshotter: o.snapshotter, output, timeSec, runcRoot: o.runcRoot, command,
         log: (l) => process.stderr.write(`record-trace: ${l}\n`),

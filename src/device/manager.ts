@@ -20,7 +20,7 @@ import { openRegularFileSync, pathOfFd } from '../untrusted-file';
 import { listLoopDevices, mountPointsOf, readMountInfo } from '../kernel';
 import { downloadSettings, type RecordingSession, type RemoteLowers } from './remote';
 import type { FetchTotals } from './fetch-counters';
-import { parseTrace, TracePrefetch, traceMode, TraceWriter } from '../trace/trace';
+import { checkTraceFile, readTraceFile, TracePrefetch, traceMode, TraceWriter } from '../trace/trace';
 
 export type TransportName = 'fuse-loop' | 'tcmu';
 
@@ -273,6 +273,14 @@ export class DeviceManager {
       const remotes: addon.RemoteFile[] = [];
       const byDigest = new Map<string, addon.RemoteFile>();
       // recordTracePath (ACI): an empty file records the blob ranges this device touches, a non-empty one is replayed.
+      // deviced opens trace files as root: only regular files in the configured trace directory.
+      if (this.remote && cfg.recordTracePath) {
+        try {
+          checkTraceFile(cfg.recordTracePath, this.remote.traceDir);
+        } catch (err) {
+          throw new DeviceError('InvalidArgument', `recordTracePath ${JSON.stringify(cfg.recordTracePath)}: ${(err as Error).message}`);
+        }
+      }
       const trace = this.remote && cfg.recordTracePath ? traceMode(cfg.recordTracePath) : 'none';
       if (trace === 'record') recording = this.remote!.openRecording(path.join(this.stateDir, 'trace-cache', id), () => new TraceWriter(cfg!.recordTracePath!));
       if (cfg.rawImage) {
@@ -405,17 +413,12 @@ export class DeviceManager {
 
   /** Prefetches the ranges of a trace into the block cache, in trace order, in the background. */
   private startPrefetch(id: string, file: string, files: Map<string, addon.RemoteFile>): TracePrefetch | undefined {
-    let ranges;
-    try {
-      ranges = parseTrace(fs.readFileSync(file, 'utf8'), file);
-    } catch (err) {
-      this.log.log('warn', 'trace not usable; no prefetch', { id, trace: file, err: (err as Error).message });
-      return undefined;
-    }
-    const p = new TracePrefetch(ranges, files);
-    this.log.log('info', 'prefetch started', { id, trace: file, ranges: ranges.length });
+    const p = new TracePrefetch(readTraceFile(file), files);
+    this.log.log('info', 'prefetch started', { id, trace: file });
     void p.done.then(() =>
-      this.log.log('info', 'prefetch done', { id, bytes: p.bytes, ranges: p.ranges, errors: p.errors, ms: p.finishedAt - p.startedAt }),
+      p.error
+        ? this.log.log('warn', 'trace not usable; no prefetch', { id, trace: file, err: p.error.message })
+        : this.log.log('info', 'prefetch done', { id, bytes: p.bytes, ranges: p.ranges, errors: p.errors, ms: p.finishedAt - p.startedAt }),
     );
     return p;
   }

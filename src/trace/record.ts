@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Labels } from '../labels';
-import { parseTrace } from './trace';
+import { readTraceFile } from './trace';
 
 export interface RecordTraceOptions {
   address: string;
@@ -56,7 +56,7 @@ export async function recordTrace(image: string, o: RecordTraceOptions): Promise
   }, o.timeSec * 1000);
   const code = await exited.finally(() => clearTimeout(timer));
   if (code !== 0 && Date.now() - t0 < o.timeSec * 1000) log(`the workload exited with ${code}`);
-  const ranges = parseTrace(fs.readFileSync(output, 'utf8'), output);
+  const ranges = await readTraceFile(output);
   if (ranges.length === 0) throw new Error(`no block was fetched while the workload ran: is ${image} an overlaybd image run with snapshotter ${o.snapshotter}?`);
   return { ranges: ranges.length, bytes: ranges.reduce((n, r) => n + r.length, 0), seconds: (Date.now() - t0) / 1000 };
 }

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseTrace, TRACE_HEADER } from '../../src/trace/trace';
 import { busyboxTestImage, TarEntry } from '../helpers/images';
@@ -27,7 +28,8 @@ describe('record-trace and prefetch', { timeout: 900_000 }, () => {
   const fetched = async () => (await env.deviceStats()).reduce((n, s) => n + s.fetchedBytes, 0);
 
   it('records the ranges of a run, then prefetches them for the next container', async (t) => {
-    const trace = env.tmp.join('app.trace');
+    // Trace files live in the snapshotter's traceDir (default <root>/traces).
+    const trace = path.join(env.snapshotter.root, 'traces', 'app.trace');
     const out = await execNode([obdBin(), 'record-trace', '--address', env.containerd.address, '--namespace', env.containerd.namespace,
       '--no-pull', '--runc-root', env.containerd.runcRoot, '--time', '60', '-o', trace, ref, '--',
       '/bin/sh', '-c', 'cat /big/f1 /big/f5 > /dev/null; echo READY'], 180_000);
