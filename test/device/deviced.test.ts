@@ -150,6 +150,11 @@ describe('deviced fuse-loop', { timeout: 600_000 }, () => {
     const human = d.obd('device', 'stats');
     assert.match(human.stdout, /fixture-e\s+\/dev\/loop\d+/, human.stderr);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    // The metrics listen on 127.0.0.1 only unless exporterConfig.address says otherwise.
+    const portHex = port.toString(16).toUpperCase().padStart(4, '0');
+    const listening = ['/proc/net/tcp', '/proc/net/tcp6'].flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').slice(1))
+      .map((l) => l.trim().split(/\s+/)).filter((c) => c.length > 3 && c[1].endsWith(`:${portHex}`) && c[3] === '0A').map((c) => c[1].split(':')[0]);
+    assert.deepEqual(listening, ['0100007F'], `metrics listen on 127.0.0.1 only (${listening.join(', ')})`);
     assert.match(metrics, /^obd_deviced_devices 1$/m);
     assert.match(metrics, new RegExp(`^obd_device_read_bytes_total\\{device="fixture-e",path="${dev}"\\} [1-9]\\d*$`, 'm'));
 

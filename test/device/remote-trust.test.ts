@@ -76,6 +76,30 @@ describe('remote blobs of untrusted images', { timeout: 120_000 }, () => {
     }
   });
 
+  it('a recording that cannot open its cache closes its trace file (no fd leak)', async () => {
+    const cfgDir = tmp.join('rec');
+    const traceFile = tmp.join('rec.trace');
+    fs.writeFileSync(traceFile, '');
+    const cfg = defaultConfig();
+    cfg.cacheConfig = { ...cfg.cacheConfig, cacheDir: cfgDir, refillSize: 3000 }; // not a power of two: the cache refuses
+    cfg.credentialFile = '';
+    const r = new RemoteLowers(cfg, silentLogger);
+    const { TraceWriter } = await import('../../src/trace/trace');
+    const fdsTo = (f: string) => fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === f;
+      } catch {
+        return false;
+      }
+    }).length;
+    try {
+      for (let i = 0; i < 3; i++) assert.throws(() => r.openRecording(tmp.join('rec-cache'), () => new TraceWriter(traceFile)));
+      assert.equal(fdsTo(traceFile), 0, 'the trace file is not left open');
+    } finally {
+      await r.close();
+    }
+  });
+
   it('registry locations are pruned when their last device releases them', async () => {
     const blob = crypto.randomBytes(UNIT);
     const digest = await registry.pushBlob('trust/prune', blob);

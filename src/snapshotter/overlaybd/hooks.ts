@@ -21,7 +21,7 @@ import type { CreateRequest, SnapshotHooks, TargetSnapshot } from '../snapshotte
 import { finishSeal, sealWritable } from './commit-seal';
 import { OverlaybdContext } from './context';
 import { ensureLayerMounted, setLayerTrace } from './image-device';
-import { fsTypeOf, makeTraceDir, rwModeOf, traceFileOf, vsizeBytesOf } from './label-rules';
+import { makeTraceDir, rwModeOf, traceFileOf, vsizeBytesOf } from './label-rules';
 import { LayerClassifier } from './layer-classifier';
 import { adoptLocalLayer } from './local-layer';
 import { releaseDevices, releaseOrphanDevices } from './release';
@@ -73,8 +73,7 @@ export class OverlaybdHooks implements SnapshotHooks {
       return;
     }
     const vsize = vsizeBytesOf(req.labels, this.ctx.cfg);
-    fsTypeOf(req.labels, this.ctx.cfg);
-    await createWritableDisk(this.ctx, snap, mode, req.labels, vsize, parentCfg, trace);
+    await createWritableDisk(this.ctx, snap, mode, req.labels, vsize, ancestors[0], parentCfg, trace);
   }
 
   async mounts(req: MountRequest): Promise<Mount[] | undefined> {
@@ -82,7 +81,7 @@ export class OverlaybdHooks implements SnapshotHooks {
     if (snap.record.kind === 'committed') return undefined;
     const readonly = snap.record.kind === 'view';
     const mode = writableModeOf(snap);
-    if (mode) return writableMounts(this.ctx, snap, mode);
+    if (mode) return writableMounts(this.ctx, snap, mode, req.ancestors[0]);
     const parent = req.ancestors[0];
     if (!parent || !readConfig(parent)) return undefined;
     const lower = await ensureLayerMounted(this.ctx, parent);

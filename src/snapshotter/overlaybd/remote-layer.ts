@@ -29,7 +29,7 @@ export async function remoteLayerTarget(
   const parent = ancestors[0];
   const parentCfg = parent ? readConfig(parent) : undefined;
   const layer = await classifier.classify(req.labels);
-  const name = req.labels[Labels.blobDigest] || req.labels[Labels.criLayerDigest] || target;
+  const name = `${req.labels[Labels.blobDigest] || req.labels[Labels.criLayerDigest] || target} (label ${Labels.targetRef}=${JSON.stringify(target)})`;
   if (layer.kind === 'plain') {
     if (parentCfg)
       throw invalidArgument(

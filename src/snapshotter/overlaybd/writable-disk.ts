@@ -6,6 +6,8 @@ import path from 'node:path';
 import { createWritableLayer } from '../../addon';
 import { writeFileAtomic, writeJsonAtomic } from '../../atomic-file';
 import type { ImageConfig } from '../../device/image-config';
+import { Labels } from '../../labels';
+import { invalidArgument } from '../errors';
 import type { ChainLink, Mount } from '../mounts';
 import type { OverlaybdContext } from './context';
 import { fsTypeOf, type RwMode } from './label-rules';
@@ -18,11 +20,13 @@ export async function createWritableDisk(
   mode: Exclude<RwMode, 'overlayfs'>,
   labels: Record<string, string>,
   vsize: number,
+  parent: ChainLink | undefined,
   parentCfg: ImageConfig | undefined,
   trace: string | undefined,
 ): Promise<void> {
   const block = blockDir(snap);
-  const fsType = fsTypeOf(labels, ctx.cfg);
+  const fsType = writableFsType(ctx, labels, parent);
+  if (!parentCfg && fsType !== 'ext4') throw invalidArgument(`label ${Labels.fsType}=${JSON.stringify(labels[Labels.fsType])}: a fresh writable disk is formatted ext4 only`);
   fs.mkdirSync(path.join(block, 'mountpoint'), { recursive: true, mode: 0o711 });
   const data = path.join(block, 'writable_data');
   const index = path.join(block, 'writable_index');
@@ -46,11 +50,17 @@ export async function createWritableDisk(
   ctx.log.log('info', 'writable device snapshot', { key: snap.key, id: snap.record.id, mode, vsize });
 }
 
+/** On an image the filesystem is the image's (its top layer's label); a fresh disk's is its own label's. */
+function writableFsType(ctx: OverlaybdContext, labels: Record<string, string>, parent: ChainLink | undefined): string {
+  fsTypeOf(labels, ctx.cfg); // a bad label is refused either way
+  return parent ? fsTypeOf(parent.record.labels, ctx.cfg) : fsTypeOf(labels, ctx.cfg);
+}
+
 /** The mounts of a dir/dev snapshot: its device attached (and for dir, its filesystem mounted). */
-export function writableMounts(ctx: OverlaybdContext, snap: ChainLink, mode: WritableMode): Promise<Mount[]> {
+export function writableMounts(ctx: OverlaybdContext, snap: ChainLink, mode: WritableMode, parent: ChainLink | undefined): Promise<Mount[]> {
   const readonly = snap.record.kind === 'view';
   const id = ctx.writableDeviceId(snap.record.id);
-  const fsType = fsTypeOf(snap.record.labels, ctx.cfg);
+  const fsType = writableFsType(ctx, snap.record.labels, parent);
   return ctx.deviceLock.run(id, async () => {
     const dev = await ctx.devices.attach(id, configPath(snap));
     if (mode === 'dev') return [{ type: fsType, source: dev.path, options: [readonly ? 'ro' : 'rw', 'discard'] }];
