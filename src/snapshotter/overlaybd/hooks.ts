@@ -44,16 +44,6 @@ export class OverlaybdHooks implements SnapshotHooks {
     await this.classifier.close();
   }
 
-  layerDeviceId(id: number): string {
-    return this.ctx.layerDeviceId(id);
-  }
-  writableDeviceId(id: number): string {
-    return this.ctx.writableDeviceId(id);
-  }
-  readConfig(snap: { dir: string }) {
-    return readConfig(snap);
-  }
-
   beforeCreate(req: CreateRequest, ancestors: ChainLink[]): Promise<TargetSnapshot | undefined> {
     return remoteLayerTarget(req, ancestors, this.classifier, this.ctx.cfg, this.ctx.log);
   }
@@ -92,11 +82,6 @@ export class OverlaybdHooks implements SnapshotHooks {
     return [{ type: 'overlay', source: 'overlay', options }];
   }
 
-  /** The shared read-only device of an image top layer, attached and mounted; returns the mountpoint. */
-  ensureLayerMounted(layer: ChainLink): Promise<string> {
-    return ensureLayerMounted(this.ctx, layer);
-  }
-
   async beforeCommit(snap: ChainLink, name: string, ancestors: ChainLink[] = []): Promise<Record<string, string> | undefined> {
     if (writableModeOf(snap)) return sealWritable(this.ctx, snap, name);
     return adoptLocalLayer(snap, name, ancestors);
@@ -119,10 +104,5 @@ export class OverlaybdHooks implements SnapshotHooks {
 
   releaseOrphan(id: number, dir: string): Promise<void> {
     return releaseOrphanDevices(this.ctx, id, dir);
-  }
-
-  /** Bytes fetched from the registry for the device of `layer` (tests, demo). */
-  async layerStats(layer: ChainLink) {
-    return this.ctx.devices.stats(this.ctx.layerDeviceId(layer.record.id));
   }
 }
