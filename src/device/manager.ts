@@ -311,7 +311,11 @@ export class DeviceManager {
       try {
         dev = await addon.deviceAttach(opts);
       } catch (err) {
-        throw fromAddonError(err, `attach ${id}`);
+        // The addon saw the layer files through /proc/self/fd: errors name them by their paths again.
+        const byFd = new Map(localLowers.flatMap((l) => (l.kind === 'file' ? [[l.fd, l.path] as const] : [])));
+        const e = err as Error;
+        e.message = e.message.replace(/\/proc\/self\/fd\/(\d+)/g, (m, n: string) => byFd.get(Number(n)) ?? m);
+        throw fromAddonError(e, `attach ${id}`);
       }
       const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, releases, recording };
       if (trace === 'replay') a.prefetch = this.startPrefetch(id, cfg.recordTracePath!, byDigest);
