@@ -29,18 +29,19 @@ export async function remoteLayerTarget(
   const parent = ancestors[0];
   const parentCfg = parent ? readConfig(parent) : undefined;
   const layer = await classifier.classify(req.labels);
-  const name = `${req.labels[Labels.blobDigest] || req.labels[Labels.criLayerDigest] || target} (label ${Labels.targetRef}=${JSON.stringify(target)})`;
+  const name = req.labels[Labels.blobDigest] || req.labels[Labels.criLayerDigest] || target;
+  const which = `(label ${Labels.targetRef}=${JSON.stringify(target)})`;
   if (layer.kind === 'plain') {
     if (parentCfg)
       throw invalidArgument(
-        `layer ${name}: a plain OCI layer on top of the overlaybd layer ${req.parent}: images that mix overlaybd and OCI layers are not supported`,
+        `layer ${name}: a plain OCI layer on top of the overlaybd layer ${req.parent}: images that mix overlaybd and OCI layers are not supported ${which}`,
       );
     return undefined;
   }
   if (layer.kind === 'local') return undefined;
   if (parent && !parentCfg)
     throw invalidArgument(
-      `layer ${layer.digest}: an overlaybd layer on top of the plain OCI layer ${req.parent}: images that mix overlaybd and OCI layers are not supported`,
+      `layer ${layer.digest}: an overlaybd layer on top of the plain OCI layer ${req.parent}: images that mix overlaybd and OCI layers are not supported ${which}`,
     );
   fsTypeOf(req.labels, cfg); // refused now rather than at its first mount
   return {
