@@ -15,7 +15,7 @@ import * as addon from '../addon';
 import { writeFileAtomic } from '../atomic-file';
 import type { Logger } from '../log';
 import { DeviceError, fromAddonError } from './errors';
-import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile } from './image-config';
+import { ImageConfig, parseImageConfig, resolveLowers, writeResultFile, type ResolvedLower } from './image-config';
 import { listLoopDevices, mountPointsOf, readMountInfo } from '../kernel';
 import { downloadSettings, type RecordingSession, type RemoteLowers } from './remote';
 import type { FetchTotals } from './fetch-counters';
@@ -267,14 +267,21 @@ export class DeviceManager {
         opts.rawFile = cfg.rawImage.file;
         opts.rawWritable = !!cfg.rawImage.writable;
       } else {
-        opts.lowers = resolveLowers(cfg).map((l) => {
-          if (l.kind === 'file') return l.path;
-          if (!this.remote) throw new DeviceError('Unimplemented', `remote lower ${l.digest} (${l.url}): registry-backed layers are not supported by this deviced`);
-          const f = this.remote.open(l.url, l.digest, l.size, recording, downloadSettings(cfg!.download));
+        // TurboOCI targets get no background download (as overlaybd): their reads are spans, the meta is local.
+        const openRemote = (url: string, digest: string, size: number, download = true) => {
+          if (!this.remote) throw new DeviceError('Unimplemented', `remote lower ${digest} (${url}): registry-backed layers are not supported by this deviced`);
+          const f = this.remote.open(url, digest, size, recording, download ? downloadSettings(cfg!.download) : undefined);
           remotes.push(f);
-          byDigest.set(l.digest, f);
+          byDigest.set(digest, f);
           return f;
-        });
+        };
+        const lowers: NonNullable<addon.DeviceAttachOptions['lowers']> = [];
+        for (const l of resolveLowers(cfg)) {
+          if (l.kind === 'file') lowers.push(l.path);
+          else if (l.kind === 'remote') lowers.push(openRemote(l.url, l.digest, l.size));
+          else lowers.push(await this.turboLower(l, openRemote));
+        }
+        opts.lowers = lowers;
         if (cfg.upper?.data) {
           opts.upperData = cfg.upper.data;
           opts.upperIndex = cfg.upper.index;
@@ -384,6 +391,25 @@ export class DeviceManager {
   }
 
   /** Prefetches the ranges of a trace into the block cache, in trace order, in the background. */
+  /** A TurboOCI lower: local fs meta, the target blob (local, or remote through the block cache) and its gzip index. */
+  private async turboLower(l: Extract<ResolvedLower, { kind: 'turbo' }>,
+    openRemote: (url: string, digest: string, size: number, download?: boolean) => addon.RemoteFile): Promise<addon.WarpLower> {
+    let target: string | addon.RemoteFile;
+    if (l.target.kind === 'file') {
+      target = l.target.path;
+    } else {
+      if (!this.remote) throw new DeviceError('Unimplemented', `TurboOCI target ${l.target.digest}: registry-backed layers are not supported by this deviced`);
+      let size: number;
+      try {
+        size = await this.remote.blobSize(l.target.url, l.target.digest);
+      } catch (err) {
+        throw new DeviceError('Unavailable', `TurboOCI target ${l.target.url}: ${(err as Error).message}`);
+      }
+      target = openRemote(l.target.url, l.target.digest, size, false);
+    }
+    return { meta: l.meta, target, ...(l.gzipIndex ? { gzipIndex: l.gzipIndex } : {}), gzipCacheBytes: this.remote?.gzipCacheBytes ?? 8 << 20 };
+  }
+
   private startPrefetch(id: string, file: string, files: Map<string, addon.RemoteFile>): TracePrefetch | undefined {
     let ranges;
     try {

@@ -38,6 +38,7 @@ export class RemoteLowers {
   private readonly byDigest = new Map<string, BlobSource>();
   private readonly downloads = new Map<string, BackgroundDownload>(); // by digest, one per deviced
   readonly counters = new FetchCounters();
+  private readonly sizes = new Map<string, number>();
 
   constructor(
     private readonly cfg: ObdConfig,
@@ -123,6 +124,26 @@ export class RemoteLowers {
       const st = file.stats();
       this.log.log('info', 'background download done', { digest, bytes: d.bytes, ms: d.finishedAt! - d.startedAt!, cached: `${st.presentUnits}/${st.units} units` });
     });
+  }
+
+  /** Memory for inflated spans per TurboOCI gzip layer (gzipCacheConfig). */
+  get gzipCacheBytes(): number {
+    const g = this.cfg.gzipCacheConfig;
+    return g.enable ? g.memoryMB * 2 ** 20 : 8 << 20;
+  }
+
+  /** Size of a blob the config does not state (a TurboOCI target): one range request, remembered. */
+  async blobSize(url: string, digest: string): Promise<number> {
+    const known = this.sizes.get(digest);
+    if (known) return known;
+    const m = BLOB_URL.exec(url);
+    if (!m) throw new DeviceError('InvalidArgument', `repoBlobUrl: ${url} is not of the form http(s)://host/v2/<repository>/blobs/sha256:<hex>`);
+    const [, scheme, host, repo] = m;
+    this.sourceFor(scheme, host);
+    const client = this.clients.get(`${scheme}://${host}`)!.client;
+    const size = await client.blobReader(host, repo, digest).size();
+    this.sizes.set(digest, size);
+    return size;
   }
 
   private openCache(): addon.BlockCache {

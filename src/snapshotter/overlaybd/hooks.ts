@@ -29,6 +29,7 @@ import { BlockDevices } from './block-device';
 import { DETECT_BYTES, looksLikeOverlaybd } from './detect';
 import { Labels, REMOTE_SNAPSHOT } from '../../labels';
 import { repoBlobUrl } from './repo-url';
+import { turboFromLabels, turboLowerConfig, unpackTurboMeta, type TurboLayer } from './turbo-meta';
 import { traceMode } from '../../trace/trace';
 
 export type RwMode = 'overlayfs' | 'dir' | 'dev';
@@ -36,6 +37,7 @@ const GiB = 2 ** 30;
 
 type LayerKind =
   | { kind: 'remote'; digest: string; size: number; imageRef: string }
+  | TurboLayer // TurboOCI: meta blob fetched and unpacked at Prepare, data from the original blob
   | { kind: 'local' } // overlaybd blob pulled as a tar by containerd (no image ref): found at Commit
   | { kind: 'plain' };
 
@@ -137,13 +139,25 @@ export class OverlaybdHooks implements SnapshotHooks {
     if (layer.kind === 'local') return undefined;
     if (parent && !parentCfg)
       throw invalidArgument(
-        `layer ${layer.digest}: an overlaybd layer on top of the plain OCI layer ${req.parent}: images that mix overlaybd and OCI layers are not supported`,
+        `layer ${layer.kind === "turbo" ? layer.metaDigest : layer.digest}: an overlaybd layer on top of the plain OCI layer ${req.parent}: images that mix overlaybd and OCI layers are not supported`,
       );
     const existing = tx.get(target);
     if (existing) {
       if (existing.kind === 'committed' && existing.parent === req.parent) return { committed: target };
     }
     const key = existing ? `${target}@${req.key}` : target;
+    if (layer.kind === 'turbo') {
+      // Fetch the small meta blob first: a failure leaves no record behind.
+      const meta = await this.fetchTurboMeta(layer);
+      const labels = { ...req.labels, [Labels.remote]: REMOTE_SNAPSHOT, [Labels.path]: 'turbo' };
+      const rec = tx.createCommitted(key, req.parent, labels, { size: 0, inodes: 0 });
+      await this.makeLayerDir(rec, layer.imageRef, parentCfg, (fsDir) => {
+        unpackTurboMeta(meta, layer, fsDir);
+        return turboLowerConfig(layer, fsDir);
+      });
+      this.log.log('info', 'TurboOCI layer', { key, meta: layer.metaDigest, target: layer.targetDigest, image: layer.imageRef, id: rec.id });
+      return { committed: key };
+    }
     const labels = { ...req.labels, [Labels.remote]: REMOTE_SNAPSHOT, [Labels.path]: 'remote' };
     const rec = tx.createCommitted(key, req.parent, labels, { size: 0, inodes: 0 });
     await this.makeRemoteLayerDir(rec, layer, parentCfg);
@@ -151,24 +165,52 @@ export class OverlaybdHooks implements SnapshotHooks {
     return { committed: key };
   }
 
-  private async makeRemoteLayerDir(rec: SnapshotRecord, layer: Extract<LayerKind, { kind: 'remote' }>, parentCfg?: ImageConfig): Promise<void> {
+  private async fetchTurboMeta(layer: TurboLayer): Promise<Buffer> {
+    const ref = parseReference(layer.imageRef);
+    this.registry ??= new RegistryClient(registryOptionsFromConfig(this.cfg, { operationDeadlineMs: 20_000 }));
+    try {
+      return await this.registry.getBlob(ref.host, ref.repo, layer.metaDigest, { maxBytes: layer.metaSize });
+    } catch (err) {
+      throw failedPrecondition(`TurboOCI layer ${layer.metaDigest}: fetching its meta blob from ${ref.host}/${ref.repo}: ${(err as Error).message}`);
+    }
+  }
+
+  /** A committed layer's dir (fs/ filled by `fill`, which returns this layer's lower) with the chain's device config. */
+  private async makeLayerDir(rec: SnapshotRecord, imageRef: string, parentCfg: ImageConfig | undefined, fill: (fsDir: string) => LayerConfig): Promise<void> {
     const final = this.layout.snapshotDir(rec.id);
     await this.layout.stageSnapshotDir(rec.id, (tmp) => {
       fs.mkdirSync(path.join(tmp, 'fs'), { recursive: true, mode: 0o755 });
       fs.mkdirSync(path.join(tmp, 'block', 'mountpoint'), { recursive: true, mode: 0o711 });
-      fs.writeFileSync(path.join(tmp, 'image_ref'), layer.imageRef);
-      const lowers: LayerConfig[] = [...(parentCfg?.lowers ?? []), { digest: layer.digest, size: layer.size, dir: path.join(final, 'fs') }];
+      fs.writeFileSync(path.join(tmp, 'image_ref'), imageRef);
+      const own = fill(path.join(tmp, 'fs'));
+      // paths in the config name the final dir
+      const lower = Object.fromEntries(Object.entries(own).map(([k, v]) => [k, typeof v === 'string' ? v.split(tmp).join(final) : v])) as LayerConfig;
       const config: ImageConfig = {
-        repoBlobUrl: repoBlobUrl(layer.imageRef, this.cfg.mirrorRegistry),
-        lowers,
+        repoBlobUrl: repoBlobUrl(imageRef, this.cfg.mirrorRegistry),
+        lowers: [...(parentCfg?.lowers ?? []), lower],
         resultFile: path.join(final, 'block', 'init-debug.log'),
       };
       writeJsonAtomic(path.join(tmp, 'block', 'config.v1.json'), config, 0o600);
     });
   }
 
+  private async makeRemoteLayerDir(rec: SnapshotRecord, layer: Extract<LayerKind, { kind: 'remote' }>, parentCfg?: ImageConfig): Promise<void> {
+    await this.makeLayerDir(rec, layer.imageRef, parentCfg, (fsDir) => ({ digest: layer.digest, size: layer.size, dir: fsDir }));
+  }
+
   private async classify(labels: Record<string, string>): Promise<LayerKind> {
     const imageRef = labels[Labels.imageRef] || labels[Labels.criImageRef];
+    let turbo;
+    try {
+      turbo = turboFromLabels(labels);
+    } catch (err) {
+      throw invalidArgument((err as Error).message);
+    }
+    if (turbo) {
+      if (!turbo.imageRef)
+        throw invalidArgument(`TurboOCI layer ${turbo.metaDigest}: needs the label ${Labels.imageRef} (pull with obd rpull or CRI) to find its original layer blob`);
+      return { ...turbo, imageRef: turbo.imageRef };
+    }
     const digest = labels[Labels.blobDigest];
     const sizeText = labels[Labels.blobSize];
     if (digest && sizeText) {
