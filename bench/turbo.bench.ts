@@ -9,7 +9,7 @@ import { execNode, LazyEnv } from '../test/lazy/env';
 import { obdconvBin } from '../test/helpers/bin';
 import { human } from './coldstart';
 import { printTable } from './table';
-import { ThrottleProxy } from './throttle-proxy';
+import { ThrottleProxy } from '../test/helpers/throttle-proxy';
 
 const MiB = 1 << 20;
 const WORKLOAD = 'cat /app/data/* > /dev/null && echo READY';
