@@ -313,6 +313,11 @@ export function datagramBind(socketPath: string): number {
   return native.datagramBind(socketPath);
 }
 
+/** A listening unix stream socket: plays a systemd .socket unit in tests. */
+export function streamListen(socketPath: string): number {
+  return native.streamListen(socketPath);
+}
+
 export function closeFd(fd: number): void {
   native.closeFd(fd);
 }

@@ -1584,6 +1584,15 @@ Napi::Value DatagramBind(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, s.value().release());
 }
 
+// streamListen(path) → fd: a listening unix stream socket, as a systemd .socket unit passes it (tests).
+Napi::Value StreamListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return common::fail(env, obd::InvalidArg("streamListen(path)"));
+  auto s = obd::listenStream(info[0].As<Napi::String>().Utf8Value());
+  if (!s.ok()) return common::fail(env, s.status());
+  return Napi::Number::New(env, s.value().release());
+}
+
 // closeFd(fd), setCloexec(fd): for descriptors received from a store or inherited through LISTEN_FDS.
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   if (info.Length() > 0 && info[0].IsNumber()) ::close(info[0].ToNumber().Int32Value());
@@ -1605,6 +1614,7 @@ void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("recvFds", Napi::Function::New(env, RecvFds));
   exports.Set("sdNotify", Napi::Function::New(env, SdNotify));
   exports.Set("datagramBind", Napi::Function::New(env, DatagramBind));
+  exports.Set("streamListen", Napi::Function::New(env, StreamListen));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
 }

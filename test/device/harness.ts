@@ -93,7 +93,10 @@ export function sweepKernelState(dir: string): string[] {
   return done;
 }
 
-export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record<string, unknown> = {}): Promise<Deviced> {
+/** What a launch adds: environment, and descriptors passed as fds 3, 4, … (with LISTEN_PID set, as systemd does). */
+export type LaunchWith = () => { env: Record<string, string>; fds: number[] };
+
+export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record<string, unknown> = {}, launchWith?: LaunchWith): Promise<Deviced> {
   const root = tmp.join('root');
   const configFile = tmp.join('config.json');
   const address = tmp.join('run', 'deviced.sock');
@@ -104,7 +107,14 @@ export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record
   let log = '';
 
   const launch = async (): Promise<void> => {
-    const p = spawn(process.execPath, [OBD, 'deviced', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const w = launchWith?.() ?? { env: {}, fds: [] };
+    // LISTEN_PID must name the process itself: a shell sets it to its own pid and execs node.
+    const p = w.fds.length
+      ? spawn('/bin/sh', ['-c', 'LISTEN_PID=$$ exec "$@"', 'sh', process.execPath, OBD, 'deviced', '--config', configFile], {
+          stdio: ['ignore', 'ignore', 'pipe', ...w.fds],
+          env: { ...process.env, ...w.env, LISTEN_FDS: String(w.fds.length) },
+        })
+      : spawn(process.execPath, [OBD, 'deviced', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...w.env } });
     proc = p;
     const from = log.length; // a restart waits for its own "serving" line
     p.stderr!.setEncoding('utf8');

@@ -105,16 +105,22 @@ Result<UniqueFd> connectSeqpacket(const std::string& path) {
   return s;
 }
 
-Result<UniqueFd> listenSeqpacket(const std::string& path) {
+namespace {
+Result<UniqueFd> listenUnix(const std::string& path, int type) {
   socklen_t len;
   auto a = unixAddress(path, &len);
   if (!a.ok()) return a.status();
-  auto s = unixSocket(SOCK_SEQPACKET);
+  auto s = unixSocket(type);
   if (!s.ok()) return s.status();
   if (::bind(s.value().get(), reinterpret_cast<sockaddr*>(&a.value()), len) != 0) return SysError(path + ": bind");
-  if (::listen(s.value().get(), 16) != 0) return SysError(path + ": listen");
+  if (::listen(s.value().get(), 128) != 0) return SysError(path + ": listen");
   return s;
 }
+}  // namespace
+
+Result<UniqueFd> listenSeqpacket(const std::string& path) { return listenUnix(path, SOCK_SEQPACKET); }
+
+Result<UniqueFd> listenStream(const std::string& path) { return listenUnix(path, SOCK_STREAM); }
 
 Result<UniqueFd> bindDatagram(const std::string& path) {
   socklen_t len;

@@ -27,6 +27,8 @@ Result<FdMessage> recvWithFds(int sock, int timeoutMs);
 
 Result<UniqueFd> connectSeqpacket(const std::string& path);
 Result<UniqueFd> listenSeqpacket(const std::string& path);
+// A listening SOCK_STREAM socket: what a systemd .socket unit hands a socket-activated service.
+Result<UniqueFd> listenStream(const std::string& path);
 Result<UniqueFd> bindDatagram(const std::string& path);
 // systemd's sd_notify: one datagram to $NOTIFY_SOCKET (a path, or "@name" in the abstract namespace).
 Status notifyDatagram(const std::string& socketPath, const std::string& text, const std::vector<int>& fds);
