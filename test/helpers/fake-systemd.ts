@@ -2,6 +2,7 @@
 // the service talks to (READY=1, STOPPING=1, FDSTORE=1 + FDNAME with descriptors, FDSTOREREMOVE=1),
 // the file descriptor store, and the hand-back on the next start ($LISTEN_FDS/$LISTEN_FDNAMES, fds
 // from 3). Listening sockets of a .socket unit are made with `listen`.
+import fs from 'node:fs';
 import path from 'node:path';
 import * as addon from '../../src/addon';
 
@@ -56,6 +57,7 @@ export class FakeSystemd {
 
   /** A listening unix stream socket at `socketPath`, kept here as a .socket unit keeps it. */
   listen(socketPath: string): number {
+    fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o700 }); // DirectoryMode=
     const fd = addon.streamListen(socketPath);
     this.listeners.push(fd);
     return fd;

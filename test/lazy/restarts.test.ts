@@ -79,7 +79,7 @@ describe('deviced restarts under running containers', { timeout: 1_800_000 }, ()
   it(`${ROUNDS} kill -9 and ${ROUNDS} SIGTERM rounds: zero I/O errors in an overlayfs-mode reader and a dir-mode writer`, async () => {
     await startDetached('ro');
     await startDetached('rw', WRITABLE);
-    const reader = workload('ro', 'read', bigSha.map((_, i) => `/big/f${i}`));
+    const reader = workload('ro', 'read', bigSha.slice(0, 8).map((_, i) => `/big/f${i}`)); // f11.. stay unfetched for the next test
     const writer = workload('rw', 'write', ['/io']);
     await Promise.all([reader.progress(16), writer.progress(4)]);
     const devicesBefore = (await env.deviceStats()).map((s) => s.path).sort();
@@ -113,7 +113,7 @@ describe('deviced restarts under running containers', { timeout: 1_800_000 }, ()
     const rounds = Math.max(2, Math.min(ROUNDS, 5));
     const stalls: number[] = [];
     for (let r = 0; r < rounds; r++) {
-      const file = 10 + r; // not read before: its blocks are fetched now
+      const file = 11 + r; // never read (nor read ahead) before: its blocks are fetched now
       proxy.clear();
       proxy.inject({ kind: 'delay', ms: 4000 }, 1);
       const t0 = Date.now();
