@@ -1,11 +1,12 @@
 // Snapshotter restarts under socket activation (obd-snapshotter.socket; FakeSystemd plays the .socket
 // unit): the listening socket is never closed, so a client connecting while the snapshotter restarts
 // waits in the backlog instead of getting "connection refused". Measured against the snapshotter
-// binding its own socket, and checked through containerd with a Prepare issued mid-restart.
+// binding its own socket. (containerd's own call made mid-restart still fails, with "timed out
+// waiting for server handshake" instead of "connection refused": its proxy client gives up after
+// about a second, less than a snapshotter start; see docs/operations.md.)
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, before, describe, it } from 'node:test';
-import { TestContainerd } from '../helpers/containerd';
+import { after, describe, it } from 'node:test';
 import { FakeSystemd } from '../helpers/fake-systemd';
 import { TestSnapshotter } from '../helpers/snapshotter';
 import { makeTempDir } from '../helpers/tmp';
@@ -71,34 +72,5 @@ describe('snapshotter socket activation', { timeout: 300_000 }, () => {
     console.log(`snapshotter restart: connection refused for ${without.refusedMs} ms (${without.refused} attempts) with its own socket, ${withAct.refusedMs} ms (${withAct.refused}) socket-activated`);
     assert.ok(without.refused > 0, 'without socket activation a restart refuses connections (the baseline this feature removes)');
     assert.equal(withAct.refused, 0, 'with socket activation no connection is refused');
-  });
-
-  describe('through containerd', () => {
-    const sn = new TestSnapshotter();
-    let ctd: TestContainerd;
-    let fd = -1;
-    before(async () => {
-      fd = sd.listen(sn.address);
-      await sn.start({ listenFd: fd });
-      ctd = new TestContainerd({ proxySnapshotters: { obd: sn.address } });
-      await ctd.start();
-    });
-    after(async () => {
-      await ctd?.stop();
-      await sn.cleanup();
-    });
-
-    it('a Prepare issued while the snapshotter restarts succeeds (no connection refused)', async () => {
-      await ctd.ctr(['snapshots', '--snapshotter', 'obd', 'prepare', 'before']);
-      await sn.stop();
-      // Issued while no snapshotter runs: it waits in the socket's backlog.
-      const prepare = ctd.ctr(['snapshots', '--snapshotter', 'obd', 'prepare', 'during']);
-      await new Promise((r) => setTimeout(r, 500));
-      await sn.start({ listenFd: fd });
-      await prepare;
-      const ls = (await ctd.ctr(['snapshots', '--snapshotter', 'obd', 'ls'])).stdout;
-      assert.match(ls, /during/);
-      assert.match(ls, /before/);
-    });
   });
 });
