@@ -1,6 +1,7 @@
 // Serving gRPC on a unix socket, shared by the snapshotter and deviced: the parent directory is
 // created 0700, the socket is born 0600 (root only), a stale socket is replaced only when nothing
 // listens on it, and a stop lets in-flight calls finish for a grace period before closing them.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -20,8 +21,33 @@ function isListening(socket: string): Promise<boolean> {
   });
 }
 
-/** Makes `address` free to bind: creates its directory, removes a stale socket, refuses a live one. */
+const held = new Map<string, net.Server>();
+
+/**
+ * Takes the lock of `address` for this process's lifetime: a unix socket in the abstract namespace,
+ * named after the address. The kernel frees it when the process dies (no stale lock after kill -9),
+ * and binding it is atomic, so of two instances started at once exactly one goes on to touch the
+ * socket file and the other fails here.
+ */
+function lockAddress(address: string): Promise<void> {
+  const name = `\0obd-lock-${crypto.createHash('sha256').update(path.resolve(address)).digest('hex').slice(0, 32)}`;
+  if (held.has(name)) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const lock = net.createServer();
+    lock.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(err.code === 'EADDRINUSE' ? `address ${address} is in use: another instance holds its lock` : `lock for ${address}: ${err.message}`)),
+    );
+    lock.listen({ path: name }, () => {
+      lock.unref();
+      held.set(name, lock);
+      resolve();
+    });
+  });
+}
+
+/** Makes `address` free to bind: takes its lock, creates its directory, removes a stale socket, refuses a live one. */
 export async function prepareSocketPath(address: string, log: Logger): Promise<void> {
+  await lockAddress(address);
   fs.mkdirSync(path.dirname(address), { recursive: true, mode: 0o700 });
   let st: fs.Stats;
   try {

@@ -112,6 +112,13 @@ export class AuthHandler {
     const scope = scopeOf(ch, scopeArg);
     if (scope) url.searchParams.set('scope', scope);
     const headers: Record<string, string> = { 'user-agent': this.opts.userAgent ?? 'obd' };
+    // Credentials never travel in clear to a token realm on the network (a registry could name any
+    // http URL as its realm); a loopback realm stays on this host.
+    if (cred && url.protocol !== 'https:' && !isLoopbackHost(url.hostname))
+      throw new RegistryAuthError(`${host}: refusing to send the credentials of "${cred.username}" to the plain-http token realm ${url.origin} (it must be https)`, {
+        registry: host,
+        status: 401,
+      });
     if (cred) headers.authorization = basicHeader(cred);
     this.tokenRequests++;
     const timeout = AbortSignal.timeout(this.opts.tokenTimeoutMs ?? 30_000);
@@ -159,4 +166,8 @@ export function repositoryScope(repo: string, actions: string, ...more: string[]
 
 export function basicHeader(cred: Credential): string {
   return 'Basic ' + Buffer.from(`${cred.username}:${cred.password}`).toString('base64');
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  return /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$/.test(hostname);
 }

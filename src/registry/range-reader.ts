@@ -7,7 +7,7 @@ import type { Dispatcher } from 'undici';
 import { repositoryScope } from './auth';
 import { RegistryError, RegistryProtocolError, RegistrySizeMismatchError } from './errors';
 import type { Endpoint } from './hosts';
-import { wrapTransport, type RegistryTransport } from './transport';
+import { redirectTarget, wrapTransport, type RegistryTransport } from './transport';
 
 export interface RangeReaderOptions {
   size?: number;             // known blob size (labels/manifest); else probed with bytes=0-0
@@ -104,7 +104,7 @@ export class RangeReader {
       scope: repositoryScope(this.repo, 'pull'), headers: { range }, signal });
     if (res.statusCode < 300 || res.statusCode >= 400 || !res.headers.location) return res;
     await res.body.dump().catch(() => undefined);
-    const url = new URL(String(res.headers.location), ep.origin);
+    const url = redirectTarget(new URL(ep.origin), String(res.headers.location), ep.host);
     this.location = { url, expiresAt: redirectExpiry(url, this.opts.redirectTtlMs ?? 300_000) };
     this.stats.redirects++;
     return this.requestLocation(url, ep, range, signal);

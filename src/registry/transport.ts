@@ -2,7 +2,7 @@
 // per origin with a connection limit and keep-alive, header/body timeouts), authentication with
 // one answered challenge per request, retries within an operation deadline, mirrors tried in order
 // before the origin (hosts.ts), and answers that are not the expected status turned into errors.
-import { Agent, interceptors, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { AuthHandler } from './auth';
 import type { CredentialStore } from './credentials';
 import {
@@ -39,7 +39,6 @@ export class RegistryTransport {
   readonly retry: RetryHandler;
   readonly operationDeadlineMs: number;
   private readonly dispatcher: Dispatcher;
-  private readonly following: Dispatcher;
   private readonly ownsDispatcher: boolean;
   private readonly userAgent: string;
 
@@ -53,8 +52,6 @@ export class RegistryTransport {
       bodyTimeout: opts.requestTimeoutMs ?? 30_000,
       connect: { timeout: Math.min(10_000, opts.requestTimeoutMs ?? 10_000) },
     });
-    // undici's redirect interceptor drops Authorization when the origin changes.
-    this.following = this.dispatcher.compose(interceptors.redirect({ maxRedirections: 5 }));
     this.retry = new RetryHandler(opts.retry);
     this.userAgent = opts.userAgent ?? 'obd/0.1.0';
     this.auth = new AuthHandler({ credentials: opts.credentials, dispatcher: this.dispatcher, userAgent: this.userAgent });
@@ -65,12 +62,32 @@ export class RegistryTransport {
     if (this.ownsDispatcher) await this.dispatcher.close();
   }
 
-  /** One request with authentication: on 401 it answers the challenge and sends once more. */
+  /**
+   * One request with authentication: on 401 it answers the challenge and sends once more. With
+   * followRedirects, up to 5 redirects are followed: on the registry's origin with credentials,
+   * elsewhere without; never from https to http.
+   */
   async send(ep: Endpoint, repo: string, req: SendRequest): Promise<Dispatcher.ResponseData> {
+    let res = await this.sendOnce(ep, repo, req);
+    if (!req.followRedirects) return res;
+    let from = new URL(req.path, ep.origin);
+    for (let hop = 0; res.statusCode >= 300 && res.statusCode < 400 && res.headers.location; hop++) {
+      await res.body.dump().catch(() => undefined);
+      if (hop >= 5) throw new RegistryProtocolError(`${ep.host}: ${req.method} ${req.path}: more than 5 redirects`, { registry: ep.host });
+      const to = redirectTarget(from, String(res.headers.location), ep.host);
+      res = to.origin === ep.origin
+        ? await this.sendOnce(ep, repo, { ...req, path: to.pathname + to.search })
+        : await this.getForeign(to, req.headers ?? {}, req.signal ?? AbortSignal.timeout(this.operationDeadlineMs), `${req.method} ${to.pathname}`, req.method === 'HEAD' ? 'HEAD' : 'GET');
+      from = to;
+    }
+    return res;
+  }
+
+  private async sendOnce(ep: Endpoint, repo: string, req: SendRequest): Promise<Dispatcher.ResponseData> {
     const url = new URL(req.path, ep.origin);
     if (url.origin !== ep.origin) throw new RegistryProtocolError(`${ep.host}: refusing to send credentials to ${url.origin}`, { registry: ep.host });
     let auth = await this.auth.headerFor(ep.origin, ep.host, repo, req.scope, req.signal);
-    const dispatcher = req.followRedirects ? this.following : this.dispatcher;
+    const dispatcher = this.dispatcher;
     for (let round = 0; ; round++) {
       const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
       if (auth) headers.authorization = auth;
@@ -88,9 +105,9 @@ export class RegistryTransport {
   }
 
   /** A GET to a URL off the registry (a blob redirect to an object store): no credentials go there. */
-  async getForeign(url: URL, headers: Record<string, string>, signal: AbortSignal, what: string): Promise<Dispatcher.ResponseData> {
+  async getForeign(url: URL, headers: Record<string, string>, signal: AbortSignal, what: string, method: 'GET' | 'HEAD' = 'GET'): Promise<Dispatcher.ResponseData> {
     try {
-      return await this.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET',
+      return await this.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method,
         headers: { ...headers, 'user-agent': this.userAgent }, signal });
     } catch (err) {
       throw wrapTransport(err, url.host, what);
@@ -175,4 +192,12 @@ function statusText(s: number): string {
     416: 'Range Not Satisfiable', 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway',
     503: 'Service Unavailable', 504: 'Gateway Timeout' };
   return t[s] ?? '';
+}
+
+/** Where a redirect goes; refused when it leaves https for http (a downgrade an attacker on the path could cause). */
+export function redirectTarget(from: URL, location: string, registry: string): URL {
+  const to = new URL(location, from);
+  if (from.protocol === 'https:' && to.protocol !== 'https:')
+    throw new RegistryProtocolError(`${registry}: refusing a redirect from https to ${to.protocol.replace(':', '')} (${to.origin})`, { registry });
+  return to;
 }

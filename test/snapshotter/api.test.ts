@@ -343,7 +343,7 @@ describe('process: socket and config', () => {
       assert.equal(fs.statSync(path.dirname(sock)).mode & 0o777, 0o700);
       // a second instance must not steal a live socket
       const s2 = new TestSnapshotter({ address: sock });
-      await assert.rejects(s2.start(), /is in use: another process is serving on it/);
+      await assert.rejects(s2.start(), /is in use/);
       await s2.cleanup();
       assert.ok(fs.existsSync(sock));
       // a crash leaves a stale socket, which the next start replaces
@@ -359,6 +359,31 @@ describe('process: socket and config', () => {
       await assert.rejects(s1.start(), /exists and is not a socket/);
     } finally {
       await s1.cleanup();
+    }
+  });
+
+  test('two instances started at once on a stale socket: exactly one serves, its socket stays live', async () => {
+    const sock = tmp.join('race', 'obd.sock');
+    for (let round = 0; round < 5; round++) {
+      // A stale socket (a killed instance) that both will find.
+      const stale = new TestSnapshotter({ address: sock });
+      await stale.start();
+      await stale.kill9();
+      await stale.cleanup();
+      const a = new TestSnapshotter({ address: sock });
+      const b = new TestSnapshotter({ address: sock });
+      try {
+        const results = await Promise.allSettled([a.start(), b.start()]);
+        const served = results.filter((r) => r.status === 'fulfilled').length;
+        assert.equal(served, 1, `round ${round}: exactly one instance serves (${results.map((r) => r.status).join(', ')})`);
+        for (const r of results) if (r.status === 'rejected') assert.match(String(r.reason), /is in use/);
+        const c = new SnapshotsClient(sock);
+        await c.prepare(`race/${round}`); // the socket file is the live instance's
+        c.close();
+      } finally {
+        await a.cleanup();
+        await b.cleanup();
+      }
     }
   });
 });
