@@ -193,6 +193,14 @@ export interface DeviceAttachOptions {
   threads?: number; // FUSE session threads, default 2
   transport?: 'fuse-loop' | 'tcmu'; // default fuse-loop
   tcmu?: TcmuAttachOptions; // required with transport tcmu
+  takeover?: FuseTakeover; // fuse-loop: serve the live device a previous deviced left (fd store)
+}
+
+/** A fuse-loop device's live kernel side: its descriptors and the FUSE_INIT its connection began with. */
+export interface FuseTakeover {
+  fuseFd: number;
+  loopFd: number;
+  init: Buffer;
 }
 
 export interface TcmuAttachOptions {
@@ -214,6 +222,9 @@ export interface AttachedDevice {
   directIo: boolean;
   backingFile?: string; // fuse-loop only
   fusePath?: string; // fuse-loop only: "/dev/fuse" or "io_uring"
+  handover?: FuseTakeover; // fuse-loop: what the fd store keeps (descriptors borrowed from the device)
+  tookOver?: boolean; // fuse-loop: served the live device a previous deviced left
+  resendError?: string | null; // after a takeover: why FUSE_NOTIFY_RESEND failed (null: it worked)
 }
 
 export interface DeviceCounters {
@@ -244,9 +255,12 @@ export function deviceDetach(handle: DeviceHandle, force: boolean): Promise<void
   return native.deviceDetach(handle, force);
 }
 
-/** Process exit: stops serving; a tcmu device stays in the kernel for the next deviced to adopt. */
-export function deviceRelease(handle: DeviceHandle): Promise<void> {
-  return native.deviceRelease(handle);
+/**
+ * Process exit: stops serving; a tcmu device stays in the kernel for the next deviced to adopt, a
+ * fuse-loop device too when handOver (its descriptors are in the fd store), else it is torn down.
+ */
+export function deviceRelease(handle: DeviceHandle, handOver: boolean): Promise<void> {
+  return native.deviceRelease(handle, handOver);
 }
 
 export function deviceStats(handle: DeviceHandle): DeviceCounters {
@@ -263,6 +277,55 @@ export function unmountLazy(dir: string): void {
   native.unmountLazy(dir);
 }
 // ---- end device ----
+
+// ---- fdstore ----
+/** The fd holder program deviced starts when systemd's fd store is not there (built with the addon). */
+export const FD_HOLDER_PROGRAM = path.join(__dirname, '..', '..', 'build', 'Release', 'obd-fd-holder');
+
+/** One message received with its descriptors (the caller closes them). */
+export interface FdMessage {
+  text: string;
+  fds: number[];
+}
+
+/** Connects to a SOCK_SEQPACKET unix socket; throws ENOENT/ECONNREFUSED when nobody listens. */
+export function seqpacketConnect(socketPath: string): number {
+  return native.seqpacketConnect(socketPath);
+}
+
+/** Sends one message with descriptors (SCM_RIGHTS); ours stay open. */
+export function sendFds(sock: number, text: string, fds: number[] = []): void {
+  native.sendFds(sock, text, fds);
+}
+
+/** Receives one message (ETIMEDOUT after timeoutMs, ECONNRESET when the peer closed). */
+export function recvFds(sock: number, timeoutMs: number): FdMessage {
+  return native.recvFds(sock, timeoutMs);
+}
+
+/** sd_notify: one datagram (with descriptors) to $NOTIFY_SOCKET. */
+export function sdNotify(socketPath: string, text: string, fds: number[] = []): void {
+  native.sdNotify(socketPath, text, fds);
+}
+
+/** A bound unix datagram socket: plays systemd's notify socket in tests. */
+export function datagramBind(socketPath: string): number {
+  return native.datagramBind(socketPath);
+}
+
+/** A listening unix stream socket: plays a systemd .socket unit in tests. */
+export function streamListen(socketPath: string): number {
+  return native.streamListen(socketPath);
+}
+
+export function closeFd(fd: number): void {
+  native.closeFd(fd);
+}
+
+export function setCloexec(fd: number): void {
+  native.setCloexec(fd);
+}
+// ---- end fdstore ----
 
 // ---- tcmu ----
 export interface TcmuSupport {

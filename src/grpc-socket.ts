@@ -75,6 +75,33 @@ export function bindUnixSocket(server: grpc.Server, address: string): Promise<vo
 }
 
 /**
+ * The listening socket systemd passed us (socket activation: $LISTEN_FDS, $LISTEN_PID, fds from 3),
+ * taken once; undefined when we were not socket-activated.
+ */
+export function takeInheritedListener(): number | undefined {
+  const count = Number(process.env.LISTEN_FDS ?? 0);
+  const mine = Number(process.env.LISTEN_PID) === process.pid;
+  delete process.env.LISTEN_FDS;
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDNAMES;
+  return mine && count >= 1 ? 3 : undefined;
+}
+
+/**
+ * Serves `server` on an inherited listening socket. The socket outlives us (systemd keeps a copy), so
+ * while we restart connections wait in its backlog instead of being refused. Close the returned
+ * net.Server to stop accepting; never unlink the socket file.
+ */
+export function serveInheritedListener(server: grpc.Server, fd: number): Promise<net.Server> {
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const listener = net.createServer((sock) => injector.injectConnection(sock));
+  return new Promise((resolve, reject) => {
+    listener.once('error', (err) => reject(new Error(`inherited socket (fd ${fd}): ${err.message}`)));
+    listener.listen({ fd }, () => resolve(listener));
+  });
+}
+
+/**
  * Stops accepting calls and waits up to `graceMs` for running ones (idle client connections would
  * hold a graceful shutdown open forever), then closes what is left; `onForce` runs just before.
  */

@@ -6,6 +6,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <functional>
 #include <map>
@@ -29,6 +30,7 @@
 #include "remote/remote_file.h"
 #include "util/crc32c.h"
 #include "transport/tcmu/kernel.h"
+#include "util/fd_passing.h"
 #include "convert/tar_apply.h"
 #include "format/gzindex/gz_file.h"
 #include "format/gzindex/gz_index.h"
@@ -1321,6 +1323,17 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   }
   if (o.Get("loopDirectIo").IsBoolean()) opts.loopDirectIo = o.Get("loopDirectIo").ToBoolean();
   if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").ToNumber().Int32Value();
+  if (o.Get("takeover").IsObject()) {
+    Napi::Object t = o.Get("takeover").As<Napi::Object>();
+    obd::FuseTakeover tk;
+    tk.fuseFd = t.Get("fuseFd").IsNumber() ? t.Get("fuseFd").ToNumber().Int32Value() : -1;
+    tk.loopFd = t.Get("loopFd").IsNumber() ? t.Get("loopFd").ToNumber().Int32Value() : -1;
+    if (!t.Get("init").IsBuffer()) return reject(obd::InvalidArg("deviceAttach: takeover.init must be a Buffer"));
+    auto init = t.Get("init").As<Napi::Buffer<char>>();
+    tk.initRequest.assign(init.Data(), init.Length());
+    if (tk.fuseFd < 0 || tk.loopFd < 0) return reject(obd::InvalidArg("deviceAttach: takeover needs fuseFd and loopFd"));
+    opts.takeover = std::move(tk);
+  }
   auto src = std::make_shared<obd::DeviceSource>();
   src->rawFile = getString(o, "rawFile");
   src->rawWritable = o.Get("rawWritable").ToBoolean();
@@ -1395,6 +1408,18 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
           r.Set("directIo", fl->directIo());
           r.Set("backingFile", fl->backingFile());
           r.Set("fusePath", fl->fusePath());
+          // For the fd store: the descriptors (ours, valid while attached) and the INIT a successor replays.
+          Napi::Object h = Napi::Object::New(env);
+          h.Set("fuseFd", fl->fuseFd());
+          h.Set("loopFd", fl->loopFd());
+          std::string init = fl->initRequest();
+          h.Set("init", Napi::Buffer<char>::Copy(env, init.data(), init.size()));
+          r.Set("handover", h);
+          r.Set("tookOver", fl->tookOver());
+          if (fl->tookOver()) {
+            Status rs = fl->resendStatus();
+            r.Set("resendError", rs.ok() ? env.Null() : Napi::Value(Napi::String::New(env, rs.message())));
+          }
         }
         return r;
       });
@@ -1419,17 +1444,19 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
       [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
 }
 
-// deviceRelease(handle) → Promise<void>: process exit; a tcmu device stays in the kernel for the next
-// deviced to adopt, a fuse-loop device is torn down as by a forced detach.
+// deviceRelease(handle, handOver) → Promise<void>: process exit; a tcmu device stays in the kernel for
+// the next deviced to adopt, a fuse-loop device too when handOver (its descriptors are in the fd store),
+// else it is torn down as by a forced detach.
 Napi::Value Release(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Handle* h = info.Length() > 0 ? handleOf(info[0]) : nullptr;
   auto dev = h ? h->dev : nullptr;
+  bool handOver = info.Length() > 1 && info[1].ToBoolean();
   return runOnOwnThread<bool>(
       env, "obd.deviceRelease",
-      [dev]() -> obd::Result<bool> {
+      [dev, handOver]() -> obd::Result<bool> {
         if (!dev) return obd::InvalidArg("deviceRelease: not a device handle");
-        dev->release();
+        dev->release(handOver);
         return true;
       },
       [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
@@ -1487,6 +1514,113 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 
 }  // namespace device_binding
 // ---- end device ----
+
+// ---- fdstore ----
+// Descriptor passing for the fd store that keeps device descriptors across deviced restarts: our
+// holder process (SOCK_SEQPACKET) and systemd's notify socket. All calls are short local socket I/O.
+namespace fdstore_binding {
+
+using obd::Status;
+
+std::vector<int> fdsFrom(const Napi::Value& v) {
+  std::vector<int> out;
+  if (!v.IsArray()) return out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) out.push_back(a.Get(i).ToNumber().Int32Value());
+  return out;
+}
+
+Napi::Value messageToJs(Napi::Env env, obd::FdMessage& m) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("text", m.text);
+  Napi::Array fds = Napi::Array::New(env, m.fds.size());
+  for (size_t i = 0; i < m.fds.size(); i++) fds.Set(static_cast<uint32_t>(i), m.fds[i].release());
+  r.Set("fds", fds);
+  return r;
+}
+
+// seqpacketConnect(path) → socket fd (close-on-exec). Throws ENOENT/ECONNREFUSED when nobody listens.
+Napi::Value SeqpacketConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return common::fail(env, obd::InvalidArg("seqpacketConnect(path)"));
+  auto s = obd::connectSeqpacket(info[0].As<Napi::String>().Utf8Value());
+  if (!s.ok()) return common::fail(env, s.status());
+  return Napi::Number::New(env, s.value().release());
+}
+
+// sendFds(sock, text, fds[]): one message; the descriptors stay open here.
+Napi::Value SendFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString()) return common::fail(env, obd::InvalidArg("sendFds(sock, text, fds)"));
+  Status st = obd::sendWithFds(info[0].ToNumber().Int32Value(), info[1].As<Napi::String>().Utf8Value(), fdsFrom(info[2]));
+  if (!st.ok()) return common::fail(env, st);
+  return env.Undefined();
+}
+
+// recvFds(sock, timeoutMs) → {text, fds[]}: one message; the caller owns the descriptors.
+Napi::Value RecvFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) return common::fail(env, obd::InvalidArg("recvFds(sock, timeoutMs)"));
+  auto m = obd::recvWithFds(info[0].ToNumber().Int32Value(), info[1].ToNumber().Int32Value());
+  if (!m.ok()) return common::fail(env, m.status());
+  return messageToJs(env, m.value());
+}
+
+// sdNotify(socketPath, text, fds[]): one datagram to systemd's notify socket.
+Napi::Value SdNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) return common::fail(env, obd::InvalidArg("sdNotify(socket, text, fds)"));
+  Status st = obd::notifyDatagram(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(), fdsFrom(info[2]));
+  if (!st.ok()) return common::fail(env, st);
+  return env.Undefined();
+}
+
+// datagramBind(path) → fd: a notify socket, for running deviced the way systemd does (tests).
+Napi::Value DatagramBind(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return common::fail(env, obd::InvalidArg("datagramBind(path)"));
+  auto s = obd::bindDatagram(info[0].As<Napi::String>().Utf8Value());
+  if (!s.ok()) return common::fail(env, s.status());
+  return Napi::Number::New(env, s.value().release());
+}
+
+// streamListen(path) → fd: a listening unix stream socket, as a systemd .socket unit passes it (tests).
+Napi::Value StreamListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return common::fail(env, obd::InvalidArg("streamListen(path)"));
+  auto s = obd::listenStream(info[0].As<Napi::String>().Utf8Value());
+  if (!s.ok()) return common::fail(env, s.status());
+  return Napi::Number::New(env, s.value().release());
+}
+
+// closeFd(fd), setCloexec(fd): for descriptors received from a store or inherited through LISTEN_FDS.
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsNumber()) ::close(info[0].ToNumber().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return common::fail(env, obd::InvalidArg("setCloexec(fd)"));
+  int fd = info[0].ToNumber().Int32Value();
+  int flags = ::fcntl(fd, F_GETFD);
+  if (flags < 0 || ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0) return common::fail(env, obd::SysError("fd " + std::to_string(fd)));
+  return env.Undefined();
+}
+
+void registerAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("seqpacketConnect", Napi::Function::New(env, SeqpacketConnect));
+  exports.Set("sendFds", Napi::Function::New(env, SendFds));
+  exports.Set("recvFds", Napi::Function::New(env, RecvFds));
+  exports.Set("sdNotify", Napi::Function::New(env, SdNotify));
+  exports.Set("datagramBind", Napi::Function::New(env, DatagramBind));
+  exports.Set("streamListen", Napi::Function::New(env, StreamListen));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd));
+  exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
+}
+
+}  // namespace fdstore_binding
+// ---- end fdstore ----
 
 // ---- tcmu ----
 namespace tcmu_binding {
@@ -1610,6 +1744,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   layer_binding::registerAll(env, exports);
   device_binding::registerAll(env, exports);
   tcmu_binding::registerAll(env, exports);
+  fdstore_binding::registerAll(env, exports);
   remote_binding::registerAll(env, exports);
   convert_binding::registerAll(env, exports);
   turbo_binding::registerAll(env, exports);

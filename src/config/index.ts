@@ -39,6 +39,7 @@ export interface ObdConfig {
   deviceAddress: string;
   transport: Transport;
   cacheConfig: { cacheDir: string; cacheSizeGB: number; refillSize: number; blockSize: number; readAheadSize: number };
+  gzipCacheConfig: { enable: boolean; cacheDir: string; cacheSizeGB: number; refillSize: number; memoryMB: number };
   download: { enable: boolean; delay: number; delayExtra: number; maxMBps: number; tryCnt: number; blockSize: number };
   credentialFile: string;
   allowedLowerPrefixes: string[];
@@ -120,6 +121,19 @@ const SCHEMA: Schema = {
       blockSize: { type: 'integer', default: 65536, min: 512 },
       // obd: bytes fetched ahead of sequential reads of a remote blob (0: none)
       readAheadSize: { type: 'integer', default: 16 << 20, min: 0 },
+    },
+  },
+  // overlaybd's cache of inflated TurboOCI target data; obd keeps inflated spans in memory
+  gzipCacheConfig: {
+    type: 'object',
+    nullable: true,
+    fields: {
+      enable: { type: 'boolean', default: false },
+      cacheDir: { type: 'string', default: '/var/lib/obd/gzip_cache', check: absolutePath },
+      cacheSizeGB: { type: 'number', default: 4, min: 0 },
+      refillSize: { type: 'integer', default: 1 << 20, min: 4096 }, // accepted; spans are the access-point distance
+      // obd: memory per TurboOCI gzip layer for inflated spans when enabled (8 MiB when not)
+      memoryMB: { type: 'integer', default: 64, min: 1 },
     },
   },
   download: {

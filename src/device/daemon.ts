@@ -6,6 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { ObdConfig } from '../config';
 import { bindUnixSocket, prepareSocketPath, shutdownServer } from '../grpc-socket';
 import type { Logger } from '../log';
+import { type DeviceFdStore, openDeviceFdStore, SystemdFdStore } from './fd-store';
 import { chooseTransport, DeviceManager, tcmuHba } from './manager';
 import { renderMetrics } from './metrics';
 import { DevicedStateMetrics } from './state-metrics';
@@ -28,6 +29,7 @@ export class DeviceDaemon {
     private readonly metrics: http.Server | undefined,
     readonly address: string,
     private readonly log: Logger,
+    private readonly fdStore: DeviceFdStore,
   ) {}
 
   static async start(cfg: ObdConfig, log: Logger): Promise<DeviceDaemon> {
@@ -35,7 +37,10 @@ export class DeviceDaemon {
     await prepareSocketPath(cfg.deviceAddress, log);
     const stateMetrics = new DevicedStateMetrics();
     const remote = new RemoteLowers(cfg, log, stateMetrics.onFetchError);
-    const mgr = new DeviceManager(devicedStateDir(cfg), transport, log, remote, tcmuHba(cfg.tenant));
+    const stateDir = devicedStateDir(cfg);
+    fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const fdStore = openDeviceFdStore(stateDir, log);
+    const mgr = new DeviceManager(stateDir, transport, log, remote, tcmuHba(cfg.tenant), fdStore);
     stateMetrics.watch(mgr);
     await mgr.recover();
     const server = new grpc.Server();
@@ -50,25 +55,30 @@ export class DeviceDaemon {
       server.forceShutdown();
       await mgr.closeAll();
       await remote.close();
+      fdStore.close();
       throw err;
     }
     log.log('info', 'deviced serving', {
       address: cfg.deviceAddress,
       transport,
       state: mgr.stateDir,
+      fdStore: fdStore.kind,
       metrics: metrics ? `http://${cfg.exporterConfig.address}:${cfg.exporterConfig.port}${cfg.exporterConfig.uriPrefix}` : undefined,
     });
-    return new DeviceDaemon(mgr, remote, server, metrics, cfg.deviceAddress, log);
+    if (fdStore instanceof SystemdFdStore) fdStore.notify('READY=1');
+    return new DeviceDaemon(mgr, remote, server, metrics, cfg.deviceAddress, log, fdStore);
   }
 
   /** Stops accepting calls, then stops serving every device (their records stay for the next start). */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       // Idle client connections would hold a graceful shutdown open forever: give calls 2 s.
+      if (this.fdStore instanceof SystemdFdStore) this.fdStore.notify('STOPPING=1');
       await shutdownServer(this.server, 2000);
       this.metrics?.close();
       await this.manager.closeAll();
       await this.remote.close();
+      this.fdStore.close();
       try {
         fs.unlinkSync(this.address);
       } catch {

@@ -94,7 +94,26 @@ export function parseImageConfig(text: string, source: string): ImageConfig {
 }
 
 /** `fd`: the opened layer file (the caller closes it); the data path opens it through /proc/self/fd. */
-export type ResolvedLower = { kind: 'file'; path: string; fd: number } | { kind: 'remote'; url: string; digest: string; size: number };
+export type ResolvedLower =
+  | { kind: 'file'; path: string; fd: number }
+  | { kind: 'remote'; url: string; digest: string; size: number }
+  /** TurboOCI: a local fs meta whose file data lives in the target (the original layer blob, gzip'd or not). */
+  | { kind: 'turbo'; meta: string; target: { kind: 'file'; path: string } | { kind: 'remote'; url: string; digest: string }; gzipIndex?: string };
+
+function resolveTurbo(cfg: ImageConfig, l: LayerConfig, i: number): ResolvedLower {
+  if (!l.file) throw invalid(`lowers[${i}] is a TurboOCI layer (targetFile/targetDigest) but has no "file" (its fs meta)`);
+  if (!fs.existsSync(l.file)) throw new DeviceError('NotFound', `lowers[${i}]: TurboOCI fs meta ${l.file} does not exist`);
+  if (l.gzipIndex && !fs.existsSync(l.gzipIndex)) throw new DeviceError('NotFound', `lowers[${i}]: gzip index ${l.gzipIndex} does not exist`);
+  const gz = l.gzipIndex ? { gzipIndex: l.gzipIndex } : {};
+  if (l.targetFile && fs.existsSync(l.targetFile)) return { kind: 'turbo', meta: l.file, target: { kind: 'file', path: l.targetFile }, ...gz };
+  if (l.targetDigest) {
+    if (!/^sha256:[0-9a-f]{64}$/.test(l.targetDigest)) throw invalid(`"lowers[${i}].targetDigest" is not a sha256 digest`);
+    if (!cfg.repoBlobUrl) throw invalid(`lowers[${i}] has targetDigest ${l.targetDigest} but "repoBlobUrl" is empty`);
+    const url = `${cfg.repoBlobUrl.replace(/\/+$/, '')}/${l.targetDigest}`;
+    return { kind: 'turbo', meta: l.file, target: { kind: 'remote', url, digest: l.targetDigest }, ...gz };
+  }
+  throw new DeviceError('NotFound', `lowers[${i}]: TurboOCI target file ${l.targetFile} does not exist and no "targetDigest" is given`);
+}
 
 /** Opens a lower's file without following symlinks or blocking on FIFOs; only regular files are layers. */
 function openLower(file: string, i: number): number | undefined {
@@ -126,8 +145,8 @@ export function closeLowers(lowers: ResolvedLower[]): void {
 }
 
 function resolveLower(cfg: ImageConfig, l: LayerConfig, i: number): ResolvedLower {
-  if (l.targetFile || l.targetDigest || l.gzipIndex)
-    throw new DeviceError('Unimplemented', `lowers[${i}]: turboOCI layers (targetFile/targetDigest/gzipIndex) are not supported`);
+  if (l.targetFile || l.targetDigest) return resolveTurbo(cfg, l, i);
+  if (l.gzipIndex) throw invalid(`"lowers[${i}].gzipIndex" is set without "targetFile" or "targetDigest"`);
   if (l.file) {
     const fd = openLower(l.file, i);
     if (fd !== undefined) return { kind: 'file', path: l.file, fd };

@@ -5,7 +5,12 @@
 // State dir (<root>/deviced):
 //   devices/<id>/config.v1.json   the device's config (overlaybd schema), written before the attach
 //   devices/<id>/attachment.json  {id, sourcePath, attachedAt}: present ⇔ the device should be attached
+//   devices/<id>/fuse-init        the FUSE_INIT request its connection began with (fuse-loop; a
+//                                 successor replays it when it takes the connection over)
 //   mnt/<id>/                     private FUSE mount serving the device's backing file (fuse-loop)
+// A fuse-loop device's /dev/fuse and /dev/loopN descriptors live in a DeviceFdStore as well, so a
+// restart or crash of deviced leaves the device running: the next start takes it over (same
+// /dev/loopN, same mounts), and the kernel resends what the dead process had read and not answered.
 // With transport tcmu a device is the configfs backstore core/user_<hba>/dev_<id> (its dev_config names
 // devices/<id>/config.v1.json) exported through tcm_loop as /dev/sdX; it outlives deviced's restarts.
 import crypto from 'node:crypto';
@@ -17,6 +22,7 @@ import type { Logger } from '../log';
 import { DeviceError, fromAddonError } from './errors';
 import { closeLowers, ImageConfig, parseImageConfig, ResolvedLower, resolveLowers, writeResultFile } from './image-config';
 import { openRegularFileSync, pathOfFd } from '../untrusted-file';
+import type { DeviceFdStore, HeldDevice } from './fd-store';
 import { listLoopDevices, mountPointsOf, readMountInfo } from '../kernel';
 import { downloadSettings, type RecordingSession, type RemoteLowers } from './remote';
 import type { FetchTotals } from './fetch-counters';
@@ -65,6 +71,7 @@ interface Attached {
   releases: Array<() => void>;
   recording?: RecordingSession;
   prefetch?: TracePrefetch;
+  held: boolean; // its descriptors are in the fd store: a successor can take it over
 }
 
 interface AttachmentRecord {
@@ -123,6 +130,7 @@ export class DeviceManager {
     private readonly log: Logger,
     private readonly remote?: RemoteLowers,
     private readonly hba = addon.TCMU_DEFAULT_HBA,
+    private readonly fdStore?: DeviceFdStore,
   ) {
     this.devicesDir = path.join(stateDir, 'devices');
     this.mntDir = path.join(stateDir, 'mnt');
@@ -132,9 +140,39 @@ export class DeviceManager {
   async recover(): Promise<void> {
     fs.mkdirSync(this.devicesDir, { recursive: true, mode: 0o700 });
     fs.mkdirSync(this.mntDir, { recursive: true, mode: 0o700 });
-    this.cleanStaleKernelState();
+    const handed = this.fdStore?.takeInherited() ?? new Map<string, HeldDevice>();
+    const live = new Set([...handed].filter(([id, h]) => this.canTakeOver(id, h)).map(([id]) => id));
+    this.cleanStaleKernelState(live);
     if (this.transport === 'tcmu') this.cleanStaleTcmu();
-    for (const id of fs.readdirSync(this.devicesDir)) await this.reattach(id);
+    for (const id of fs.readdirSync(this.devicesDir)) {
+      await this.reattach(id, live.has(id) ? handed.get(id) : undefined);
+      handed.delete(id);
+    }
+    for (const [id, h] of handed) await this.dropHeld(id, h, 'no device record');
+  }
+
+  /** A device the previous deviced left running: its descriptors, record and FUSE_INIT are all here. */
+  private canTakeOver(id: string, h: HeldDevice): boolean {
+    const dir = path.join(this.devicesDir, id);
+    return (
+      this.transport === 'fuse-loop' &&
+      h.fuseFd !== undefined &&
+      h.loopFd !== undefined &&
+      fs.existsSync(path.join(dir, 'attachment.json')) &&
+      fs.existsSync(path.join(dir, 'fuse-init'))
+    );
+  }
+
+  /** Handed-over descriptors nobody will serve: closing the last copy ends the connection. */
+  private async dropHeld(id: string, h: HeldDevice, why: string): Promise<void> {
+    try {
+      await this.fdStore?.forget(id);
+    } catch (err) {
+      this.log.log('warn', 'could not drop held descriptors', { id, err: (err as Error).message });
+    }
+    if (h.fuseFd !== undefined) addon.closeFd(h.fuseFd);
+    if (h.loopFd !== undefined) addon.closeFd(h.loopFd);
+    this.log.log('info', 'dropped a device the previous deviced left', { id, reason: why });
   }
 
   /** Backstores of our HBA without a record are stale (a recorded one is adopted by reattach). */
@@ -151,11 +189,13 @@ export class DeviceManager {
     }
   }
 
-  private cleanStaleKernelState(): void {
+  /** Loop devices and FUSE mounts under mnt/ that no one will serve; `live` ones are taken over. */
+  private cleanStaleKernelState(live: Set<string>): void {
     const prefix = this.mntDir + path.sep;
+    const isLive = (p: string) => live.has(p.slice(prefix.length).split(path.sep)[0]);
     const mounts = readMountInfo();
     for (const loop of listLoopDevices()) {
-      if (!loop.backingFile.startsWith(prefix)) continue;
+      if (!loop.backingFile.startsWith(prefix) || isLive(loop.backingFile)) continue;
       const at = mountPointsOf(loop.major, loop.minor, mounts);
       if (at.length > 0) {
         this.log.log('warn', 'stale loop device from a previous deviced is still mounted; its I/O fails until it is unmounted, then the kernel frees it', {
@@ -173,7 +213,7 @@ export class DeviceManager {
       }
     }
     for (const m of mounts) {
-      if (!m.mountPoint.startsWith(prefix)) continue;
+      if (!m.mountPoint.startsWith(prefix) || isLive(m.mountPoint)) continue;
       try {
         addon.unmountLazy(m.mountPoint);
         this.log.log('info', 'cleaned stale FUSE mount', { mountPoint: m.mountPoint, source: m.source });
@@ -182,6 +222,7 @@ export class DeviceManager {
       }
     }
     for (const name of fs.readdirSync(this.mntDir)) {
+      if (live.has(name)) continue;
       try {
         fs.rmdirSync(path.join(this.mntDir, name));
       } catch {
@@ -190,7 +231,7 @@ export class DeviceManager {
     }
   }
 
-  private async reattach(id: string): Promise<void> {
+  private async reattach(id: string, held?: HeldDevice): Promise<void> {
     const dir = path.join(this.devicesDir, id);
     const recFile = path.join(dir, 'attachment.json');
     const cfgFile = path.join(dir, 'config.v1.json');
@@ -204,12 +245,24 @@ export class DeviceManager {
       fs.rmSync(dir, { recursive: true, force: true });
       return;
     }
+    let takeover: addon.FuseTakeover | undefined;
+    if (held) takeover = { fuseFd: held.fuseFd!, loopFd: held.loopFd!, init: fs.readFileSync(path.join(dir, 'fuse-init')) };
     try {
-      const d = await this.attachFromText(id, text, rec.sourcePath, rec.attachedAt, true);
-      this.log.log('info', 're-attached device', { id, device: d.dev.path });
+      const d = await this.attachFromText(id, text, rec.sourcePath, rec.attachedAt, true, takeover);
+      if (d.dev.tookOver) this.logTakeover(id, d);
+      else this.log.log('info', 're-attached device', { id, device: d.dev.path });
     } catch (err) {
       this.log.log('warn', 'removed stale device entry: re-attach failed', { id, err: (err as Error).message });
       fs.rmSync(dir, { recursive: true, force: true });
+      if (held) {
+        await this.dropHeld(id, held, 'take-over failed');
+        held = undefined;
+        try {
+          addon.unmountLazy(path.join(this.mntDir, id));
+        } catch {
+          // not mounted
+        }
+      }
       if (this.transport === 'tcmu' && addon.tcmuListBackstores(this.hba).includes(`dev_${id}`)) {
         try {
           addon.tcmuRemoveStale(this.hba, `dev_${id}`);
@@ -253,8 +306,27 @@ export class DeviceManager {
     return this.info(await this.attachFromText(id, text, sourcePath, Date.now()));
   }
 
-  /** adopt: serve a tcmu device an earlier deviced left in the kernel (its /dev/sdX and mounts stay). */
-  private async attachFromText(id: string, text: string, sourcePath: string, attachedAt: number, adopt = false): Promise<Attached> {
+  private logTakeover(id: string, a: Attached): void {
+    this.log.log('info', 'took over device from the previous deviced', { id, device: a.dev.path });
+    if (a.dev.resendError)
+      this.log.log('warn', 'kernel cannot resend requests (FUSE_NOTIFY_RESEND needs Linux 6.9): I/O the previous deviced had read but not answered stays unanswered, its callers wait until the device is detached', {
+        id,
+        err: a.dev.resendError,
+      });
+  }
+
+  /**
+   * adopt: serve a tcmu device an earlier deviced left in the kernel (its /dev/sdX and mounts stay).
+   * takeover: serve the live fuse-loop device whose descriptors the fd store handed back.
+   */
+  private async attachFromText(
+    id: string,
+    text: string,
+    sourcePath: string,
+    attachedAt: number,
+    adopt = false,
+    takeover?: addon.FuseTakeover,
+  ): Promise<Attached> {
     if (this.busy.has(id)) throw new DeviceError('FailedPrecondition', `device ${id}: another attach or detach is in progress`);
     this.busy.add(id);
     let cfg: ImageConfig | undefined;
@@ -265,7 +337,7 @@ export class DeviceManager {
     const mountDir = path.join(this.mntDir, id);
     try {
       cfg = parseImageConfig(text, sourcePath || `device ${id}`);
-      const opts: addon.DeviceAttachOptions = { id, mountDir, transport: this.transport };
+      const opts: addon.DeviceAttachOptions = { id, mountDir, transport: this.transport, takeover };
       if (this.transport === 'tcmu') {
         const cfgString = `overlaybd/${path.join(dir, 'config.v1.json')}`;
         opts.tcmu = { hba: this.hba, name: `dev_${id}`, cfgString, loopbackId: loopbackId(id), adoptExisting: adopt };
@@ -287,18 +359,25 @@ export class DeviceManager {
         opts.rawFile = cfg.rawImage.file;
         opts.rawWritable = !!cfg.rawImage.writable;
       } else {
-        localLowers = resolveLowers(cfg);
-        opts.lowers = localLowers.map((l) => {
-          // The data path opens exactly the file checked here (no second lookup of the path).
-          if (l.kind === 'file') return pathOfFd(l.fd);
-          if (!this.remote) throw new DeviceError('Unimplemented', `remote lower ${l.digest} (${l.url}): registry-backed layers are not supported by this deviced`);
-          const opened = this.remote.open(l.url, l.digest, l.size, recording, downloadSettings(cfg!.download));
+        // TurboOCI targets get no background download (as overlaybd): their reads are spans, the meta is local.
+        const openRemote = (url: string, digest: string, size: number, download = true): string | addon.RemoteFile => {
+          if (!this.remote) throw new DeviceError('Unimplemented', `remote lower ${digest} (${url}): registry-backed layers are not supported by this deviced`);
+          const opened = this.remote.open(url, digest, size, recording, download ? downloadSettings(cfg!.download) : undefined);
           releases.push(opened.release);
           if (opened.kind === 'verified') return opened.path;
           remotes.push(opened.file);
-          byDigest.set(l.digest, opened.file);
+          byDigest.set(digest, opened.file);
           return opened.file;
-        });
+        };
+        localLowers = resolveLowers(cfg);
+        const lowers: NonNullable<addon.DeviceAttachOptions['lowers']> = [];
+        for (const l of localLowers) {
+          // The data path opens exactly the file checked here (no second lookup of the path).
+          if (l.kind === 'file') lowers.push(pathOfFd(l.fd));
+          else if (l.kind === 'remote') lowers.push(openRemote(l.url, l.digest, l.size));
+          else lowers.push(await this.turboLower(l, openRemote));
+        }
+        opts.lowers = lowers;
         if (cfg.upper?.data) {
           opts.upperData = cfg.upper.data;
           opts.upperIndex = cfg.upper.index;
@@ -317,7 +396,12 @@ export class DeviceManager {
         e.message = e.message.replace(/\/proc\/self\/fd\/(\d+)/g, (m, n: string) => byFd.get(Number(n)) ?? m);
         throw fromAddonError(e, `attach ${id}`);
       }
-      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, releases, recording };
+      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, releases, recording, held: false };
+      if (takeover) {
+        addon.closeFd(takeover.fuseFd); // the device serves its own duplicates
+        addon.closeFd(takeover.loopFd);
+      }
+      a.held = await this.holdDescriptors(id, dev);
       if (trace === 'replay') a.prefetch = this.startPrefetch(id, cfg.recordTracePath!, byDigest);
       if (recording) this.log.log('info', 'recording a trace', { id, trace: cfg.recordTracePath });
       this.devices.set(id, a);
@@ -347,6 +431,19 @@ export class DeviceManager {
     }
   }
 
+  /** Puts a fuse-loop device's descriptors into the fd store (and its INIT next to its record). */
+  private async holdDescriptors(id: string, dev: addon.AttachedDevice): Promise<boolean> {
+    if (!this.fdStore || !dev.handover || dev.handover.init.length === 0) return false;
+    try {
+      writeFileAtomic(path.join(this.devicesDir, id, 'fuse-init'), dev.handover.init, 0o600);
+      await this.fdStore.keep(id, { fuseFd: dev.handover.fuseFd, loopFd: dev.handover.loopFd });
+      return true;
+    } catch (err) {
+      this.log.log('warn', 'device will not survive a deviced restart: fd store refused its descriptors', { id, err: (err as Error).message });
+      return false;
+    }
+  }
+
   private find(idOrPath: string): Attached {
     const byId = this.devices.get(idOrPath);
     if (byId) return byId;
@@ -363,8 +460,11 @@ export class DeviceManager {
     this.busy.add(a.id);
     const last = this.statsOf(a);
     try {
+      // The store's copies go first: our close must be the last one, or the connection would live on.
+      if (a.held) await this.fdStore!.forget(a.id);
       await addon.deviceDetach(a.dev.handle, force);
     } catch (err) {
+      if (a.held) a.held = await this.holdDescriptors(a.id, a.dev);
       throw fromAddonError(err, `detach ${a.id} (${a.dev.path})`);
     } finally {
       this.busy.delete(a.id);
@@ -415,6 +515,25 @@ export class DeviceManager {
     };
   }
 
+  /** A TurboOCI lower: local fs meta, the target blob (local, or remote through the block cache) and its gzip index. */
+  private async turboLower(l: Extract<ResolvedLower, { kind: 'turbo' }>,
+    openRemote: (url: string, digest: string, size: number, download?: boolean) => string | addon.RemoteFile): Promise<addon.WarpLower> {
+    let target: string | addon.RemoteFile;
+    if (l.target.kind === 'file') {
+      target = l.target.path;
+    } else {
+      if (!this.remote) throw new DeviceError('Unimplemented', `TurboOCI target ${l.target.digest}: registry-backed layers are not supported by this deviced`);
+      let size: number;
+      try {
+        size = await this.remote.blobSize(l.target.url, l.target.digest);
+      } catch (err) {
+        throw new DeviceError('Unavailable', `TurboOCI target ${l.target.url}: ${(err as Error).message}`);
+      }
+      target = openRemote(l.target.url, l.target.digest, size, false);
+    }
+    return { meta: l.meta, target, ...(l.gzipIndex ? { gzipIndex: l.gzipIndex } : {}), gzipCacheBytes: this.remote?.gzipCacheBytes ?? 8 << 20 };
+  }
+
   /** Prefetches the ranges of a trace into the block cache, in trace order, in the background. */
   private startPrefetch(id: string, file: string, files: Map<string, addon.RemoteFile>): TracePrefetch | undefined {
     const p = new TracePrefetch(readTraceFile(file), files);
@@ -441,9 +560,13 @@ export class DeviceManager {
     await Promise.all(
       [...this.devices.values()].map(async (a) => {
         try {
-          await addon.deviceRelease(a.dev.handle);
+          await addon.deviceRelease(a.dev.handle, a.held);
           this.releaseResources(a);
-          this.log.log('info', 'stopped device (will be re-attached on start)', { id: a.id, device: a.dev.path, transport: this.transport });
+          this.log.log('info', a.held ? 'handed device over to the next deviced' : 'stopped device (will be re-attached on start)', {
+            id: a.id,
+            device: a.dev.path,
+            transport: this.transport,
+          });
         } catch (err) {
           this.log.log('warn', 'stopping device failed', { id: a.id, err: (err as Error).message });
         }

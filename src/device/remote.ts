@@ -67,6 +67,8 @@ export class RemoteLowers {
   /** Fetch times and bytes per kind (demand, read-ahead, prefetch, download). */
   readonly counters = new FetchCounters();
   private closed = false;
+  /** Sizes of blobs the config does not state (TurboOCI targets), by blob URL. */
+  private readonly sizes = new Map<string, number>();
 
   constructor(
     private readonly cfg: ObdConfig,
@@ -217,6 +219,24 @@ export class RemoteLowers {
       this.log.log('info', 'background download done', { digest, location: loc.key, bytes: d.bytes, ms: d.finishedAt! - d.startedAt!, cached: `${st.presentUnits}/${st.units} units` });
       await this.promote(loc, digest);
     });
+  }
+
+  /** Memory for inflated spans per TurboOCI gzip layer (gzipCacheConfig). */
+  get gzipCacheBytes(): number {
+    const g = this.cfg.gzipCacheConfig;
+    return g.enable ? g.memoryMB * 2 ** 20 : 8 << 20;
+  }
+
+  /** Size of a blob the config does not state (a TurboOCI target): one range request, remembered. */
+  async blobSize(url: string, digest: string): Promise<number> {
+    const known = this.sizes.get(url);
+    if (known) return known;
+    const m = BLOB_URL.exec(url);
+    if (!m || m[4] !== digest) throw new DeviceError('InvalidArgument', `repoBlobUrl: ${url} is not of the form http(s)://host/v2/<repository>/blobs/${digest}`);
+    const [, scheme, host, repo] = m;
+    const size = await this.clientFor(scheme, host).blobReader(host, repo, digest).size();
+    this.sizes.set(url, size);
+    return size;
   }
 
   private releaseFile(loc: Location, digest: string): void {

@@ -30,6 +30,8 @@ export interface Deviced {
    *  namespace another process cloned meanwhile, may hold the device briefly). */
   detach(idOrPath: string): Promise<void>;
   kill9(): Promise<void>;
+  /** The running deviced's process, to watch it exit. */
+  exited(): Promise<void>;
   stop(): Promise<void>;
   restart(): Promise<void>;
 }
@@ -52,9 +54,31 @@ function waitDeadSync(pid: number, ms: number): boolean {
   return true;
 }
 
-/** Lazily unmounts everything under `dir` (deepest first) and detaches loop devices backed by it. */
+/** Pids of obd-fd-holder processes whose socket lies under dir. */
+export function holdersUnder(dir: string): number[] {
+  const out: number[] = [];
+  for (const p of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const argv = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      if (path.basename(argv[0]) === 'obd-fd-holder' && argv[1]?.startsWith(dir + '/')) out.push(Number(p));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * Kills fd holders left under `dir` (a failed test), lazily unmounts everything under it (deepest
+ * first) and detaches loop devices backed by it.
+ */
 export function sweepKernelState(dir: string): string[] {
   const done: string[] = [];
+  for (const pid of holdersUnder(dir)) {
+    process.kill(pid, 'SIGKILL');
+    waitDeadSync(pid, 5000);
+    done.push(`kill fd holder ${pid}`);
+  }
   const mounts = readMountInfo()
     .filter((m) => m.mountPoint.startsWith(dir + '/'))
     .sort((a, b) => b.mountPoint.length - a.mountPoint.length);
@@ -69,7 +93,10 @@ export function sweepKernelState(dir: string): string[] {
   return done;
 }
 
-export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record<string, unknown> = {}): Promise<Deviced> {
+/** What a launch adds: environment, and descriptors passed as fds 3, 4, … (with LISTEN_PID set, as systemd does). */
+export type LaunchWith = () => { env: Record<string, string>; fds: number[] };
+
+export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record<string, unknown> = {}, launchWith?: LaunchWith): Promise<Deviced> {
   const root = tmp.join('root');
   const configFile = tmp.join('config.json');
   const address = tmp.join('run', 'deviced.sock');
@@ -80,7 +107,14 @@ export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record
   let log = '';
 
   const launch = async (): Promise<void> => {
-    const p = spawn(process.execPath, [OBD, 'deviced', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const w = launchWith?.() ?? { env: {}, fds: [] };
+    // LISTEN_PID must name the process itself: a shell sets it to its own pid and execs node.
+    const p = w.fds.length
+      ? spawn('/bin/sh', ['-c', 'LISTEN_PID=$$ exec "$@"', 'sh', process.execPath, OBD, 'deviced', '--config', configFile], {
+          stdio: ['ignore', 'ignore', 'pipe', ...w.fds],
+          env: { ...process.env, ...w.env, LISTEN_FDS: String(w.fds.length) },
+        })
+      : spawn(process.execPath, [OBD, 'deviced', '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...w.env } });
     proc = p;
     const from = log.length; // a restart waits for its own "serving" line
     p.stderr!.setEncoding('utf8');
@@ -142,6 +176,7 @@ export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record
       proc!.kill('SIGKILL');
       await exited(proc!);
     },
+    exited: () => exited(proc!),
     async stop() {
       proc!.kill('SIGTERM');
       await exited(proc!);
@@ -226,7 +261,7 @@ export function leftovers(dir: string): string[] {
   const mounts = readMountInfo()
     .filter((m) => m.mountPoint.startsWith(dir + '/') || m.source.startsWith(dir + '/'))
     .map((m) => `mount ${m.mountPoint} (${m.fsType})`);
-  return [...mounts, ...loopsBackedBy(dir).map((d) => `loop ${d}`)];
+  return [...mounts, ...loopsBackedBy(dir).map((d) => `loop ${d}`), ...holdersUnder(dir).map((p) => `fd holder ${p}`)];
 }
 
 /** A test's temp dir and the Cleanup that sweeps what it leaves in the kernel (for beforeEach). */

@@ -36,13 +36,19 @@ export class TestSnapshotter {
     return path.join(this.dir, 'snapshotter.log');
   }
 
-  async start(): Promise<void> {
+  /** listenFd: a listening socket passed as systemd's socket activation does (fd 3, LISTEN_FDS=1). */
+  async start(opts: { listenFd?: number } = {}): Promise<void> {
     if (this.proc) throw new Error('snapshotter already running');
     const logStart = fs.existsSync(this.logPath) ? fs.statSync(this.logPath).size : 0;
     this.logFd = fs.openSync(this.logPath, 'a');
-    const proc = spawn(process.execPath, [obdBin(), 'snapshotter', '--config', this.configPath], {
-      stdio: ['ignore', this.logFd, this.logFd],
-    });
+    const args = [obdBin(), 'snapshotter', '--config', this.configPath];
+    const proc =
+      opts.listenFd === undefined
+        ? spawn(process.execPath, args, { stdio: ['ignore', this.logFd, this.logFd] })
+        : spawn('/bin/sh', ['-c', 'LISTEN_PID=$$ exec "$@"', 'sh', process.execPath, ...args], {
+            stdio: ['ignore', this.logFd, this.logFd, opts.listenFd],
+            env: { ...process.env, LISTEN_FDS: '1', LISTEN_FDNAMES: 'obd-snapshotter.socket' },
+          });
     this.proc = proc;
     let exited = false;
     proc.once('exit', () => (exited = true));

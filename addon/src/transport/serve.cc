@@ -82,7 +82,7 @@ class TcmuServedDevice : public ServedDevice {
     }
     return dev_->close();
   }
-  void release() override { dev_->abandon(); }
+  void release(bool) override { dev_->abandon(); }
 
  private:
   std::unique_ptr<tcmu::TcmuDevice> dev_;

@@ -58,9 +58,10 @@ class ServedDevice {
   // Stops serving. Without force, refuses (EBUSY) while something holds the device exclusively
   // (a mounted filesystem, mkfs). With force, the kernel side is torn down anyway: later I/O fails.
   virtual Status close(bool force) = 0;
-  // Process exit: stops serving. A transport whose kernel side a later process can adopt (tcmu) leaves
-  // it in place, so mounts survive a deviced restart; others tear down as close(true).
-  virtual void release() { (void)close(true); }
+  // Process exit: stops serving. A transport whose kernel side a later process can adopt leaves it in
+  // place, so mounts survive a deviced restart: tcmu always (the kernel holds it), fuse-loop when
+  // `handOver` says its descriptors are kept for a successor (the fd store). Otherwise as close(true).
+  virtual void release(bool handOver) { (void)close(true); }
 };
 
 }  // namespace obd

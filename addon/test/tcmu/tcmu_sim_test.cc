@@ -772,7 +772,7 @@ void servedDeviceOverConfigfs() {
   CHECK(dev.value()->size() == kDiskSize && !dev.value()->readOnly(), "size/readOnly of the served disk");
   DeviceStats st = dev.value()->stats();
   CHECK(st.ringCommands == 0 && st.readOps == 0 && st.inFlight == 0, "fresh device has counters at 0");
-  dev.value()->release();
+  dev.value()->release(true);
   CHECK(m.fs->exists(path) && listBackstores(m.opts.paths, m.opts.backstore.hba) == std::vector<std::string>{"dev_42"},
         "release removed the device");
   dev = Result<std::unique_ptr<ServedDevice>>(nullptr);

@@ -7,11 +7,13 @@ import type { ObdConfig } from '../../config';
 import { Labels } from '../../labels';
 import type { Logger } from '../../log';
 import { parseReference, RegistryClient, registryOptionsFromConfig } from '../../registry';
-import { invalidArgument } from '../errors';
+import { failedPrecondition, invalidArgument } from '../errors';
 import { DETECT_BYTES, looksLikeOverlaybd } from './detect';
+import { turboFromLabels, type TurboLayer } from './turbo-meta';
 
 export type LayerKind =
   | { kind: 'remote'; digest: string; size: number; imageRef: string }
+  | TurboLayer // TurboOCI: meta blob fetched and unpacked at Prepare, data from the original blob
   | { kind: 'local' } // overlaybd blob pulled as a tar by containerd (no image ref): found at Commit
   | { kind: 'plain' };
 
@@ -34,6 +36,18 @@ export class LayerClassifier {
     // CRI sets cri.image-ref from the reference it pulls (over any annotation of that name); image-ref
     // is what obd rpull and ACI's tools set.
     const imageRef = labels[Labels.criImageRef] || labels[Labels.imageRef];
+    let turbo;
+    try {
+      turbo = turboFromLabels(labels);
+    } catch (err) {
+      throw invalidArgument((err as Error).message);
+    }
+    if (turbo) {
+      if (!imageRef)
+        throw invalidArgument(`TurboOCI layer ${turbo.metaDigest}: needs the label ${Labels.imageRef} (pull with obd rpull or CRI) to find its original layer blob`);
+      checkImageRef(imageRef);
+      return { ...turbo, imageRef };
+    }
     const digest = labels[Labels.blobDigest];
     const sizeText = labels[Labels.blobSize];
     if (digest && sizeText) {
@@ -50,6 +64,17 @@ export class LayerClassifier {
       if (d?.overlaybd) return { kind: 'remote', digest: layerDigest, size: d.size, imageRef };
     }
     return { kind: 'plain' };
+  }
+
+  /** The small meta blob of a TurboOCI layer, fetched before any metadata changes. */
+  async fetchTurboMeta(layer: TurboLayer): Promise<Buffer> {
+    const ref = parseReference(layer.imageRef);
+    this.registry ??= new RegistryClient(registryOptionsFromConfig(this.cfg, { operationDeadlineMs: 20_000 }));
+    try {
+      return await this.registry.getBlob(ref.host, ref.repo, layer.metaDigest, { maxBytes: layer.metaSize });
+    } catch (err) {
+      throw failedPrecondition(`TurboOCI layer ${layer.metaDigest}: fetching its meta blob from ${ref.host}/${ref.repo}: ${(err as Error).message}`);
+    }
   }
 
   private async detectRemote(imageRef: string, digest: string): Promise<{ overlaybd: boolean; size: number } | undefined> {

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -15,6 +16,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+
+#include "transport/fuse_loop/fuse_connection.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -219,35 +222,110 @@ void FuseFileServer::giveBuffer(ReadBuffer b) {
   ::munmap(b.data, b.size);
 }
 
-Result<std::shared_ptr<FuseFileServer>> FuseFileServer::start(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
-                                                              const FuseServerOptions& opts,
-                                                              std::shared_ptr<DeviceCounters> counters) {
-  std::shared_ptr<FuseFileServer> s(new FuseFileServer(std::move(dev), mountDir, std::move(counters)));
-  s->stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!s->stopFd_.valid()) return SysError("eventfd");
+namespace {
 
+// The unique our replayed INIT carries: even (as ordinary requests), bit 63 clear (not a resend), and
+// far above any the kernel hands out, so libfuse's reply finds no request and is dropped (ENOENT).
+constexpr uint64_t kReplayedInitUnique = 0x7ffffffffffffff0ull;
+
+Result<fuse_session*> newSession(const std::string& mountDir, int fd, const FuseServerOptions& opts, void* userdata) {
   std::string mountOpts = "fsname=" + opts.fsName + ",subtype=obd";
   std::vector<std::string> argvStore = {"obd-deviced", "-o", mountOpts};
   std::vector<char*> argv;
   for (auto& a : argvStore) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   fuse_lowlevel_ops ops = makeOps();
-  s->se_ = fuse_session_new(&args, &ops, sizeof ops, s.get());
-  if (!s->se_) return IoError(mountDir + ": fuse_session_new failed");
-  if (fuse_session_mount(s->se_, mountDir.c_str()) != 0)
-    return IoError(mountDir + ": FUSE mount failed (is /dev/fuse available and are we root?)");
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, userdata);
+  if (!se) return IoError(mountDir + ": fuse_session_new failed");
+  // "/dev/fd/N" makes libfuse use an open /dev/fuse descriptor instead of mounting; it closes N on destroy.
+  std::string devFd = "/dev/fd/" + std::to_string(fd);
+  if (fuse_session_mount(se, devFd.c_str()) != 0) {
+    fuse_session_destroy(se);
+    return IoError(mountDir + ": libfuse refused the /dev/fuse descriptor");
+  }
+  return se;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<FuseFileServer>> FuseFileServer::start(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
+                                                              const FuseServerOptions& opts,
+                                                              std::shared_ptr<DeviceCounters> counters) {
+  auto fd = mountFuse(mountDir, opts.fsName, "obd");
+  if (!fd.ok()) return fd.status();
+  auto s = serve(std::move(dev), mountDir, fd.take(), std::string(), opts, std::move(counters));
+  if (!s.ok()) ::umount2(mountDir.c_str(), MNT_DETACH);
+  return s;
+}
+
+Result<std::shared_ptr<FuseFileServer>> FuseFileServer::adopt(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
+                                                              UniqueFd fuseFd, const std::string& initRequest,
+                                                              const FuseServerOptions& opts,
+                                                              std::shared_ptr<DeviceCounters> counters) {
+  if (initRequest.size() < kFuseInHeaderSize) return InvalidArg(mountDir + ": no recorded FUSE_INIT to take the session over with");
+  uint32_t opcode;
+  std::memcpy(&opcode, initRequest.data() + 4, sizeof opcode);
+  if (opcode != kFuseInitOpcode) return InvalidArg(mountDir + ": the recorded FUSE_INIT is not an INIT request");
+  return serve(std::move(dev), mountDir, std::move(fuseFd), initRequest, opts, std::move(counters));
+}
+
+Result<std::shared_ptr<FuseFileServer>> FuseFileServer::serve(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
+                                                              UniqueFd fuseFd, const std::string& replayInit,
+                                                              const FuseServerOptions& opts,
+                                                              std::shared_ptr<DeviceCounters> counters) {
+  std::shared_ptr<FuseFileServer> s(new FuseFileServer(std::move(dev), mountDir, std::move(counters)));
+  s->fuseFd_ = std::move(fuseFd);
   s->mounted_ = true;
-  int fd = fuse_session_fd(s->se_);
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);  // threads poll; EAGAIN just means another took it
+  s->stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->stopFd_.valid()) return SysError("eventfd");
+  int sessionFd = ::fcntl(s->fuseFd_.get(), F_DUPFD_CLOEXEC, 3);
+  if (sessionFd < 0) return SysError(mountDir + ": dup /dev/fuse");
+  auto se = newSession(mountDir, sessionFd, opts, s.get());
+  if (!se.ok()) {
+    ::close(sessionFd);
+    return se.status();
+  }
+  s->se_ = se.value();
+  // Shared by every duplicate: threads poll, EAGAIN just means another thread took the request.
+  ::fcntl(sessionFd, F_SETFL, ::fcntl(sessionFd, F_GETFL) | O_NONBLOCK);
+  if (!replayInit.empty()) {
+    // The kernel sent INIT to our predecessor; libfuse needs it to know the negotiated protocol.
+    std::string init = replayInit;
+    std::memcpy(init.data() + 8, &kReplayedInitUnique, sizeof kReplayedInitUnique);
+    fuse_buf b;
+    std::memset(&b, 0, sizeof b);
+    b.mem = init.data();
+    b.size = init.size();
+    fuse_session_process_buf(s->se_, &b);
+    s->initRequest_ = replayInit;
+    s->haveInit_ = true;
+    // Before any thread reads: a request we had already read would otherwise be delivered twice.
+    s->resend_ = notifyResend(s->fuseFd_.get());
+  }
   int n = std::max(1, opts.threads);
   for (int i = 0; i < n; i++) s->threads_.emplace_back([p = s.get()] { p->sessionThread(); });
   return s;
 }
 
 FuseFileServer::~FuseFileServer() {
-  stop();
+  stopThreads();
   if (se_) fuse_session_destroy(se_);
   for (const ReadBuffer& b : pool_) ::munmap(b.data, b.size);
+}
+
+std::string FuseFileServer::initRequest() const {
+  std::lock_guard<std::mutex> lk(initMu_);
+  return initRequest_;
+}
+
+void FuseFileServer::keepInit(const fuse_buf& buf) {
+  if (buf.flags & FUSE_BUF_IS_FD || buf.size < kFuseInHeaderSize) return;
+  uint32_t opcode;
+  std::memcpy(&opcode, static_cast<const char*>(buf.mem) + 4, sizeof opcode);
+  if (opcode != kFuseInitOpcode) return;
+  std::lock_guard<std::mutex> lk(initMu_);
+  if (initRequest_.empty()) initRequest_.assign(static_cast<const char*>(buf.mem), buf.size);
+  haveInit_ = true;
 }
 
 void FuseFileServer::sessionThread() {
@@ -269,27 +347,47 @@ void FuseFileServer::sessionThread() {
       continue;
     }
     if (n <= 0) break;
+    if (!haveInit_.load(std::memory_order_relaxed)) keepInit(buf);
     fuse_session_process_buf(se_, &buf);
   }
   std::free(buf.mem);
 }
 
-void FuseFileServer::stop() {
-  if (!se_) return;
-  // Threads first: fuse_session_unmount closes the /dev/fuse descriptor they read from.
+void FuseFileServer::stopThreads() {
+  // A thread stops between requests: one it has read is answered (or its read is in flight) first.
   stopping_ = true;
   uint64_t one = 1;
   if (stopFd_.valid()) (void)!::write(stopFd_.get(), &one, sizeof one);
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   threads_.clear();
-  if (mounted_) {
-    // Closes the descriptor, which aborts the connection: whatever still holds the file (a
-    // force-detached loop device under a mounted filesystem) gets errors instead of waiting for a
-    // server that is gone. Then a lazy unmount, so a loop device still holding the file cannot block it.
-    fuse_session_unmount(se_);
-    mounted_ = false;
+}
+
+void FuseFileServer::stop() {
+  stopThreads();
+  if (!mounted_) return;
+  mounted_ = false;
+  // Closing the last descriptor aborts the connection: whatever still holds the file (a force-detached
+  // loop device under a mounted filesystem) gets errors instead of waiting for a server that is gone.
+  // Then a lazy unmount, so a loop device still holding the file cannot block it.
+  // libfuse's duplicate becomes /dev/null rather than closed: a read still in flight replies into nothing.
+  fuseFd_.reset();
+  UniqueFd devNull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (se_ && devNull.valid()) ::dup3(devNull.get(), fuse_session_fd(se_), O_CLOEXEC);
+  ::umount2(mountDir_.c_str(), MNT_DETACH);
+}
+
+void FuseFileServer::release(int drainMs) {
+  stopThreads();
+  // Remote misses answer from their own callbacks: give them time, so the successor has less to redo.
+  for (int waited = 0; waited < drainMs; waited += 10) {
+    {
+      std::lock_guard<std::mutex> lk(readsMu_);
+      if (reads_.empty()) break;
+    }
+    ::usleep(10000);
   }
+  mounted_ = false;  // the mount and the connection now belong to the successor
 }
 
 void FuseFileServer::handleRead(fuse_req_t req, size_t size, off_t offArg) {

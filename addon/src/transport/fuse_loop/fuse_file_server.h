@@ -8,6 +8,11 @@
 //
 // The file is opened with FOPEN_DIRECT_IO (no page cache for it in the kernel; the loop device on top
 // and the filesystem on the loop device already cache), and keep_cache is off for the same reason.
+//
+// Lifecycle: start() mounts a new connection; adopt() serves a live one a previous process left (its
+// /dev/fuse descriptor came from the fd store); release() stops at a request boundary and leaves the
+// connection to a successor; stop() ends it. The /dev/fuse descriptor is ours (fuseFd()); libfuse's
+// session reads through a duplicate of it.
 #pragma once
 
 #include <sys/types.h>
@@ -27,6 +32,7 @@
 
 struct fuse_session;
 struct fuse_req;
+struct fuse_buf;
 
 namespace obd {
 
@@ -45,12 +51,28 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   static Result<std::shared_ptr<FuseFileServer>> start(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
                                                        const FuseServerOptions& opts,
                                                        std::shared_ptr<DeviceCounters> counters);
+  // Serves the connection mounted on mountDir whose descriptor is `fuseFd`, as the server that saw
+  // `initRequest` would: replays that INIT to libfuse, then asks the kernel to resend what the
+  // previous server read and never answered (resendStatus() says whether the kernel could).
+  static Result<std::shared_ptr<FuseFileServer>> adopt(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
+                                                       UniqueFd fuseFd, const std::string& initRequest,
+                                                       const FuseServerOptions& opts,
+                                                       std::shared_ptr<DeviceCounters> counters);
   ~FuseFileServer();
 
   const std::string& filePath() const { return filePath_; }
   const std::string& mountDir() const { return mountDir_; }
-  // Unmounts and stops the session threads. Outstanding and later kernel requests fail (ENOTCONN).
+  int fuseFd() const { return fuseFd_.get(); }
+  // The FUSE_INIT request the kernel sent on this connection, as received (a successor replays it).
+  std::string initRequest() const;
+  const Status& resendStatus() const { return resend_; }
+  // Unmounts and stops the session threads. Outstanding and later kernel requests fail (ENOTCONN):
+  // the caller has made sure no other process still holds the descriptor.
   void stop();
+  // Process exit with a successor to come: stops reading at a request boundary, waits up to
+  // drainMs for reads in flight to be answered, and leaves mount and descriptor alone. Whatever stays
+  // unanswered is resent to the successor.
+  void release(int drainMs);
 
   // Internal: called from the C callbacks.
   struct PendingRead;
@@ -63,7 +85,13 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
  private:
   FuseFileServer(std::shared_ptr<BlockDevice> dev, std::string mountDir, std::shared_ptr<DeviceCounters> counters)
       : dev_(std::move(dev)), mountDir_(std::move(mountDir)), filePath_(mountDir_ + "/disk"), counters_(std::move(counters)) {}
+  static Result<std::shared_ptr<FuseFileServer>> serve(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
+                                                       UniqueFd fuseFd, const std::string& replayInit,
+                                                       const FuseServerOptions& opts,
+                                                       std::shared_ptr<DeviceCounters> counters);
+  void stopThreads();
   void sessionThread();
+  void keepInit(const fuse_buf& buf);
   void finishRead(const std::shared_ptr<PendingRead>& pr, const Status& st);
   void forgetReadsOverlapping(uint64_t off, uint64_t len);
   ReadBuffer takeBuffer(size_t len);
@@ -73,7 +101,12 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   std::string mountDir_, filePath_;
   std::shared_ptr<DeviceCounters> counters_;
   fuse_session* se_ = nullptr;
+  UniqueFd fuseFd_;  // our duplicate of the connection; the session owns another
   bool mounted_ = false;
+  Status resend_;
+  mutable std::mutex initMu_;
+  std::string initRequest_;
+  std::atomic<bool> haveInit_{false};
   UniqueFd stopFd_;  // eventfd: wakes the session threads for shutdown
   std::atomic<bool> stopping_{false};
   std::vector<std::thread> threads_;

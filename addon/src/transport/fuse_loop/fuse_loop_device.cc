@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include "util/unique_fd.h"
 
 namespace obd {
@@ -18,9 +20,11 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<B
   d->readOnly_ = dev->readOnly();
   d->size_ = dev->size();
   d->mountDir_ = opts.mountDir;
+  d->releaseDrainMs_ = opts.releaseDrainMs;
   FuseServerOptions so;
   so.fsName = "obd:" + opts.id;
   so.threads = opts.threads;
+  if (opts.takeover) return takeOver(std::move(d), std::move(dev), opts, so);
   auto server = FuseFileServer::start(std::move(dev), opts.mountDir, so, d->counters_);
   if (!server.ok()) return server.status().wrap("device " + opts.id);
   d->server_ = server.take();
@@ -35,11 +39,46 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<B
   auto loop = LoopDevice::attach(file.get(), "obd:" + opts.id, lo);
   if (!loop.ok()) return loop.status().wrap("device " + opts.id);
   d->loop_ = loop.take();
-  d->path_ = d->loop_.path();
-  d->loopIndex_ = d->loop_.index();
-  d->rdev_ = d->loop_.rdev();
-  d->directIo_ = d->loop_.directIo();
+  d->setLoopInfo();
   return d;
+}
+
+Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::takeOver(std::unique_ptr<FuseLoopDevice> d, std::shared_ptr<BlockDevice> dev,
+                                                                 const FuseLoopOptions& opts, const FuseServerOptions& so) {
+  const FuseTakeover& t = *opts.takeover;
+  UniqueFd fuseFd(::fcntl(t.fuseFd, F_DUPFD_CLOEXEC, 3));
+  UniqueFd loopFd(::fcntl(t.loopFd, F_DUPFD_CLOEXEC, 3));
+  if (!fuseFd.valid() || !loopFd.valid()) return SysError("device " + opts.id + ": handed-over descriptors");
+  auto loop = LoopDevice::adopt(std::move(loopFd));
+  if (!loop.ok()) return loop.status().wrap("device " + opts.id);
+  d->loop_ = loop.take();
+  // The loop device must still be bound to this device's file, or the descriptors are not what we think.
+  d->backingFile_ = opts.mountDir + "/disk";
+  std::ifstream in("/sys/block/loop" + std::to_string(d->loop_.index()) + "/loop/backing_file");
+  std::string bound;
+  std::getline(in, bound);
+  if (bound != d->backingFile_)
+    return InvalidArg("device " + opts.id + ": " + d->loop_.path() + " is bound to \"" + bound + "\", not " + d->backingFile_);
+  auto server = FuseFileServer::adopt(std::move(dev), opts.mountDir, std::move(fuseFd), t.initRequest, so, d->counters_);
+  if (!server.ok()) return server.status().wrap("device " + opts.id);
+  d->server_ = server.take();
+  d->tookOver_ = true;
+  d->setLoopInfo();
+  return d;
+}
+
+void FuseLoopDevice::setLoopInfo() {
+  path_ = loop_.path();
+  loopIndex_ = loop_.index();
+  rdev_ = loop_.rdev();
+  directIo_ = loop_.directIo();
+}
+
+void FuseLoopDevice::release(bool handOver) {
+  if (!handOver) return (void)close(true);
+  std::lock_guard<std::mutex> lk(mu_);
+  if (server_) server_->release(releaseDrainMs_);
+  loop_.abandon();
 }
 
 FuseLoopDevice::~FuseLoopDevice() { (void)close(true); }

@@ -2,15 +2,20 @@
 // device on top of that file. The loop device is what the kernel and users see (/dev/loopN).
 //
 // Teardown order matters: the loop device is unbound first (it drains its I/O through our still
-// running FUSE threads), then the FUSE mount goes. A killed process needs no teardown from us: its
-// /dev/fuse descriptor closes, the kernel aborts the connection (I/O fails fast with ENOTCONN/EIO),
-// and the loop device's AUTOCLEAR unbinds it once nothing has it mounted.
+// running FUSE threads), then the FUSE mount goes.
+//
+// Restarts: deviced keeps both descriptors (/dev/fuse and /dev/loopN) in an fd store outside itself,
+// so a killed deviced leaves the connection alive with its requests queued, the loop device bound and
+// every mount in place; the next deviced creates the device with `takeover` and serves the same
+// connection and /dev/loopN. Without a holder a killed process's last /dev/fuse close aborts the
+// connection (I/O fails with EIO) and AUTOCLEAR unbinds the loop device once nothing mounts it.
 #pragma once
 
 #include <sys/types.h>
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "io/file.h"
@@ -20,11 +25,20 @@
 
 namespace obd {
 
+// A live device a previous deviced served: its descriptors (borrowed, duplicated) and its FUSE_INIT.
+struct FuseTakeover {
+  int fuseFd = -1;
+  int loopFd = -1;
+  std::string initRequest;
+};
+
 struct FuseLoopOptions {
   std::string id;        // device id, shown as the FUSE source "obd:<id>" and the loop file name
   std::string mountDir;  // private, empty directory for the FUSE mount (created if missing)
   bool loopDirectIo = true;
   int threads = 2;
+  std::optional<FuseTakeover> takeover;
+  int releaseDrainMs = 5000;  // release(handOver): how long reads in flight may take to be answered
 };
 
 class FuseLoopDevice : public ServedDevice {
@@ -35,6 +49,15 @@ class FuseLoopDevice : public ServedDevice {
   const std::string& path() const override { return path_; }
   DeviceStats stats() const override { return snapshotCounters(*counters_); }
   Status close(bool force) override;
+  void release(bool handOver) override;
+
+  // What the fd store keeps for a successor (descriptors stay ours; valid while attached).
+  int fuseFd() const { return server_ ? server_->fuseFd() : -1; }
+  int loopFd() const { return loop_.fd(); }
+  std::string initRequest() const { return server_ ? server_->initRequest() : std::string(); }
+  bool tookOver() const { return tookOver_; }
+  // After a takeover: whether the kernel resent the requests the predecessor left unanswered.
+  Status resendStatus() const { return server_ ? server_->resendStatus() : Status::Ok(); }
 
   int loopIndex() const { return loopIndex_; }
   dev_t rdev() const override { return rdev_; }
@@ -47,6 +70,9 @@ class FuseLoopDevice : public ServedDevice {
 
  private:
   FuseLoopDevice() = default;
+  static Result<std::unique_ptr<FuseLoopDevice>> takeOver(std::unique_ptr<FuseLoopDevice> d, std::shared_ptr<BlockDevice> dev,
+                                                          const FuseLoopOptions& opts, const FuseServerOptions& so);
+  void setLoopInfo();
   std::mutex mu_;
   std::shared_ptr<DeviceCounters> counters_ = std::make_shared<DeviceCounters>();
   std::shared_ptr<FuseFileServer> server_;
@@ -54,7 +80,8 @@ class FuseLoopDevice : public ServedDevice {
   std::string path_, backingFile_, mountDir_;
   int loopIndex_ = -1;
   dev_t rdev_ = 0;
-  bool directIo_ = false, readOnly_ = true;
+  bool directIo_ = false, readOnly_ = true, tookOver_ = false;
+  int releaseDrainMs_ = 5000;
   uint64_t size_ = 0;
 };
 

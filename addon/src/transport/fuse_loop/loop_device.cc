@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -88,6 +89,27 @@ Result<LoopDevice> LoopDevice::attach(int backingFd, const std::string& label, c
     return Result<LoopDevice>(std::move(d));
   }
   return Status(EBUSY, "no free loop device after " + std::to_string(kAttachAttempts) + " attempts");
+}
+
+Result<LoopDevice> LoopDevice::adopt(UniqueFd devFd) {
+  struct stat st;
+  if (!devFd.valid() || ::fstat(devFd.get(), &st) != 0 || !S_ISBLK(st.st_mode) || major(st.st_rdev) != kLoopMajor)
+    return InvalidArg("handed-over descriptor is not a loop device");
+  // The minor is the index only without partitions (max_part=0); sysfs names the device either way.
+  char link[256];
+  std::string sys = "/sys/dev/block/" + std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
+  ssize_t n = ::readlink(sys.c_str(), link, sizeof link - 1);
+  if (n <= 0) return SysError(sys + ": readlink");
+  link[n] = '\0';
+  const char* name = std::strrchr(link, '/');
+  name = name ? name + 1 : link;
+  if (std::strncmp(name, "loop", 4) != 0) return InvalidArg(sys + " is not a loop device");
+  LoopDevice d;
+  d.index_ = std::atoi(name + 4);
+  d.path_ = std::string("/dev/") + name;
+  d.rdev_ = st.st_rdev;
+  d.fd_ = std::move(devFd);
+  return Result<LoopDevice>(std::move(d));
 }
 
 bool LoopDevice::directIo() const {

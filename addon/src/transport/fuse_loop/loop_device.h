@@ -30,6 +30,8 @@ class LoopDevice {
 
   // Binds `backingFd` (kept open by the loop driver) to a free /dev/loopN.
   static Result<LoopDevice> attach(int backingFd, const std::string& label, const LoopOptions& opts);
+  // Owns a bound loop device from an open descriptor of it (handed over by a previous process).
+  static Result<LoopDevice> adopt(UniqueFd devFd);
 
   const std::string& path() const { return path_; }
   int index() const { return index_; }
@@ -40,6 +42,9 @@ class LoopDevice {
   // Without force: EBUSY if anyone holds the device exclusively (mounted filesystem, mkfs).
   // With force: the binding is dropped now, or — while still mounted — as soon as it is unmounted.
   Status detach(bool force);
+  // Closes our descriptor and leaves the binding: a successor holding another descriptor keeps it.
+  void abandon() { fd_.reset(); }
+  int fd() const { return fd_.get(); }
 
  private:
   UniqueFd fd_;

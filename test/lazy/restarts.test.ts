@@ -1,0 +1,133 @@
+// deviced restarts under running containers (issue: "without a single I/O error"), through a private
+// containerd: a read-only (overlayfs-mode) container verifies reads of lazily fetched files, a
+// dir-mode container writes, syncs and verifies, while deviced is killed (-9) or stopped (SIGTERM)
+// and started again, round after round, with the page cache dropped before each round so reads
+// reach the devices. Both must see zero I/O errors; the stall each restart causes is printed.
+// A crash in the middle of a remote fetch (the registry delays the range read) must not lose the
+// read: the kernel resends it to the next deviced.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { FaultProxy } from '../helpers/fault-proxy';
+import { busyboxTestImage, TarEntry } from '../helpers/images';
+import { dropCaches, IoWorkload, stallAround, summarizeStalls, VERIFY_IO_SCRIPT } from '../helpers/io-workload';
+import { TestRegistry } from '../helpers/registry';
+import { LazyEnv } from './env';
+
+/** Rounds per kind in `npm test`; `npm run bench -- restarts` runs 20 of each. */
+const ROUNDS = Number(process.env.OBD_RESTART_ROUNDS ?? 5);
+const WRITABLE = { 'containerd.io/snapshot/overlaybd.writable': 'dir' };
+
+describe('deviced restarts under running containers', { timeout: 1_800_000 }, () => {
+  const registry = new TestRegistry();
+  let proxy: FaultProxy;
+  let env: LazyEnv;
+  let ref = '';
+  const bigSha: string[] = [];
+  const workloads: IoWorkload[] = [];
+
+  before(async () => {
+    await registry.start();
+    const [host, port] = registry.host.split(':');
+    proxy = new FaultProxy({ host, port: Number(port) });
+    await proxy.start();
+    env = new LazyEnv({ registry });
+    await env.start();
+    const img = busyboxTestImage();
+    const tools: TarEntry[] = [
+      { path: 'bin', type: 'dir' },
+      ...['sha256sum', 'dd', 'tee', 'sync', 'mkdir', 'head'].map((a): TarEntry => ({ path: `bin/${a}`, type: 'symlink', target: 'busybox' })),
+      { path: 'verify-io.sh', type: 'file', mode: 0o755, data: fs.readFileSync(VERIFY_IO_SCRIPT) },
+      { path: 'big', type: 'dir' },
+    ];
+    for (let i = 0; i < 16; i++) {
+      const data = crypto.randomBytes(1 << 20);
+      bigSha.push(crypto.createHash('sha256').update(data).digest('hex'));
+      tools.push({ path: `big/f${i}`, type: 'file', data });
+    }
+    const direct = await env.convertImage({ layers: [...(img.spec.layers as TarEntry[][]), tools] }, 'lazy/restarts');
+    // Pulled through the fault proxy: the snapshot records its host, so deviced fetches through it.
+    ref = direct.replace(registry.host, proxy.host);
+    await env.rpull(ref);
+  });
+  after(async () => {
+    workloads.forEach((w) => w.stop());
+    await env?.stop();
+    await proxy?.stop();
+    await registry.stop();
+  });
+
+  const ctr = (args: string[], timeoutMs?: number) => env.containerd.ctr(args, { timeoutMs });
+  const startDetached = (id: string, labels: Record<string, string> = {}) =>
+    ctr([
+      'run', '-d', '--runc-root', env.containerd.runcRoot, '--snapshotter', 'obd',
+      ...Object.entries(labels).flatMap(([k, v]) => ['--snapshotter-label', `${k}=${v}`]),
+      ref, id, '/bin/sleep', '100000',
+    ]);
+  let execSeq = 0;
+  const exec = (id: string, cmd: string, timeoutMs = 120_000) =>
+    ctr(['task', 'exec', '--exec-id', `e${++execSeq}`, id, '/bin/sh', '-c', cmd], timeoutMs);
+  const workload = (id: string, mode: 'read' | 'write', args: string[]) => {
+    const argv = ['ctr', '--address', env.containerd.address, '--namespace', env.containerd.namespace,
+      'task', 'exec', '--exec-id', `w${++execSeq}`, id, '/bin/sh', '/verify-io.sh'];
+    const w = new IoWorkload(`${id} ${mode}`, mode, args, argv);
+    workloads.push(w);
+    return w;
+  };
+
+  it(`${ROUNDS} kill -9 and ${ROUNDS} SIGTERM rounds: zero I/O errors in an overlayfs-mode reader and a dir-mode writer`, async () => {
+    await startDetached('ro');
+    await startDetached('rw', WRITABLE);
+    const reader = workload('ro', 'read', bigSha.slice(0, 8).map((_, i) => `/big/f${i}`)); // f11.. stay unfetched for the next test
+    const writer = workload('rw', 'write', ['/io']);
+    await Promise.all([reader.progress(16), writer.progress(4)]);
+    const devicesBefore = (await env.deviceStats()).map((s) => s.path).sort();
+    for (const how of ['kill -9', 'SIGTERM'] as const) {
+      const stalls: number[] = [];
+      for (let r = 1; r <= ROUNDS; r++) {
+        dropCaches();
+        const down = Date.now();
+        await env.killDeviced(how === 'kill -9' ? 'SIGKILL' : 'SIGTERM');
+        await env.startDeviced();
+        const up = Date.now();
+        await Promise.all([reader.progress(4), writer.progress(2)]);
+        const stall = Math.max(stallAround(reader, down, up), stallAround(writer, down, up));
+        stalls.push(stall);
+        console.log(`containers, ${how} round ${r}: deviced down ${up - down} ms, longest stall in a container ${stall} ms`);
+      }
+      console.log(`containers, ${how}: ${summarizeStalls(stalls)}`);
+    }
+    assert.deepEqual([reader.failure, writer.failure], [undefined, undefined], 'no I/O error in either container');
+    assert.deepEqual((await env.deviceStats()).map((s) => s.path).sort(), devicesBefore, 'the same devices throughout');
+    assert.doesNotMatch(env.devicedLogs, /kernel cannot resend|removed stale device entry/);
+    reader.stop();
+    writer.stop();
+    // The written data verified once more from the device, after the last restart.
+    dropCaches();
+    assert.match((await exec('rw', 'sha256sum /io/w0 /io/w1 | wc -l')).stdout, /^2\n$/);
+  });
+
+  it('a crash in the middle of a remote fetch: the read the dead deviced had taken is resent and answered', async () => {
+    await startDetached('rf');
+    const rounds = Math.max(2, Math.min(ROUNDS, 5));
+    const stalls: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const file = 11 + r; // never read (nor read ahead) before: its blocks are fetched now
+      proxy.clear();
+      proxy.inject({ kind: 'delay', ms: 4000 }, 1);
+      const t0 = Date.now();
+      const reading = exec('rf', `sha256sum /big/f${file}`);
+      // Kill deviced while it waits on the delayed range read.
+      for (let i = 0; i < 200 && !proxy.seen.some((s) => s.fault === 'delay'); i++) await new Promise((res) => setTimeout(res, 25));
+      assert.ok(proxy.seen.some((s) => s.fault === 'delay'), 'the read reached the registry');
+      await env.killDeviced('SIGKILL');
+      await env.startDeviced();
+      const out = (await reading).stdout;
+      stalls.push(Date.now() - t0);
+      assert.equal(out.split(' ')[0], bigSha[file], `f${file} read whole and right after the crash`);
+    }
+    console.log(`crash during a remote fetch: ${summarizeStalls(stalls)} (each includes the fetch itself)`);
+    assert.doesNotMatch(env.devicedLogs, /kernel cannot resend/);
+  });
+});
