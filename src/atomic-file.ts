@@ -4,8 +4,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-function fsyncPath(p: string, flags: string): void {
-  const fd = fs.openSync(p, flags);
+/** fsyncs a file or a directory (a directory after a rename or unlink in it makes that durable). */
+export function fsyncPath(p: string): void {
+  const fd = fs.openSync(p, 'r');
   try {
     fs.fsyncSync(fd);
   } finally {
@@ -17,13 +18,13 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o64
   const tmp = `${file}.tmp-${process.pid}`;
   try {
     fs.writeFileSync(tmp, data, { mode });
-    fsyncPath(tmp, 'r');
+    fsyncPath(tmp);
     fs.renameSync(tmp, file);
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  fsyncPath(path.dirname(file), 'r');
+  fsyncPath(path.dirname(file));
 }
 
 /** JSON with two-space indent and a final newline. */

@@ -21,6 +21,7 @@ import { registryOptionsFromConfig } from '../registry/from-config';
 import type { Logger } from '../log';
 import { DeviceError } from './errors';
 import { FetchCounters, type FetchTotals } from './fetch-counters';
+import { fsyncPath as syncDir } from '../atomic-file';
 
 export interface RecordingSession {
   cache: addon.BlockCache;
@@ -384,11 +385,3 @@ function fileSize(p: string): number | undefined {
   }
 }
 
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}

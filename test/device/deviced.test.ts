@@ -14,6 +14,7 @@ import {
   FIXTURES,
   leftovers,
   mountDev,
+  obdLayer,
   run,
   sha256File,
   startDeviced,
@@ -31,11 +32,6 @@ let cleanup: Cleanup;
 
 beforeEach(() => ({ tmp, cleanup } = startTestDir('obd-device-')));
 afterEach(() => finishTestDir(tmp, cleanup));
-
-function obdLayer(d: Deviced, ...args: string[]): void {
-  const r = d.obd('layer', ...args);
-  assert.equal(r.status, 0, `obd layer ${args.join(' ')}: ${r.stderr}`);
-}
 
 function loopBound(dev: string): boolean {
   return fs.existsSync(`/sys/block/${path.basename(dev)}/loop/backing_file`);

@@ -188,6 +188,12 @@ export async function startDeviced(tmp: TempDir, cleanup: Cleanup, extra: Record
 }
 
 /** Writes a config.v1.json and returns its path. */
+/** Runs `obd layer ARGS…` and fails the test, with its stderr, when it fails. */
+export function obdLayer(d: Deviced, ...args: string[]): void {
+  const r = d.obd('layer', ...args);
+  assert.equal(r.status, 0, `obd layer ${args.join(' ')}: ${r.stderr}`);
+}
+
 export function writeImageConfig(tmp: TempDir, name: string, cfg: object): string {
   const file = tmp.join(name);
   fs.writeFileSync(file, JSON.stringify(cfg, null, 2));

@@ -16,6 +16,7 @@ import {
   holdersUnder,
   leftovers,
   mountDev,
+  obdLayer,
   run,
   sha256File,
   startDeviced,
@@ -33,11 +34,6 @@ let cleanup: Cleanup;
 
 beforeEach(() => ({ tmp, cleanup } = startTestDir('obd-takeover-')));
 afterEach(() => finishTestDir(tmp, cleanup));
-
-function obdLayer(d: Deviced, ...args: string[]): void {
-  const r = d.obd('layer', ...args);
-  assert.equal(r.status, 0, `obd layer ${args.join(' ')}: ${r.stderr}`);
-}
 
 /** A writable device (ext4 made here) and a read-only stack over the e_ext4 fixtures, both mounted. */
 async function twoDevices(d: Deviced): Promise<{ rw: string; ro: string; rwMnt: string; roMnt: string }> {

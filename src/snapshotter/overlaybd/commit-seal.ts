@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { commitLayer } from '../../addon';
-import { writeJsonAtomic } from '../../atomic-file';
+import { fsyncPath as syncDir, writeJsonAtomic } from '../../atomic-file';
 import type { ImageConfig } from '../../device/image-config';
 import { Labels } from '../../labels';
 import { crashPoint } from '../crash-point';
@@ -22,15 +22,6 @@ import { blockDir, configPath, mountpointOf, readConfig, writableModeOf } from '
 
 const WRITABLE_FILES = ['writable_data', 'writable_index', 'rwmode'];
 const sealedConfigPath = (snap: ChainLink) => path.join(blockDir(snap), 'config.sealed.json');
-
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** Steps 1–3; returns the labels of the committed snapshot. */
 export async function sealWritable(ctx: OverlaybdContext, snap: ChainLink, name: string): Promise<Record<string, string>> {
