@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { openStack } from '../../src/addon';
+import { openStack, type WarpLower } from '../../src/addon';
 import { obdconvBin } from '../helpers/bin';
 import { attachLoop, Cleanup, mount } from '../helpers/loop';
 import type { TestRegistry } from '../helpers/registry';
@@ -58,8 +58,8 @@ export async function fetchConverted(reg: TestRegistry, repo: string, tag: strin
   return { manifest, config, blobs };
 }
 
-/** Exports the stack to a sparse raw disk and mounts it read-only (ext4, noload) at mnt. */
-export function mountStack(cleanup: Cleanup, blobs: string[], raw: string, mnt: string): void {
+/** Exports the stack (layer blobs, or TurboOCI lowers) to a sparse raw disk and mounts it read-only (ext4, noload) at mnt. */
+export function mountStack(cleanup: Cleanup, blobs: Array<string | WarpLower>, raw: string, mnt: string): void {
   const stack = openStack({ lowers: blobs });
   try {
     stack.exportRaw(raw);

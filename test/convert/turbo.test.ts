@@ -6,12 +6,12 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { openStack, type WarpLower } from '../../src/addon';
-import { Cleanup, attachLoop, loopsBackedBy, mount, mountsUnder } from '../helpers/loop';
+import type { WarpLower } from '../../src/addon';
+import { Cleanup, loopsBackedBy, mountsUnder } from '../helpers/loop';
 import { TestRegistry } from '../helpers/registry';
 import { makeTempDir, type TempDir } from '../helpers/tmp';
 import { buildImage, makeRichLayers, tarTree, type BuiltImage } from './images';
-import { fetchConverted, obdconv, pushLayout, type ConvertedImage } from './support';
+import { fetchConverted, mountStack, obdconv, pushLayout, type ConvertedImage } from './support';
 import { diffTrees, overlayReference, snapshotTree } from './tree';
 
 interface TurboSummary {
@@ -29,19 +29,6 @@ export function turboLowers(conv: ConvertedImage, img: BuiltImage, dir: string):
     const gz = path.join(d, 'gzip.meta');
     return { meta: path.join(d, 'ext4.fs.meta'), target: target.file, ...(fs.existsSync(gz) ? { gzipIndex: gz } : {}) };
   });
-}
-
-export function mountTurbo(cleanup: Cleanup, lowers: WarpLower[], raw: string, mnt: string): void {
-  const stack = openStack({ lowers });
-  try {
-    stack.exportRaw(raw);
-  } finally {
-    stack.close();
-  }
-  cleanup.add(`rm ${raw}`, () => fs.rmSync(raw, { force: true }));
-  const dev = attachLoop(cleanup, raw, { readOnly: true });
-  fs.mkdirSync(mnt, { recursive: true });
-  mount(cleanup, dev, mnt, { type: 'ext4', options: 'ro,noload' });
 }
 
 describe('obdconv --turbo-oci', () => {
@@ -100,7 +87,7 @@ describe('obdconv --turbo-oci', () => {
   });
 
   test('meta layers over the unchanged source blobs hold the same tree as an overlayfs unpack', () => {
-    mountTurbo(cleanup, turboLowers(converted, image, tmp.join('unpacked')), tmp.join('disk.raw'), tmp.join('mnt'));
+    mountStack(cleanup, turboLowers(converted, image, tmp.join('unpacked')), tmp.join('disk.raw'), tmp.join('mnt'));
     overlayReference(cleanup, tmp.join('ref'), tars, tmp.join('ref-mnt'));
     const want = snapshotTree(tmp.join('ref-mnt'));
     const got = snapshotTree(tmp.join('mnt'), ['lost+found']);
@@ -158,7 +145,7 @@ describe('obdconv --turbo-oci', () => {
     assert.ok(meta <= 0.05 * source, `meta ${meta} bytes vs source ${source} bytes (${((100 * meta) / source).toFixed(2)}%)`);
     // and it still reads back right
     const conv = await fetchConverted(reg, 'lib/bulk', 'turbo', tmp.join('bulk-blobs'));
-    mountTurbo(cleanup, turboLowers(conv, img, tmp.join('bulk-unpacked')), tmp.join('bulk.raw'), tmp.join('bulk-mnt'));
+    mountStack(cleanup, turboLowers(conv, img, tmp.join('bulk-unpacked')), tmp.join('bulk.raw'), tmp.join('bulk-mnt'));
     const got = snapshotTree(tmp.join('bulk-mnt'), ['lost+found']);
     const want = snapshotTree(root);
     assert.deepEqual(diffTrees(want, got).filter((l) => !l.startsWith('differs: .:')), []);
