@@ -511,9 +511,13 @@ export interface ApplyTarStats {
   opaques: number;
   removed: number;
   bytes: number;
+  /** TurboOCI: file data given blocks but not written (mapped to the tar) */
+  preallocatedBytes: number;
   inputBytes: number;
   warnings: number;
   firstWarning: string;
+  /** TurboOCI: inodes whose preallocated extents ext4MarkExtentsWritten must mark written */
+  preallocatedInodes?: number[];
 }
 
 /**
@@ -526,6 +530,14 @@ export function convertApplyTar(opts: {
   targetRunsOut?: string;
 }): ApplyTarStats {
   return native.convertApplyTar(opts);
+}
+
+/**
+ * TurboOCI: clears the unwritten flag of the extents of `inodes` on an unmounted ext4 `device`, so
+ * the blocks convertApplyTar preallocated (and the meta layer maps to the tar) read as data.
+ */
+export function ext4MarkExtentsWritten(device: string, inodes: number[]): number {
+  return native.ext4MarkExtentsWritten(device, inodes);
 }
 // ---- end convert ----
 

@@ -32,6 +32,7 @@
 #include "transport/tcmu/kernel.h"
 #include "util/fd_passing.h"
 #include "convert/tar_apply.h"
+#include "convert/ext4_unwritten.h"
 #include "format/gzindex/gz_file.h"
 #include "format/gzindex/gz_index.h"
 #include "util/fd_io.h"
@@ -1697,9 +1698,10 @@ Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
   }
   obd::convert::ApplyStats st;
   const std::string runsOut = o.Get("targetRunsOut").IsString() ? o.Get("targetRunsOut").ToString().Utf8Value() : std::string();
-  std::vector<obd::convert::TarDataRun> runs;
-  obd::Status s = obd::convert::applyTar(fd, root, limits, useChroot, &st, runsOut.empty() ? nullptr : &runs);
+  obd::convert::TarMapping mapping;
+  obd::Status s = obd::convert::applyTar(fd, root, limits, useChroot, &st, runsOut.empty() ? nullptr : &mapping);
   if (!s.ok()) return common::fail(env, s);
+  const std::vector<obd::convert::TarDataRun>& runs = mapping.runs;
   if (!runsOut.empty()) {
     // u64 LE triples (device offset, length, tar offset), read back by commitLayer's targetRuns.
     std::vector<uint8_t> bytes(runs.size() * 24);
@@ -1724,14 +1726,36 @@ Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
   set("opaques", st.opaques);
   set("removed", st.removed);
   set("bytes", st.bytes);
+  set("preallocatedBytes", st.preallocatedBytes);
   set("inputBytes", st.inputBytes);
   set("warnings", st.warnings);
   r.Set("firstWarning", Napi::String::New(env, st.firstWarning));
+  Napi::Array inodes = Napi::Array::New(env, mapping.preallocatedInodes.size());
+  for (size_t i = 0; i < mapping.preallocatedInodes.size(); ++i) {
+    inodes.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(mapping.preallocatedInodes[i])));
+  }
+  r.Set("preallocatedInodes", inodes);
   return r;
+}
+
+// ext4MarkExtentsWritten(device, inodes) → number of extents changed.
+Napi::Value MarkExtentsWritten(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) {
+    Napi::TypeError::New(env, "ext4MarkExtentsWritten(device, inodes)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array a = info[1].As<Napi::Array>();
+  std::vector<uint64_t> inodes(a.Length());
+  for (uint32_t i = 0; i < a.Length(); ++i) inodes[i] = static_cast<uint64_t>(a.Get(i).ToNumber().Int64Value());
+  auto r = obd::convert::markExtentsWritten(info[0].ToString().Utf8Value(), inodes);
+  if (!r.ok()) return common::fail(env, r.status());
+  return Napi::Number::New(env, static_cast<double>(r.value()));
 }
 
 void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("convertApplyTar", Napi::Function::New(env, ApplyTar));
+  exports.Set("ext4MarkExtentsWritten", Napi::Function::New(env, MarkExtentsWritten));
 }
 
 }  // namespace convert_binding

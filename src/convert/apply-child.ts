@@ -7,7 +7,7 @@
 //   unshare -m --propagation private node apply-child.js '{"device":…,"mountpoint":…,"input":…}'
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { convertApplyTar, type ApplyTarLimits } from '../addon';
+import { convertApplyTar, ext4MarkExtentsWritten, type ApplyTarLimits } from '../addon';
 
 export interface ApplyChildRequest {
   device: string;
@@ -30,6 +30,9 @@ function main(): void {
       const stats = convertApplyTar({ inputFd: fd, root: req.mountpoint, limits: req.limits, targetRunsOut: req.targetRunsOut });
       execFileSync('umount', [req.mountpoint], { stdio: ['ignore', 'ignore', 'pipe'] });
       mounted = false;
+      // TurboOCI: the preallocated (unwritten) extents now map to the tar; ext4 must read them.
+      if (stats.preallocatedInodes?.length) ext4MarkExtentsWritten(req.device, stats.preallocatedInodes);
+      delete stats.preallocatedInodes; // the parent needs only the counts
       process.stdout.write(JSON.stringify({ ok: true, stats }) + '\n');
     } finally {
       fs.closeSync(fd);

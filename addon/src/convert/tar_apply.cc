@@ -85,8 +85,8 @@ Status removeAt(int dirfd, const std::string& name, const std::string& shown, ui
 
 class Applier {
  public:
-  Applier(const ApplyLimits& limits, ApplyStats* stats, std::vector<TarDataRun>* runs)
-      : limits_(limits), stats_(stats), runs_(runs) {}
+  Applier(const ApplyLimits& limits, ApplyStats* stats, TarMapping* mapping)
+      : limits_(limits), stats_(stats), mapping_(mapping) {}
 
   Status run(int inputFd) {
     ReadArchive in(archive_read_new());
@@ -109,7 +109,7 @@ class Applier {
       return archiveError(in.get(), lastEntry_.empty() ? "reading archive" : "reading archive after entry " + lastEntry_);
     }
     if (archive_write_close(out.get()) != ARCHIVE_OK) return archiveError(out.get(), "finishing directories");
-    if (runs_) return collectRuns();
+    if (mapping_) return collectRuns();
     return Status::Ok();
   }
 
@@ -217,21 +217,30 @@ class Applier {
     if (!link && type == AE_IFDIR && lstat(rel.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
       OBD_RETURN_IF_ERROR(dropStaleXattrs(e, rel, name));
     }
+    // TurboOCI: data that the meta layer maps to the tar is never written, only given blocks.
+    const bool mapped = mapping_ && !link && type == AE_IFREG && size > 0 && archive_entry_sparse_count(e) == 0 &&
+                        dataOffset >= 0 && dataOffset % 512 == 0;
     int r = archive_write_header(out, e);
     if (r < ARCHIVE_WARN) return archiveError(out, "entry " + name);
     if (r == ARCHIVE_WARN) warn("entry " + name + ": " + (archive_error_string(out) ? archive_error_string(out) : "warning"));
+    bool created = false;
     if (r == ARCHIVE_OK || r == ARCHIVE_WARN) {
-      if (size > 0 && archive_entry_size_is_set(e)) OBD_RETURN_IF_ERROR(copyData(in, out, name));
+      created = true;
+      if (size > 0 && archive_entry_size_is_set(e) && !mapped) OBD_RETURN_IF_ERROR(copyData(in, out, name));
       r = archive_write_finish_entry(out);
       if (r < ARCHIVE_WARN) return archiveError(out, "entry " + name);
       if (r == ARCHIVE_WARN) warn("entry " + name + ": " + (archive_error_string(out) ? archive_error_string(out) : "warning"));
     }
     touch(rel);
-    if (runs_ && !link && type == AE_IFREG && size > 0 && archive_entry_sparse_count(e) == 0 && dataOffset >= 0 &&
-        dataOffset % 512 == 0 && lstat(rel.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-      files_[rel] = FileData{st.st_ino, static_cast<uint64_t>(dataOffset), static_cast<uint64_t>(size)};
-    } else {
-      files_.erase(rel);
+    if (mapping_ && type != AE_IFDIR && lstat(rel.c_str(), &st) == 0) {
+      if (mapped && created && S_ISREG(st.st_mode)) {
+        OBD_RETURN_IF_ERROR(preallocate(rel, static_cast<uint64_t>(size), name));
+        files_[st.st_ino] = FileData{{rel}, static_cast<uint64_t>(dataOffset), static_cast<uint64_t>(size)};
+      } else if (link && files_.count(st.st_ino)) {
+        files_[st.st_ino].paths.push_back(rel);
+      } else {
+        files_.erase(st.st_ino);  // the inode number of a file removed earlier in this layer, reused
+      }
     }
     if (link) stats_->hardlinks++;
     else if (type == AE_IFREG) stats_->files++;
@@ -321,7 +330,31 @@ class Applier {
     return Status::Ok();
   }
 
-  // Data extents of the files this layer wrote, as device offsets, with their tar offsets.
+  // Blocks for a file's data without writing it (ext4: unwritten extents). Writing to a file drops
+  // its set-id bits and file capabilities and moves its times: they are put back.
+  Status preallocate(const std::string& rel, uint64_t size, const std::string& name) {
+    UniqueFd fd(open(rel.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st;
+    if (fd.get() < 0 || fstat(fd.get(), &st) != 0) return SysError("entry " + name + ": open for preallocation");
+    char cap[512];
+    const ssize_t capLen = fgetxattr(fd.get(), "security.capability", cap, sizeof(cap));
+    if (fallocate(fd.get(), 0, 0, static_cast<off_t>(size)) != 0) return SysError("entry " + name + ": fallocate");
+    struct stat now;
+    if (fstat(fd.get(), &now) != 0) return SysError("entry " + name + ": fstat");
+    if ((now.st_mode & 07777) != (st.st_mode & 07777) && fchmod(fd.get(), st.st_mode & 07777) != 0) {
+      return SysError("entry " + name + ": chmod after preallocation");
+    }
+    if (capLen > 0 && fgetxattr(fd.get(), "security.capability", nullptr, 0) < 0 &&
+        fsetxattr(fd.get(), "security.capability", cap, static_cast<size_t>(capLen), 0) != 0) {
+      return SysError("entry " + name + ": restoring security.capability");
+    }
+    const struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (futimens(fd.get(), times) != 0) return SysError("entry " + name + ": restoring times");
+    stats_->preallocatedBytes += size;
+    return Status::Ok();
+  }
+
+  // Data extents of the preallocated files still present, as device offsets, with their tar offsets.
   Status collectRuns() {
     UniqueFd root(open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (root.get() < 0 || syncfs(root.get()) != 0) return SysError("syncfs");
@@ -330,15 +363,24 @@ class Applier {
     auto* fm = reinterpret_cast<fiemap*>(buf.data());
     constexpr uint32_t kUnusable = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_ENCODED |
                                    FIEMAP_EXTENT_DATA_ENCRYPTED | FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_INLINE |
-                                   FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_UNWRITTEN;
-    for (const auto& [rel, f] : files_) {
-      UniqueFd fd(open(rel.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-      if (fd.get() < 0) continue;  // replaced or removed later in the layer
-      struct stat st;
-      if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_ino != f.ino || static_cast<uint64_t>(st.st_size) != f.size)
-        continue;
+                                   FIEMAP_EXTENT_DATA_TAIL;
+    for (const auto& [ino, f] : files_) {
+      UniqueFd fd;
+      std::string rel;
+      for (const std::string& p : f.paths) {  // any name still leading to this inode
+        UniqueFd c(open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        struct stat st;
+        if (c.get() >= 0 && fstat(c.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == ino &&
+            static_cast<uint64_t>(st.st_size) == f.size) {
+          fd = std::move(c);
+          rel = p;
+          break;
+        }
+      }
+      if (fd.get() < 0) continue;  // removed later in the layer
       const uint64_t limit = (f.size + 511) / 512 * 512;  // the tar holds whole 512-byte blocks
       uint64_t start = 0;
+      uint64_t covered = 0;
       bool last = false;
       while (!last && start < limit) {
         std::memset(buf.data(), 0, buf.size());
@@ -352,25 +394,33 @@ class Applier {
           const fiemap_extent& x = fm->fm_extents[i];
           if (x.fe_flags & FIEMAP_EXTENT_LAST) last = true;
           start = x.fe_logical + x.fe_length;
-          if ((x.fe_flags & kUnusable) || x.fe_logical >= limit || x.fe_logical % 4096 || x.fe_physical % 4096) continue;
+          if (x.fe_logical >= limit) continue;
+          if ((x.fe_flags & kUnusable) || x.fe_logical != covered || x.fe_physical % 4096) {
+            // Its data was not written, so it must be mapped: never leave a file reading wrong bytes.
+            return Status(EIO, "entry " + rel + ": preallocated extent at " + std::to_string(x.fe_logical) +
+                                   " cannot be mapped to the tar (flags " + std::to_string(x.fe_flags) + ")");
+          }
           uint64_t len = std::min<uint64_t>(x.fe_length, limit - x.fe_logical);
-          runs_->push_back(TarDataRun{x.fe_physical, len, f.tarOffset + x.fe_logical});
+          mapping_->runs.push_back(TarDataRun{x.fe_physical, len, f.tarOffset + x.fe_logical});
+          covered += len;
         }
       }
+      if (covered < limit) return Status(EIO, "entry " + rel + ": preallocated blocks do not cover its data");
+      mapping_->preallocatedInodes.push_back(ino);
     }
     return Status::Ok();
   }
 
   struct FileData {
-    ino_t ino;
+    std::vector<std::string> paths;
     uint64_t tarOffset;
     uint64_t size;
   };
 
   const ApplyLimits& limits_;
   ApplyStats* stats_;
-  std::vector<TarDataRun>* runs_;
-  std::map<std::string, FileData> files_;
+  TarMapping* mapping_;
+  std::map<ino_t, FileData> files_;
   std::unordered_set<std::string> touched_;
   std::unordered_set<std::string> realDirs_;
   uint64_t total_ = 0;
@@ -428,7 +478,7 @@ std::string checkEntryName(const std::string& name, const ApplyLimits& limits, s
 }
 
 Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
-                std::vector<TarDataRun>* runs) {
+                TarMapping* mapping) {
   struct stat st;
   if (stat(root.c_str(), &st) != 0) return SysError("target root " + root);
   if (!S_ISDIR(st.st_mode)) return InvalidArg("target root " + root + " is not a directory");
@@ -438,7 +488,7 @@ Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits,
   } else if (chdir(root.c_str()) != 0) {
     return SysError("chdir " + root);
   }
-  Applier a(limits, stats, runs);
+  Applier a(limits, stats, mapping);
   return a.run(inputFd);
 }
 

@@ -37,6 +37,7 @@ struct ApplyStats {
   uint64_t opaques = 0;
   uint64_t removed = 0;    // filesystem objects deleted by whiteouts/opaque dirs/replacement
   uint64_t bytes = 0;      // file data written
+  uint64_t preallocatedBytes = 0; // TurboOCI: file data given blocks but not written (mapped to the tar)
   uint64_t inputBytes = 0; // bytes read from the (possibly compressed) input
   uint64_t warnings = 0;
   std::string firstWarning;
@@ -50,12 +51,20 @@ struct TarDataRun {
   uint64_t tarOffset;     // bytes, 512-aligned
 };
 
+// TurboOCI apply output: the data runs, and the inodes whose extents were preallocated (unwritten)
+// and must be marked written (markExtentsWritten) once the filesystem is unmounted.
+struct TarMapping {
+  std::vector<TarDataRun> runs;
+  std::vector<uint64_t> preallocatedInodes;
+};
+
 // Reads the archive from `inputFd` (not closed) and applies it under `root`. With `useChroot`
 // the process chroot()s into root for the extraction and returns to the original root afterwards.
-// With `runs`, after the apply the data extents of every regular file written are collected
-// (FIEMAP) with their offsets in the uncompressed tar; extents that cannot be mapped are left out.
+// With `mapping` (TurboOCI), the data of regular files that can be mapped to the tar (not sparse,
+// 512-aligned in the stream) is not written: their blocks are preallocated, and after the apply
+// their extents (FIEMAP) are collected with their offsets in the uncompressed tar.
 Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
-                std::vector<TarDataRun>* runs = nullptr);
+                TarMapping* mapping = nullptr);
 
 // Checks one tar entry name: empty result = acceptable; otherwise the reason. `cleaned` gets the
 // normalised relative path ("" for the root itself).
