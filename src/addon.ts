@@ -554,6 +554,11 @@ export function gzipIndexBuild(gzPath: string, outPath: string, opts: { span?: n
   return native.gzipIndexBuild(gzPath, outPath, opts);
 }
 
+/** gzipIndexBuild off the JS thread (on the libuv pool). */
+export function gzipIndexBuildAsync(gzPath: string, outPath: string, opts: { span?: number } = {}): Promise<void> {
+  return native.gzipIndexBuildAsync(gzPath, outPath, opts);
+}
+
 /** The uncompressed stream of a gzip blob served through its index (validated on open). */
 export interface GzipFile {
   read(offset: number, length: number): Promise<Buffer>;

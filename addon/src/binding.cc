@@ -593,35 +593,58 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 // ---- turbo ----
 // TurboOCI pieces (docs/formats.md): gzip index creation, the indexed gzip reader, warp lowers.
 //   gzipIndexBuild(gzPath, outPath, {span?}) → {points, gzipSize, uncompressedSize, indexSize}
+//   gzipIndexBuildAsync(gzPath, outPath, {span?}): Promise<void>
 //   new GzipFile({blob: path | RemoteFile, index: path, cacheBytes?})  .read(offset, length): Promise<Buffer>  .stats()
 //   readTargetRuns / a lower {meta: path, target: path | RemoteFile spec, gzipIndex?: path, gzipCacheBytes?}
 namespace turbo_binding {
 
 using obd::Status;
 
-Napi::Value IndexBuild(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
-    return common::fail(env, obd::InvalidArg("gzipIndexBuild(gzPath, outPath, options)"));
-  std::string gz = info[0].As<Napi::String>(), out = info[1].As<Napi::String>();
-  obd::gzindex::BuildOptions opts;
+// gzipIndexBuild's arguments; false (with a pending JS error) when they are wrong.
+bool indexBuildArgs(const Napi::CallbackInfo& info, std::string* gz, std::string* out, obd::gzindex::BuildOptions* opts) {
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
+    common::fail(info.Env(), obd::InvalidArg("gzipIndexBuild(gzPath, outPath, options)"));
+    return false;
+  }
+  *gz = info[0].As<Napi::String>().Utf8Value();
+  *out = info[1].As<Napi::String>().Utf8Value();
   if (info.Length() > 2 && info[2].IsObject()) {
     Napi::Value span = info[2].As<Napi::Object>().Get("span");
-    if (span.IsNumber()) opts.span = static_cast<uint64_t>(span.ToNumber().Int64Value());
+    if (span.IsNumber()) opts->span = static_cast<uint64_t>(span.ToNumber().Int64Value());
   }
+  return true;
+}
+
+obd::Result<obd::gzindex::BuildStats> runIndexBuild(const std::string& gz, const std::string& out,
+                                                    const obd::gzindex::BuildOptions& opts) {
   obd::UniqueFd fd(::open(gz.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return common::fail(env, obd::SysError(gz + ": open"));
+  if (!fd.valid()) return obd::SysError(gz + ": open");
   auto r = obd::gzindex::build(fd.get(), gz, out, opts);
-  if (!r.ok()) {
-    ::unlink(out.c_str());
-    return common::fail(env, r.status());
-  }
+  if (!r.ok()) ::unlink(out.c_str());
+  return r;
+}
+
+Napi::Value IndexBuild(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string gz, out;
+  obd::gzindex::BuildOptions opts;
+  if (!indexBuildArgs(info, &gz, &out, &opts)) return env.Undefined();
+  auto r = runIndexBuild(gz, out, opts);
+  if (!r.ok()) return common::fail(env, r.status());
   Napi::Object o = Napi::Object::New(env);
   o.Set("points", static_cast<double>(r.value().points));
   o.Set("gzipSize", static_cast<double>(r.value().gzipSize));
   o.Set("uncompressedSize", static_cast<double>(r.value().uncompressedSize));
   o.Set("indexSize", static_cast<double>(r.value().indexSize));
   return o;
+}
+
+// The same on the libuv pool (obdconv inflates for the index while its apply child inflates for the tree).
+Napi::Value IndexBuildAsync(const Napi::CallbackInfo& info) {
+  std::string gz, out;
+  obd::gzindex::BuildOptions opts;
+  if (!indexBuildArgs(info, &gz, &out, &opts)) return info.Env().Undefined();
+  return common::PromiseWorker::run(info.Env(), [gz, out, opts]() -> Status { return runIndexBuild(gz, out, opts).status(); });
 }
 
 obd::Result<obd::gzindex::Index> loadIndex(const std::string& path, uint64_t gzipSize) {
@@ -817,6 +840,7 @@ class GzWrap : public Napi::ObjectWrap<GzWrap> {
 
 void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("gzipIndexBuild", Napi::Function::New(env, IndexBuild));
+  exports.Set("gzipIndexBuildAsync", Napi::Function::New(env, IndexBuildAsync));
   exports.Set("GzipFile", GzWrap::define(env));
 }
 

@@ -5,7 +5,7 @@
 // order, each on the previous meta layers with their source blobs as targets.
 import fs from 'node:fs';
 import path from 'node:path';
-import { gzipIndexBuild, zfileCompress, type WarpLower } from '../addon';
+import { gzipIndexBuildAsync, zfileCompress, type WarpLower } from '../addon';
 import type { Descriptor } from '../registry';
 import { ConversionCache } from './cache';
 import type { ConvertEvent, ConvertOptions, ConvertResult, LayerReport } from './converter';
@@ -85,23 +85,24 @@ export async function convertTurboImage(src: ImageStore, dst: ImageStore, opts: 
       reports.push(report);
       const ta = Date.now();
       emit({ type: 'stage', layer: i, stage: 'apply', state: 'start', bytes: 0 });
-      let gzipIndex: string | undefined;
-      if (kind === 'gzip') {
-        gzipIndex = path.join(dir, TurboMembers.gzipIndex);
-        const ix = await runGzipIndex(dl.file, gzipIndex).catch((err: Error) => {
-          throw new Error(`layer ${i + 1}/${layers.length} (${l.digest}): ${err.message}`);
-        });
-        report.gzipIndexBytes = ix;
-      }
+      // The gzip index (one inflate pass, on the libuv pool) runs alongside the apply (another in its child).
+      const gzipIndex = kind === 'gzip' ? path.join(dir, TurboMembers.gzipIndex) : undefined;
+      const indexing = gzipIndex ? gzipIndexBuildAsync(dl.file, gzipIndex) : Promise.resolve();
+      indexing.catch(() => undefined);
       const uuid = uuidFromChainId(`turbo ${chains[i]}`);
       const lsmt = path.join(dir, 'fs.meta.lsmt');
       const built = await buildLayer({
         workDir: dir, lowers: [...lowers], vsize, uuid, parentUuid, tar: dl.file, turbo: true,
         mkfs: i === 0 ? { fstype: opts.fstype, uuid: uuidFromChainId(`mkfs ${chains[0]}`).toLowerCase() } : undefined,
         fstype: opts.fstype, limits: { maxEntrySize: vsize, maxTotalBytes: vsize, ...opts.limits }, out: lsmt, signal,
-      }).catch((err: Error) => {
+      }).catch(async (err: Error) => {
+        await indexing.catch(() => undefined);
         throw new Error(`layer ${i + 1}/${layers.length} (${l.digest}): ${err.message}`);
       });
+      await indexing.catch((err: Error) => {
+        throw new Error(`layer ${i + 1}/${layers.length} (${l.digest}): gzip index: ${err.message}`);
+      });
+      if (gzipIndex) report.gzipIndexBytes = fs.statSync(gzipIndex).size;
       report.apply = built.apply;
       report.ms.apply = Date.now() - ta - built.commitMs;
       report.ms.commit = built.commitMs;
@@ -167,10 +168,4 @@ async function ensureTarget(src: ImageStore, dst: ImageStore, l: Descriptor, fil
   if (await dst.mountBlob(l.digest, src.location, signal)) return 'mounted';
   await dst.pushBlobFile(file, l.digest, undefined, signal);
   return 'uploaded';
-}
-
-/** Index creation inflates the whole layer once (synchronous: the builds are sequential anyway). */
-async function runGzipIndex(gz: string, out: string): Promise<number> {
-  const st = gzipIndexBuild(gz, out);
-  return st.indexSize;
 }
