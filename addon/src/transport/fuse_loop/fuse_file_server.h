@@ -1,5 +1,7 @@
-// Serves one BlockDevice as a single regular file ("<mountDir>/disk") through a private FUSE mount,
-// using the libfuse3 low-level API on our own session threads (never node's libuv pool).
+// Serves one BlockDevice as a single regular file ("<mountDir>/disk") through a private FUSE mount.
+// It speaks the FUSE kernel protocol itself (fuse_protocol.h) on our own reader threads
+// (fuse_dev_channel.h), never node's libuv pool: a one-file filesystem needs a dozen opcodes, and
+// owning the protocol lets a successor take the connection over from a recorded INIT.
 //
 // Replies are asynchronous: a read is handed to BlockDevice::readAsync and answered from its callback,
 // on whatever thread that runs (inline for local layers, later for remote misses), so no thread is
@@ -11,8 +13,8 @@
 //
 // Lifecycle: start() mounts a new connection; adopt() serves a live one a previous process left (its
 // /dev/fuse descriptor came from the fd store); release() stops at a request boundary and leaves the
-// connection to a successor; stop() ends it. The /dev/fuse descriptor is ours (fuseFd()); libfuse's
-// session reads through a duplicate of it.
+// connection to a successor; stop() ends it. The /dev/fuse descriptor is ours (fuseFd()); the readers
+// use duplicates (or clones) of it.
 #pragma once
 
 #include <sys/types.h>
@@ -27,12 +29,10 @@
 #include <vector>
 
 #include "io/file.h"
+#include "transport/fuse_loop/fuse_dev_channel.h"
+#include "transport/fuse_loop/fuse_protocol.h"
 #include "transport/transport.h"
 #include "util/unique_fd.h"
-
-struct fuse_session;
-struct fuse_req;
-struct fuse_buf;
 
 namespace obd {
 
@@ -43,7 +43,8 @@ struct ReadBuffer {
 
 struct FuseServerOptions {
   std::string fsName = "obd";  // shows up as the mount source in mountinfo
-  int threads = 2;             // session threads reading /dev/fuse
+  int threads = 2;             // reader threads on /dev/fuse
+  bool cloneFds = false;       // one cloned /dev/fuse descriptor per reader (see fuse_dev_channel.h)
 };
 
 class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
@@ -52,8 +53,8 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
                                                        const FuseServerOptions& opts,
                                                        std::shared_ptr<DeviceCounters> counters);
   // Serves the connection mounted on mountDir whose descriptor is `fuseFd`, as the server that saw
-  // `initRequest` would: replays that INIT to libfuse, then asks the kernel to resend what the
-  // previous server read and never answered (resendStatus() says whether the kernel could).
+  // `initRequest` would: negotiates from that INIT as the predecessor did, then asks the kernel to
+  // resend what the previous server read and never answered (resendStatus() says whether it could).
   static Result<std::shared_ptr<FuseFileServer>> adopt(std::shared_ptr<BlockDevice> dev, const std::string& mountDir,
                                                        UniqueFd fuseFd, const std::string& initRequest,
                                                        const FuseServerOptions& opts,
@@ -74,13 +75,7 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   // unanswered is resent to the successor.
   void release(int drainMs);
 
-  // Internal: called from the C callbacks.
   struct PendingRead;
-  void handleRead(fuse_req* req, size_t size, off_t off);
-  void handleWrite(fuse_req* req, const char* buf, size_t size, off_t off);
-  void handleFallocate(fuse_req* req, int mode, off_t off, off_t len);
-  void handleFsync(fuse_req* req);
-  BlockDevice& device() { return *dev_; }
 
  private:
   FuseFileServer(std::shared_ptr<BlockDevice> dev, std::string mountDir, std::shared_ptr<DeviceCounters> counters)
@@ -90,8 +85,18 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
                                                        const FuseServerOptions& opts,
                                                        std::shared_ptr<DeviceCounters> counters);
   void stopThreads();
-  void sessionThread();
-  void keepInit(const fuse_buf& buf);
+  // One request as read from /dev/fuse (header included); answers it now or when its read completes.
+  void dispatch(int fd, char* msg, size_t len);
+  void handleInit(const FuseReplyTarget& to, const char* msg, size_t len);
+  void handleLookup(const FuseReplyTarget& to, uint64_t parent, const char* name, size_t len);
+  void handleAttr(const FuseReplyTarget& to, uint64_t ino, const char* arg, size_t len, bool set);
+  void handleOpen(const FuseReplyTarget& to, uint64_t ino, const char* arg, size_t len, bool dir);
+  void handleReaddir(const FuseReplyTarget& to, uint64_t ino, const char* arg, size_t len);
+  void handleStatfs(const FuseReplyTarget& to);
+  void handleRead(const FuseReplyTarget& to, const char* arg, size_t len);
+  void handleWrite(const FuseReplyTarget& to, const char* arg, size_t len);
+  void handleFallocate(const FuseReplyTarget& to, const char* arg, size_t len);
+  void handleFsync(const FuseReplyTarget& to);
   void finishRead(const std::shared_ptr<PendingRead>& pr, const Status& st);
   void forgetReadsOverlapping(uint64_t off, uint64_t len);
   ReadBuffer takeBuffer(size_t len);
@@ -100,16 +105,13 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   std::shared_ptr<BlockDevice> dev_;
   std::string mountDir_, filePath_;
   std::shared_ptr<DeviceCounters> counters_;
-  fuse_session* se_ = nullptr;
-  UniqueFd fuseFd_;  // our duplicate of the connection; the session owns another
+  std::unique_ptr<FuseDevChannel> channel_;
+  UniqueFd fuseFd_;  // our duplicate of the connection
   bool mounted_ = false;
   Status resend_;
   mutable std::mutex initMu_;
   std::string initRequest_;
   std::atomic<bool> haveInit_{false};
-  UniqueFd stopFd_;  // eventfd: wakes the session threads for shutdown
-  std::atomic<bool> stopping_{false};
-  std::vector<std::thread> threads_;
 
   // At most this many bytes of idle read buffers are kept per device (bounded server memory).
   static constexpr size_t kPoolBytes = 4u << 20;
