@@ -6,10 +6,12 @@
 //   lazy:     obd rpull (manifest + config) + ctr run --snapshotter obd (blocks on first touch)
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { pushOciLayout, busyboxTestImage, type ImageSpec, TarEntry, writeOciLayout } from '../test/helpers/images';
 import { execNode, LazyEnv } from '../test/lazy/env';
 import { obdBin } from '../test/helpers/bin';
 import { parseTrace } from '../src/trace/trace';
+import { loadConfig, traceDirOf } from '../src/config';
 import { ThrottleProxy } from '../test/helpers/throttle-proxy';
 
 export interface ColdStartOptions {
@@ -20,6 +22,8 @@ export interface ColdStartOptions {
   latencyMs: number;
   /** also: record a trace, empty the block cache, and start again with the trace prefetched */
   prefetch?: boolean;
+  /** also: a cold cache and a fresh deviced with background download enabled (config `download`, no delay), to show it does not slow the start */
+  download?: boolean;
   /** the image to build instead of appImageSpec(imageMiB, workingSetMiB), and the bytes its workload reads */
   image?: { spec: ImageSpec; readBytes: number };
   log: (line: string) => void;
@@ -39,6 +43,7 @@ export interface ColdStartResult {
   // wireBytes: what crossed the link (the proxy's count) during the run
   lazy: RunTiming & { fetchedBytes: number; wireBytes: number; deviceReadBytes: number };
   prefetch?: RunTiming & { fetchedBytes: number; wireBytes: number; deviceReadBytes: number; prefetchedBytes: number; traceBytes: number };
+  download?: RunTiming & { wireBytes: number; backgroundBytes: number };
   convertSeconds: number;
 }
 
@@ -112,6 +117,7 @@ export async function runColdStart(
     });
     const wireBytes = proxy.bytes - wire0;
     const totals = await env.deviceTotals();
+    const download = o.download ? await withDownload(env, obdRef, o, proxy) : undefined;
     const prefetch = o.prefetch ? await withPrefetch(env, obdRef, o, proxy) : undefined;
     return {
       imageBytes,
@@ -126,6 +132,7 @@ export async function runColdStart(
         deviceReadBytes: totals.deviceReadBytes,
       },
       prefetch,
+      download,
       convertSeconds,
     };
   } finally {
@@ -139,12 +146,45 @@ async function waitNoDevices(env: LazyEnv): Promise<void> {
   for (let i = 0; i < 300 && (await env.deviceStats()).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
 }
 
+/** An empty cache and a fresh deviced whose config enables `download` { delay: 0 }: the same lazy start, the download running behind it. */
+async function withDownload(env: LazyEnv, ref: string, o: ColdStartOptions, proxy: ThrottleProxy) {
+  await waitNoDevices(env);
+  await env.killDeviced('SIGTERM');
+  const cfg = env.config;
+  fs.rmSync(String((cfg.cacheConfig as { cacheDir: string }).cacheDir), { recursive: true, force: true });
+  const plain = JSON.stringify(cfg);
+  fs.writeFileSync(env.configPath, JSON.stringify({ ...cfg, download: { enable: true, delay: 0, delayExtra: 0, maxMBps: 100, tryCnt: 5, blockSize: 1 << 20 } }));
+  try {
+    await env.startDeviced();
+    o.log('lazy with background download: obd rpull + ctr run --snapshotter obd (config download.enable, delay 0)');
+    let wire0 = 0;
+    const [seconds, output] = await timed(async () => {
+      await env.rpull(ref);
+      wire0 = proxy.bytes;
+      return env.containerd.run(ref, 'lazy-download', [], ['--snapshotter', 'obd']);
+    });
+    const wireBytes = proxy.bytes - wire0;
+    const totals = await env.deviceTotals();
+    await waitNoDevices(env);
+    return { seconds, output, wireBytes, backgroundBytes: totals.backgroundBytes };
+  } finally {
+    // Back to the plain config, an empty cache and a fresh deviced for the next run.
+    await env.killDeviced('SIGTERM');
+    fs.writeFileSync(env.configPath, plain);
+    fs.rmSync(String((cfg.cacheConfig as { cacheDir: string }).cacheDir), { recursive: true, force: true });
+    await env.startDeviced();
+  }
+}
+
 /** record-trace, then a cold cache (no device, empty cache dir, fresh deviced) and a run with the trace prefetched. */
 async function withPrefetch(env: LazyEnv, ref: string, o: ColdStartOptions, proxy: ThrottleProxy) {
   o.log('recording a trace of the workload (obd record-trace)');
-  const trace = env.tmp.join('app.trace');
+  // deviced takes trace files only from its trace directory (config traceDir)
+  const traceDir = traceDirOf(loadConfig(env.configPath));
+  fs.mkdirSync(traceDir, { recursive: true, mode: 0o700 });
+  const trace = path.join(traceDir, 'app.trace');
   await execNode([obdBin(), 'record-trace', '--address', env.containerd.address, '--namespace', env.containerd.namespace, '--no-pull',
-    '--runc-root', env.containerd.runcRoot, '-o', trace, ref], 1_800_000);
+    '--runc-root', env.containerd.runcRoot, '--config', env.configPath, '-o', trace, ref], 1_800_000);
   const traceBytes = parseTrace(fs.readFileSync(trace, 'utf8')).reduce((n, r) => n + r.length, 0);
   await waitNoDevices(env);
   await env.killDeviced('SIGTERM');

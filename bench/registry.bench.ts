@@ -1,6 +1,7 @@
 // The lazy data path against a private docker-registry on 127.0.0.1 (same link for every case):
 // 1. cold sequential read of a 256 MiB blob through the remote file (block cache, read-ahead)
-//    vs one raw range GET of the whole blob with curl (baseline);
+//    vs one raw range GET of the whole blob with curl (baseline); the same for the first 64 MiB
+//    through a throttling proxy (100 Mbit/s, 10 ms: test/helpers/throttle-proxy.ts) in front of it;
 // 2. read amplification (bytes fetched / bytes read) for a random 5 % subset of 4 KiB blocks,
 //    with the default 256 KiB refill unit and with 64 KiB;
 // 3. warm reads (everything cached) vs the same reads from a local file (sequential 1 MiB,
@@ -13,11 +14,14 @@ import path from 'node:path';
 import { createRemoteFetcher, openBlockCache, openRemoteFile } from '../src/addon';
 import { BlobSource, RegistryClient } from '../src/registry';
 import { TestRegistry } from '../test/helpers/registry';
+import { ThrottleProxy } from '../test/helpers/throttle-proxy';
 import { request } from 'undici';
 import { BenchRow, printTable } from './table';
 
 const MiB = 1 << 20;
 const SIZE = 256 * MiB;
+const THROTTLED_BYTES = 64 * MiB;
+const LINK = { bytesPerSec: 12.5 * MiB, latencyMs: 10 };
 
 async function seqRead(read: (off: number, len: number) => Promise<unknown>, size: number, chunk = MiB, depth = 4): Promise<number> {
   const t0 = process.hrtime.bigint();
@@ -46,6 +50,7 @@ async function main(): Promise<void> {
   const reg = new TestRegistry();
   const client = new RegistryClient();
   const fetchers: { close(): void }[] = [];
+  let proxy: ThrottleProxy | undefined;
   try {
     await reg.start();
     const data = crypto.randomBytes(SIZE);
@@ -54,9 +59,9 @@ async function main(): Promise<void> {
     const digest = await reg.pushBlob('bench/blob', data);
     const url = `${reg.url}/v2/bench/blob/blobs/${digest}`;
 
-    const open = (unitSize: number, readAheadUnits?: number) => {
+    const open = (unitSize: number, readAheadUnits?: number, host = reg.host) => {
       const source = new BlobSource(client);
-      source.add({ host: reg.host, repo: 'bench/blob', digest, size: SIZE });
+      source.add({ host, repo: 'bench/blob', digest, size: SIZE });
       const cacheDir = fs.mkdtempSync(path.join(dir, 'cache-'));
       const cache = openBlockCache({ dir: cacheDir, capacityBytes: 2 * SIZE, unitSize });
       const fetcher = createRemoteFetcher(source.fetch);
@@ -89,6 +94,29 @@ async function main(): Promise<void> {
       { name: 'cold sequential MB/s: remote file vs one undici GET in-process', value: SIZE / MiB / coldS, unit: 'MB/s', baseline: SIZE / MiB / Math.min(...undiciTimes) },
       { name: 'cold sequential: GETs issued', value: cold.source.fetches, unit: 'requests' },
     ];
+
+    // 1b. cold sequential through the throttled link: the first 64 MiB, remote file vs one curl GET
+    const [rh, rp] = reg.host.split(':');
+    proxy = new ThrottleProxy({ host: rh, port: Number(rp) }, LINK.bytesPerSec, LINK.latencyMs);
+    await proxy.start();
+    const slowUrl = `http://${proxy.host}/v2/bench/blob/blobs/${digest}`;
+    const slowCurl: number[] = [];
+    const slowCold: number[] = [];
+    let slowWire = 0;
+    for (let run = 0; run < 2; run++) {
+      slowCurl.push(Number(execFileSync('curl', ['-s', '-o', '/dev/null', '-r', `0-${THROTTLED_BYTES - 1}`, '-w', '%{time_total}', slowUrl]).toString()));
+      const slow = open(256 << 10, undefined, proxy.host);
+      const w0 = proxy.bytes;
+      slowCold.push(await seqRead((o, l) => slow.file.read(o, l), THROTTLED_BYTES));
+      await new Promise((r) => setTimeout(r, 500)); // read-ahead past the end still lands
+      slowWire = proxy.bytes - w0;
+      await slow.cache.drain();
+    }
+    rows.push(
+      { name: 'throttled 100 Mbit/10 ms, first 64 MiB MB/s: remote file vs curl GET', value: THROTTLED_BYTES / MiB / Math.min(...slowCold), unit: 'MB/s',
+        baseline: THROTTLED_BYTES / MiB / Math.min(...slowCurl) },
+      { name: 'throttled: wire MiB for the 64 MiB read', value: slowWire / MiB, unit: 'MiB' },
+    );
 
     // 2. read amplification for a random 5 % of 4 KiB blocks
     const blocks = SIZE / 4096;
@@ -126,6 +154,7 @@ async function main(): Promise<void> {
     printTable('registry: lazy data path (256 MiB blob, docker-registry on 127.0.0.1)', rows);
   } finally {
     for (const f of fetchers) f.close();
+    await proxy?.stop();
     await client.close();
     await reg.stop();
     fs.rmSync(dir, { recursive: true, force: true });
