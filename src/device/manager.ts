@@ -24,7 +24,7 @@ import { closeLowers, ImageConfig, parseImageConfig, ResolvedLower, resolveLower
 import { openRegularFileSync, pathOfFd } from '../untrusted-file';
 import type { DeviceFdStore, HeldDevice } from './fd-store';
 import { listLoopDevices, mountPointsOf, readMountInfo } from '../kernel';
-import { downloadSettings, type RecordingSession, type RemoteLowers } from './remote';
+import { downloadSettings, type RecordingSession, type RemoteLowers, warmLayerEnds } from './remote';
 import type { FetchTotals } from './fetch-counters';
 import { checkTraceFile, readTraceFile, TracePrefetch, traceMode, TraceWriter } from '../trace/trace';
 
@@ -344,6 +344,7 @@ export class DeviceManager {
       }
       const remotes: addon.RemoteFile[] = [];
       const byDigest = new Map<string, addon.RemoteFile>();
+      const overlaybdRemotes: addon.RemoteFile[] = []; // remote overlaybd layers (not TurboOCI targets)
       // recordTracePath (ACI): an empty file records the blob ranges this device touches, a non-empty one is replayed.
       // deviced opens trace files as root: only regular files in the configured trace directory.
       if (this.remote && cfg.recordTracePath) {
@@ -374,7 +375,11 @@ export class DeviceManager {
         for (const l of localLowers) {
           // The data path opens exactly the file checked here (no second lookup of the path).
           if (l.kind === 'file') lowers.push(pathOfFd(l.fd));
-          else if (l.kind === 'remote') lowers.push(openRemote(l.url, l.digest, l.size));
+          else if (l.kind === 'remote') {
+            const lower = openRemote(l.url, l.digest, l.size);
+            lowers.push(lower);
+            if (typeof lower !== 'string') overlaybdRemotes.push(lower);
+          }
           else lowers.push(await this.turboLower(l, openRemote));
         }
         opts.lowers = lowers;
@@ -386,6 +391,7 @@ export class DeviceManager {
       // Record first: if we die mid-attach, the next start finds a dir without attachment.json and removes it.
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
       writeFileAtomic(path.join(dir, 'config.v1.json'), text, 0o600);
+      warmLayerEnds(overlaybdRemotes);
       let dev: addon.AttachedDevice;
       try {
         dev = await addon.deviceAttach(opts);

@@ -33,6 +33,21 @@ export interface RecordingSession {
 /** What a remote lower became: a RemoteFile, or the path of a verified local copy. */
 export type OpenedLower = { kind: 'remote'; file: addon.RemoteFile; release(): void } | { kind: 'verified'; path: string; release(): void };
 
+/**
+ * Fetches the first and the last byte of every remote lower at once, before the stack is opened.
+ * Opening a layer reads its headers at the start and its trailer, jump table and index at the end,
+ * one layer after another, each read a round trip to the registry; with their refill units already
+ * in flight together, a many-layer image opens in about one round trip instead of one per read.
+ * These units are the ones the open reads anyway. Not awaited: the open's reads join these fetches,
+ * and a failure is left to the open, which reports it (no second wait for a registry that is down).
+ */
+export function warmLayerEnds(files: addon.RemoteFile[]): void {
+  for (const f of files) {
+    if (f.size === 0) continue;
+    for (const off of new Set([0, f.size - 1])) f.read(off, 1).catch(() => undefined);
+  }
+}
+
 /** The `download` section of a config.v1.json (overlaybd's DownloadConfig); unknown or mistyped keys are ignored as overlaybd does. */
 export function downloadSettings(raw: Record<string, unknown> | undefined): DownloadSettings | undefined {
   if (!raw || typeof raw.enable !== 'boolean') return undefined;
