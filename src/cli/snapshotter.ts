@@ -2,12 +2,17 @@
 // Config: --config, else $OBD_CONFIG, else /etc/obd/config.json. A bad config exits non-zero with
 // one line naming the bad key. SIGTERM/SIGINT stop it gracefully (mounts and devices are left alone).
 import { Command } from 'commander';
-import { OverlaybdHooks } from '../snapshotter/overlaybd/hooks';
 import { SnapshotterServer } from '../snapshotter/server';
 import { serveUntilSignal } from './until-signal';
 
 export async function runSnapshotter(configFlag?: string): Promise<void> {
-  await serveUntilSignal(configFlag, (cfg, log) => SnapshotterServer.start(cfg, log, [new OverlaybdHooks(cfg, log)]));
+  // The hooks load late (they pull in the registry and device clients): the socket answers first.
+  await serveUntilSignal(configFlag, (cfg, log) =>
+    SnapshotterServer.start(cfg, log, () => {
+      const { OverlaybdHooks } = require('../snapshotter/overlaybd/hooks') as typeof import('../snapshotter/overlaybd/hooks');
+      return [new OverlaybdHooks(cfg, log)];
+    }),
+  );
 }
 
 export function registerSnapshotterCommand(program: Command): void {

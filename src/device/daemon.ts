@@ -19,6 +19,8 @@ export function devicedStateDir(cfg: ObdConfig): string {
   return path.join(cfg.root, 'deviced');
 }
 
+const ms = (n: number) => Math.round(n);
+
 export class DeviceDaemon {
   private stopping?: Promise<void>;
 
@@ -33,6 +35,8 @@ export class DeviceDaemon {
   ) {}
 
   static async start(cfg: ObdConfig, log: Logger): Promise<DeviceDaemon> {
+    // Start-up timing, logged with "deviced serving": a restart stalls running containers this long.
+    const startedMs = ms(process.uptime() * 1000);
     const transport = chooseTransport(cfg.transport, log);
     await prepareSocketPath(cfg.deviceAddress, log);
     const stateMetrics = new DevicedStateMetrics();
@@ -43,6 +47,7 @@ export class DeviceDaemon {
     const mgr = new DeviceManager(stateDir, transport, log, remote, tcmuHba(cfg.tenant), fdStore);
     stateMetrics.watch(mgr);
     await mgr.recover();
+    const recoveredMs = ms(process.uptime() * 1000);
     const server = new grpc.Server();
     addDevicesService(server, mgr);
     let metrics: http.Server | undefined;
@@ -63,6 +68,9 @@ export class DeviceDaemon {
       transport,
       state: mgr.stateDir,
       fdStore: fdStore.kind,
+      startMs: startedMs,
+      recoveredMs,
+      processMs: ms(process.uptime() * 1000),
       metrics: metrics ? `http://${cfg.exporterConfig.address}:${cfg.exporterConfig.port}${cfg.exporterConfig.uriPrefix}` : undefined,
     });
     if (fdStore instanceof SystemdFdStore) fdStore.notify('READY=1');

@@ -24,34 +24,53 @@ export class SnapshotterServer {
     private readonly inherited?: net.Server,
   ) {}
 
-  static async start(cfg: ObdConfig, log: Logger, hooks: SnapshotHooks[] = []): Promise<SnapshotterServer> {
+  /**
+   * Serves first, then opens: the socket accepts (and answers gRPC's handshake) before the slow part
+   * of start-up — loading the image hooks (`makeHooks`: the registry client, the device client) and
+   * opening the metadata store — and calls wait for that. containerd's proxy client gives up on a
+   * connection whose handshake takes longer than about a second, less than a whole start.
+   */
+  static async start(cfg: ObdConfig, log: Logger, makeHooks: () => SnapshotHooks[] = () => []): Promise<SnapshotterServer> {
+    const t0 = process.hrtime.bigint();
+    const since = () => Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
     // Socket activation (obd-snapshotter.socket): the socket stays up across our restarts.
     const inheritedFd = takeInheritedListener();
     if (inheritedFd === undefined) await prepareSocketPath(cfg.address, log);
-    const sn = await Snapshotter.open({
-      root: cfg.root,
-      allowedLowerPrefixes: cfg.allowedLowerPrefixes,
-      asyncRemove: cfg.asyncRemove,
-      hooks,
-      log,
-    });
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 << 20 });
     const metrics = new SnapshotMetrics();
-    server.addService(loadSnapshotsService(), snapshotsHandlers(sn, log, metrics));
-    const ep = cfg.exporterConfig;
-    let http: Server | undefined;
+    let opened!: (sn: Snapshotter) => void;
+    let failed!: (err: unknown) => void;
+    const opening = new Promise<Snapshotter>((resolve, reject) => ((opened = resolve), (failed = reject)));
+    opening.catch(() => {}); // calls waiting on it see the error; nothing else does
+    server.addService(loadSnapshotsService(), snapshotsHandlers(opening, log, metrics));
     let inherited: net.Server | undefined;
+    if (inheritedFd !== undefined) inherited = await serveInheritedListener(server, inheritedFd);
+    else await bindUnixSocket(server, cfg.address);
+    const socketIno = inherited ? 0 : fs.statSync(cfg.address).ino;
+    const acceptingMs = since();
+    const ep = cfg.exporterConfig;
+    let sn: Snapshotter | undefined;
+    let http: Server | undefined;
     try {
-      if (inheritedFd !== undefined) inherited = await serveInheritedListener(server, inheritedFd);
-      else await bindUnixSocket(server, cfg.address);
+      sn = await Snapshotter.open({
+        root: cfg.root,
+        allowedLowerPrefixes: cfg.allowedLowerPrefixes,
+        asyncRemove: cfg.asyncRemove,
+        hooks: makeHooks(),
+        log,
+      });
+      opened(sn);
       if (ep.enable) http = await serveMetrics({ ...ep, port: ep.snapshotterPort }, () => metrics.render(), 'snapshotter');
     } catch (err) {
+      failed(err);
       server.forceShutdown();
-      await sn.close();
+      inherited?.close();
+      await sn?.close();
+      if (!inherited) removeSocketIfOurs(cfg.address, socketIno);
       throw err;
     }
     const s = new SnapshotterServer(cfg.address, server, sn, log, http, inherited);
-    if (!inherited) s.socketIno = fs.statSync(cfg.address).ino;
+    s.socketIno = socketIno;
     log.log('info', 'obd snapshotter serving', {
       address: cfg.address,
       root: cfg.root,
@@ -59,6 +78,9 @@ export class SnapshotterServer {
       pid: process.pid,
       socket: inherited ? 'inherited (socket activation)' : 'own',
       metrics: http ? `http://${ep.address}:${ep.snapshotterPort}${ep.uriPrefix}` : undefined,
+      acceptingMs,
+      readyMs: since(),
+      processMs: Math.round(process.uptime() * 1000),
     });
     return s;
   }
@@ -73,13 +95,18 @@ export class SnapshotterServer {
       );
       this.metricsServer?.close();
       await this.snapshotter.close();
-      try {
-        if (!this.inherited && fs.statSync(this.address).ino === this.socketIno) fs.unlinkSync(this.address);
-      } catch {
-        /* already gone */
-      }
+      if (!this.inherited) removeSocketIfOurs(this.address, this.socketIno);
       this.log.log('info', 'obd snapshotter stopped', { address: this.address });
     })();
     return this.stopping;
+  }
+}
+
+/** Unlinks our own socket file (not one a successor has bound meanwhile). */
+function removeSocketIfOurs(address: string, ino: number): void {
+  try {
+    if (fs.statSync(address).ino === ino) fs.unlinkSync(address);
+  } catch {
+    /* already gone */
   }
 }

@@ -83,37 +83,47 @@ function unary(
 
 const LIST_BATCH = 100;
 
-export function snapshotsHandlers(sn: Snapshotter, log: Logger, metrics?: SnapshotMetrics): grpc.UntypedServiceImplementation {
-  const u = (name: string, fn: (req: Req) => Promise<unknown>) => unary(name, log, fn, metrics);
+/**
+ * The service's handlers. `opened` may still be pending: a server accepting connections early (while
+ * the snapshotter opens) holds each call until it resolves.
+ */
+export function snapshotsHandlers(
+  opened: Snapshotter | Promise<Snapshotter>,
+  log: Logger,
+  metrics?: SnapshotMetrics,
+): grpc.UntypedServiceImplementation {
+  const ready = Promise.resolve(opened);
+  const u = (name: string, fn: (sn: Snapshotter, req: Req) => Promise<unknown>) => unary(name, log, async (r) => fn(await ready, r), metrics);
   return {
-    Prepare: u('Prepare', async (r) => encodeMounts(await sn.prepare(r.key, r.parent, r.labels ?? {}))),
-    View: u('View', async (r) => encodeMounts(await sn.view(r.key, r.parent, r.labels ?? {}))),
-    Mounts: u('Mounts', async (r) => encodeMounts(await sn.mounts(r.key))),
-    Commit: u('Commit', async (r) => {
+    Prepare: u('Prepare', async (sn, r) => encodeMounts(await sn.prepare(r.key, r.parent, r.labels ?? {}))),
+    View: u('View', async (sn, r) => encodeMounts(await sn.view(r.key, r.parent, r.labels ?? {}))),
+    Mounts: u('Mounts', async (sn, r) => encodeMounts(await sn.mounts(r.key))),
+    Commit: u('Commit', async (sn, r) => {
       await sn.commit(r.name, r.key, r.labels ?? {});
       return {};
     }),
-    Remove: u('Remove', async (r) => {
+    Remove: u('Remove', async (sn, r) => {
       await sn.remove(r.key);
       return {};
     }),
-    Stat: u('Stat', async (r) => ({ info: encodeInfo(await sn.stat(r.key)) })),
-    Update: u('Update', async (r) => {
+    Stat: u('Stat', async (sn, r) => ({ info: encodeInfo(await sn.stat(r.key)) })),
+    Update: u('Update', async (sn, r) => {
       const info = r.info ?? {};
       const paths: string[] = r.update_mask?.paths ?? [];
       return { info: encodeInfo(await sn.update({ name: info.name ?? '', labels: info.labels ?? {} }, paths)) };
     }),
-    Usage: u('Usage', async (r) => {
+    Usage: u('Usage', async (sn, r) => {
       const u = await sn.usage(r.key);
       return { size: String(u.size), inodes: String(u.inodes) };
     }),
-    Cleanup: u('Cleanup', async () => {
+    Cleanup: u('Cleanup', async (sn) => {
       await sn.cleanup();
       return {};
     }),
     List: (call: grpc.ServerWritableStream<Req, unknown>) => {
       const run = async () => {
         let batch: Record<string, unknown>[] = [];
+        const sn = await ready;
         await sn.walk(call.request.filters ?? [], (info) => {
           batch.push(encodeInfo(info));
           if (batch.length >= LIST_BATCH) {

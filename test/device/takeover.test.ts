@@ -25,7 +25,7 @@ import {
   writeFileSynced,
   writeImageConfig,
 } from './harness';
-import { dropCaches, IoWorkload, stallAround, summarizeStalls } from '../helpers/io-workload';
+import { clockMs, dropCaches, IoWorkload, stallAround, summarizeStalls } from '../helpers/io-workload';
 
 const MiB = 1 << 20;
 
@@ -78,15 +78,15 @@ async function restartRounds(d: Deviced, how: 'kill -9' | 'SIGTERM', rounds: num
   const stalls: number[] = [];
   for (let r = 1; r <= rounds; r++) {
     dropCaches(); // the reads that follow reach the device, not the page cache
-    const down = Date.now();
+    const down = clockMs();
     if (how === 'kill -9') await d.kill9();
     else await d.stop();
     await d.restart();
-    const up = Date.now();
+    const up = clockMs();
     await Promise.all([writer.progress(3), reader.progress(3)]);
     const stall = Math.max(stallAround(writer, down, up), stallAround(reader, down, up));
     stalls.push(stall);
-    console.log(`${how} round ${r}: deviced down for ${up - down} ms, longest I/O stall ${stall} ms`);
+    console.log(`${how} round ${r}: deviced down for ${Math.round(up - down)} ms, longest I/O stall ${Math.round(stall)} ms`);
   }
   console.log(`${how}: ${summarizeStalls(stalls)}`);
   writer.stop();

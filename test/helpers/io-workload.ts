@@ -8,7 +8,7 @@ import path from 'node:path';
 export const VERIFY_IO_SCRIPT = path.join(__dirname, '..', '..', '..', 'test', 'workloads', 'verify-io.sh');
 
 export class IoWorkload {
-  readonly completions: number[] = []; // Date.now() of every completed operation
+  readonly completions: number[] = []; // clockMs() of every completed operation, as the workload saw it
   failure?: string;
   private readonly proc: ChildProcess;
   private out = '';
@@ -36,9 +36,11 @@ export class IoWorkload {
 
   private onOutput(s: string): void {
     this.out += s;
-    const now = Date.now();
+    const now = clockMs();
     for (const line of s.split('\n')) {
-      if (line.startsWith('ok ')) this.completions.push(now);
+      // "ok KIND N UPTIME": the workload's own clock (inside its container); else when we saw it.
+      const up = Number(line.split(' ')[3]);
+      if (line.startsWith('ok ')) this.completions.push(up > 0 ? up * 1000 : now);
       else if (line.startsWith('FAIL')) this.failure ??= `${this.name}: ${line}`;
     }
     if (this.out.length > 1 << 20) this.out = this.out.slice(-4096);
@@ -75,8 +77,13 @@ export class IoWorkload {
   }
 }
 
+/** Milliseconds on the clock the workloads print (/proc/uptime: one clock for host and containers). */
+export function clockMs(): number {
+  return Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000;
+}
+
 /**
- * The stall a restart caused: the longest gap between consecutive completed operations among those
+ * The stall a restart caused (`down`, `up`: clockMs()): the longest gap between consecutive completed operations among those
  * around the outage (from the last completion before `down` to the first after `up`).
  */
 export function stallAround(w: IoWorkload, down: number, up: number): number {
@@ -94,7 +101,7 @@ export function stallAround(w: IoWorkload, down: number, up: number): number {
 export function summarizeStalls(ms: number[]): string {
   const s = [...ms].sort((a, b) => a - b);
   const median = s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-  return `${s.length} restarts, stall median ${median} ms, max ${s[s.length - 1]} ms`;
+  return `${s.length} restarts, stall min ${Math.round(s[0])} ms, median ${Math.round(median)} ms, max ${Math.round(s[s.length - 1])} ms`;
 }
 
 /** Drops the page cache, so what is read next comes from the devices. */

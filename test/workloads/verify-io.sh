@@ -3,7 +3,8 @@
 #   verify-io.sh write DIR       rewrites DIR/w0..w3 with random data forever; before each rewrite the
 #                                slot's previous content is read back and checked against its sha256
 #   verify-io.sh read FILE...    reads the files forever; every read must match the first one's sha256
-# One line per completed operation ("ok …"); the first failure prints "FAIL …" and exits 1.
+# One line per completed operation ("ok KIND N UPTIME", UPTIME from /proc/uptime, read where the I/O
+# runs, so a stall is measured inside the container); the first failure prints "FAIL …" and exits 1.
 set -u
 mode=$1
 shift
@@ -28,7 +29,8 @@ if [ "$mode" = write ]; then
     sync "$f" || fail "sync $f"
     eval "sum$slot=\$sum"
     n=$((n + 1))
-    echo "ok write $n"
+    read -r up _ </proc/uptime
+    echo "ok write $n $up"
   done
 fi
 if [ "$mode" = read ]; then
@@ -46,7 +48,8 @@ if [ "$mode" = read ]; then
       [ "$got" = "$want" ] || fail "content of $f: $got != $want"
       i=$((i + 1))
       n=$((n + 1))
-      echo "ok read $n"
+      read -r up _ </proc/uptime
+      echo "ok read $n $up"
     done
   done
 fi
