@@ -1,7 +1,7 @@
 // Labels are untrusted input (from whoever creates containers, and from image annotations):
 //  - record-trace-path may only name a regular file in the config's traceDir (obd opens it as root);
 //  - blob-fs-type is allow-listed (ext4, erofs, defaultFsType) and image devices are mounted nodev;
-//  - vsize is capped by maxVsizeGB;
+//  - vsize is capped by maxVsizeGB, and sizes only a fresh disk (over an image the upper takes its size);
 //  - random label sets on Prepare/Commit/Mounts: every call answers, with success or an error that
 //    names a label.
 // Through a private containerd (ctr run) and directly against the snapshotter's socket.
@@ -99,6 +99,14 @@ describe('untrusted labels', { timeout: 900_000 }, () => {
     const [m] = await client.prepare('vs-ok', '', { [L.writable]: 'dir', [L.vsize]: '2' });
     assert.equal(m.type, 'bind');
     await client.remove('vs-ok');
+  });
+
+  it('over an image the vsize label is ignored: the writable upper takes the image size, its filesystem mounts', async () => {
+    const [m] = await client.prepare('vs-parent', top, { [L.writable]: 'dir', [L.vsize]: '1' });
+    assert.equal(m.type, 'bind');
+    const st = fs.statfsSync(m.source);
+    assert.ok(st.blocks * st.bsize > 2 ** 30, `filesystem of ${st.blocks * st.bsize} bytes: the image's, not the 1 GiB label`);
+    await client.remove('vs-parent');
   });
 
   it('fuzz: random label sets on Prepare/Commit/Mounts always answer, with success or an error naming a label', async (t) => {

@@ -62,8 +62,10 @@ export class OverlaybdHooks implements SnapshotHooks {
       if (trace && parentCfg) await setLayerTrace(this.ctx, ancestors[0], trace);
       return;
     }
-    const vsize = vsizeBytesOf(req.labels, this.ctx.cfg);
-    await createWritableDisk(this.ctx, snap, mode, req.labels, vsize, ancestors[0], parentCfg, trace);
+    const vsize = vsizeBytesOf(req.labels, this.ctx.cfg); // a bad label is refused either way
+    // ACI: the vsize label sizes a fresh disk only; over an image the upper takes the image's size
+    // (0 = inherit the lowers'), so a small label cannot cut the image's filesystem short.
+    await createWritableDisk(this.ctx, snap, mode, req.labels, parentCfg ? 0 : vsize, ancestors[0], parentCfg, trace);
   }
 
   async mounts(req: MountRequest): Promise<Mount[] | undefined> {

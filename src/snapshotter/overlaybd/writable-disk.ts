@@ -1,5 +1,5 @@
 // Writable devices of dir/dev snapshots: a private LSMT upper (block/writable_data + writable_index,
-// virtual size from the vsize label) over the image's lowers, attached through deviced. A snapshot
+// virtual size from the vsize label when there is no parent, else the image's) over the image's lowers, attached through deviced. A snapshot
 // without a parent gets a fresh filesystem (ACI: mkfs only for the bottom writable layer).
 import fs from 'node:fs';
 import path from 'node:path';
