@@ -1,6 +1,6 @@
 // A private containerd (+ runc) for tests: its own root, state dir, socket and runc root, proxy
 // snapshotters registered under [proxy_plugins.<name>], the CRI plugin off (no CNI here), cgroup v1
-// as this host has. One owner: start() → stop(); stop() kills every task and shim it started,
+// as this host has (with `cri` set, the CRI plugin is on instead: see CriOptions). One owner: start() → stop(); stop() kills every task and shim it started,
 // stops containerd (TERM, then KILL), unmounts whatever is still mounted under its dirs and removes
 // them. It also runs (synchronously, best effort) at process exit.
 //
@@ -21,6 +21,17 @@ export interface TestContainerdOptions {
   /** containerd log level (default warn) */
   logLevel?: string;
   namespace?: string;
+  /** Turns the CRI plugin on, as a Kubernetes node has it (host-network pods only: no CNI here). */
+  cri?: CriOptions;
+}
+
+export interface CriOptions {
+  /** snapshotter the CRI plugin unpacks images with (e.g. the proxy plugin "obd") */
+  snapshotter: string;
+  /** the pause image of every pod sandbox (must be pullable from a registry of `plainHttpRegistries`) */
+  sandboxImage: string;
+  /** "host:port" of registries spoken to over plain http */
+  plainHttpRegistries?: string[];
 }
 
 export interface CtrResult {
@@ -201,7 +212,7 @@ export class TestContainerd {
       'version = 2',
       `root = ${q(this.root)}`,
       `state = ${q(this.state)}`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",',
+      `disabled_plugins = [${this.opts.cri ? '' : '"io.containerd.grpc.v1.cri", '}"io.containerd.snapshotter.v1.btrfs",`,
       '  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",',
       '  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]',
       '[grpc]',
@@ -216,8 +227,47 @@ export class TestContainerd {
     for (const [name, sock] of Object.entries(this.opts.proxySnapshotters ?? {})) {
       lines.push(`[proxy_plugins.${q(name)}]`, '  type = "snapshot"', `  address = ${q(sock)}`);
     }
+    if (this.opts.cri) lines.push(...this.criConfig(this.opts.cri));
     const file = path.join(this.dir, 'config.toml');
     fs.writeFileSync(file, lines.join('\n') + '\n');
     return file;
+  }
+
+  /** The CRI plugin's section: snapshot annotations on (obd needs them to pull lazily), its streaming
+   *  server on a free port of 127.0.0.1, runc with this instance's root, empty CNI dirs, no
+   *  oom_score_adj below containerd's own. */
+  private criConfig(cri: CriOptions): string[] {
+    const q = (s: string) => JSON.stringify(s);
+    const cniDir = path.join(this.dir, 'cni');
+    fs.mkdirSync(path.join(cniDir, 'conf'), { recursive: true });
+    fs.mkdirSync(path.join(cniDir, 'bin'), { recursive: true });
+    const p = '[plugins."io.containerd.grpc.v1.cri"';
+    const lines = [
+      `${p}]`,
+      `  sandbox_image = ${q(cri.sandboxImage)}`,
+      '  stream_server_address = "127.0.0.1"',
+      '  stream_server_port = "0"',
+      '  disable_apparmor = true',
+      '  enable_selinux = false',
+      // The pause container asks for oom_score_adj -998, which needs CAP_SYS_RESOURCE; clamp it to ours.
+      '  restrict_oom_score_adj = true',
+      `${p}.containerd]`,
+      `  snapshotter = ${q(cri.snapshotter)}`,
+      '  disable_snapshot_annotations = false',
+      '  default_runtime_name = "runc"',
+      `${p}.containerd.runtimes.runc]`,
+      '  runtime_type = "io.containerd.runc.v2"',
+      `${p}.containerd.runtimes.runc.options]`,
+      '  BinaryName = "/usr/sbin/runc"',
+      `  Root = ${q(this.runcRoot)}`,
+      '  SystemdCgroup = false',
+      `${p}.cni]`,
+      `  bin_dir = ${q(path.join(cniDir, 'bin'))}`,
+      `  conf_dir = ${q(path.join(cniDir, 'conf'))}`,
+    ];
+    for (const host of cri.plainHttpRegistries ?? []) {
+      lines.push(`${p}.registry.mirrors.${q(host)}]`, `  endpoint = [${q(`http://${host}`)}]`);
+    }
+    return lines;
   }
 }

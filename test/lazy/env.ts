@@ -8,7 +8,7 @@ import path from 'node:path';
 import { DeviceClient } from '../../src/device/client';
 import type { DeviceStatsInfo } from '../../src/device/manager';
 import type { FetchTotalsInfo } from '../../src/device/fetch-counters';
-import { TestContainerd } from '../helpers/containerd';
+import { CriOptions, TestContainerd } from '../helpers/containerd';
 import { unmountUnder } from '../helpers/loop';
 import { ImageSpec, writeOciLayout } from '../helpers/images';
 import { TestRegistry } from '../helpers/registry';
@@ -23,6 +23,8 @@ export interface LazyEnvOptions {
   config?: Record<string, unknown>;
   /** registry to use (default: a private one started here) */
   registry?: TestRegistry;
+  /** containerd's CRI plugin on (evaluated once the registry has started) */
+  cri?: (registry: TestRegistry) => CriOptions;
 }
 
 const live = killedAtExit<LazyEnv>();
@@ -35,10 +37,12 @@ export class LazyEnv {
   private deviced?: ChildProcess;
   private devicedLog = '';
   private ownRegistry: boolean;
+  private readonly cri?: (registry: TestRegistry) => CriOptions;
 
   constructor(opts: LazyEnvOptions = {}) {
     this.tmp = makeTempDir('obd-lazy-');
     this.ownRegistry = !opts.registry;
+    this.cri = opts.cri;
     this.registry = opts.registry ?? new TestRegistry();
     const { cacheConfig, ...rest } = opts.config ?? {};
     this.snapshotter = new TestSnapshotter({
@@ -63,7 +67,7 @@ export class LazyEnv {
     if (this.ownRegistry) await this.registry.start();
     await this.startDeviced();
     await this.snapshotter.start();
-    this.containerd = new TestContainerd({ proxySnapshotters: { obd: this.snapshotter.address } });
+    this.containerd = new TestContainerd({ proxySnapshotters: { obd: this.snapshotter.address }, cri: this.cri?.(this.registry) });
     await this.containerd.start();
   }
 
