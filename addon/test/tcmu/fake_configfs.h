@@ -179,8 +179,10 @@ class FakeConfigfs : public SysFs {
   bool configfsMounted(const std::string&) override { return true; }
   std::string modprobe(const std::string& m) override {
     log.push_back("modprobe " + m);
+    if (noModprobe) return "cannot run modprobe: No such file or directory";
     return "`modprobe " + m + "` failed (exit 1)";
   }
+  bool noModprobe = false;  // a node without the modprobe binary
 
  private:
   enum Kind { kDir, kFile, kLink };

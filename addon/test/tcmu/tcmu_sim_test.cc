@@ -726,6 +726,17 @@ void configfsFailuresLeaveNothing() {
     TcmuSupport s = checkTcmuSupport(true, m.opts.paths);
     CHECK(!s.ok && s.reason.find("modprobe target_core_user") != std::string::npos, "modprobe not tried: " << s.reason);
   }
+  {
+    // No modprobe binary: the reason names every missing module and says so once.
+    ModelRig m;
+    m.fs->noModprobe = true;
+    m.fs->removeNode(m.root + "sys/module/target_core_user");
+    TcmuSupport s = checkTcmuSupport(true, m.opts.paths);
+    CHECK(!s.ok && s.reason.find("target_core_user (CONFIG_TCM_USER2)") != std::string::npos, "module not named: " << s.reason);
+    const std::string once = "cannot run modprobe";
+    const size_t first = s.reason.find(once);
+    CHECK(first != std::string::npos && s.reason.find(once, first + 1) == std::string::npos, "not said once: " << s.reason);
+  }
 }
 
 void configfsAdoptAfterRestart() {

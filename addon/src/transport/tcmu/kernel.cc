@@ -187,11 +187,15 @@ TcmuSupport checkTcmuSupport(bool loadModules, const SysPaths& paths) {
   };
   TcmuSupport out;
   std::string missing, tried;
+  bool canModprobe = loadModules;
   for (const Piece& p : pieces) {
     if (p.present(fs)) continue;
-    if (loadModules) {
+    if (canModprobe) {
       std::string err = fs.modprobe(p.module);
       if (!err.empty()) tried = joinErr(tried, err);
+      // Without a modprobe binary every further attempt fails the same way: say it once, after the
+      // list of missing modules.
+      if (err.rfind("cannot run modprobe", 0) == 0) canModprobe = false;
     }
     if (!p.present(fs)) missing += std::string(missing.empty() ? "" : ", ") + p.module + " (" + p.config + ")";
   }
