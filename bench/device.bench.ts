@@ -5,8 +5,11 @@
 // Stacks: 1 layer and 10 layers, each as plain LSMT and as lz4 ZFile. Also the deviced CPU time
 // (all threads) per 100k 4 KiB reads at QD32, and deviced's RSS with 1 and 20 devices attached.
 //
+// Every stack runs once per FUSE path: /dev/fuse read/write and FUSE over io_uring (the fuse
+// module's enable_uring is switched on for that part and restored afterwards).
+//
 // OBD_BENCH_SECONDS sets the fio runtime per case (default 5); OBD_BENCH_STACKS picks stacks by
-// name ("1-lsmt,10-lz4", default all).
+// name ("1-lsmt,10-lz4", default all); OBD_BENCH_FUSE_PATHS picks paths ("/dev/fuse,io_uring").
 import crypto from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -70,6 +73,16 @@ function cpuNs(pid: number): number {
     }
   }
   return sum;
+}
+
+const ENABLE_URING = '/sys/module/fuse/parameters/enable_uring';
+
+/** FUSE over io_uring on until cleanup; the bench fails naming what the kernel lacks. */
+function enableUring(cleanup: Cleanup): void {
+  if (!fs.existsSync(ENABLE_URING)) throw new Error(`${ENABLE_URING} is missing: no FUSE over io_uring in this kernel`);
+  const was = fs.readFileSync(ENABLE_URING, 'utf8').trim();
+  fs.writeFileSync(ENABLE_URING, '1');
+  cleanup.add('restore enable_uring', () => fs.writeFileSync(ENABLE_URING, was === 'Y' ? '1' : '0'));
 }
 
 function sh(cmd: string, args: string[]): string {
@@ -145,6 +158,54 @@ const CASES: Array<[string, FioJob, 'iops' | 'mibs']> = [
   ['4k randwrite QD32', { rw: 'randwrite', bs: '4k', iodepth: 32 }, 'iops'],
 ];
 
+interface Stack {
+  name: string;
+  lowers: string[];
+  content: string;
+}
+
+/** The four cases on every stack, on one deviced (one FUSE path). */
+async function runStacks(d: Deviced, tmp: TempDir, stacks: Stack[], baselines: Map<string, Baseline>, baseValues: Map<string, number>): Promise<void> {
+  const pid = d.pid();
+  const obd = (...a: string[]) => {
+    const r = d.obd(...a);
+    if (r.status !== 0) throw new Error(`obd ${a.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  let fusePath = '';
+  for (const s of stacks) {
+    const base = baselines.get(s.content)!;
+    const lowers = s.lowers.map((file) => ({ file }));
+    const ro = d.attach(writeImageConfig(tmp, `${s.name}-ro.json`, { lowers }), `${s.name}-ro`);
+    fusePath = JSON.parse(obd('device', 'ls', '--json')).find((x: { id: string }) => x.id === `${s.name}-ro`)?.fusePath ?? '?';
+    sh('dd', [`if=${ro}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']); // warm the layer files
+    if (sh('cmp', [base.ro, ro]) !== '') throw new Error(`${s.name}: device and baseline differ`);
+    const upperData = tmp.join(`${s.name}-u.data`);
+    const upperIndex = tmp.join(`${s.name}-u.index`);
+    obd('layer', 'create', '--vsize', `${VSIZE / MiB}M`, upperData, upperIndex);
+    const rw = d.attach(writeImageConfig(tmp, `${s.name}-rw.json`, { lowers, upper: { data: upperData, index: upperIndex } }), `${s.name}-rw`);
+
+    const rows: BenchRow[] = [];
+    for (const [name, job, unit] of CASES) {
+      const key = `${s.content}/${name}`;
+      const write = job.rw === 'randwrite';
+      if (!baseValues.has(key)) baseValues.set(key, fio(write ? base.rw : base.ro, job)[unit]);
+      const cpu0 = cpuNs(pid);
+      const r = fio(write ? rw : ro, job);
+      const cpu = cpuNs(pid) - cpu0;
+      rows.push({ name, value: r[unit], baseline: baseValues.get(key), unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
+      if (name === '4k randread QD32') {
+        const reads = r.iops * RUNTIME_S;
+        rows.push({ name: 'deviced CPU per 100k 4k reads', value: (cpu / 1e6) * (100_000 / reads), unit: 'ms' });
+      }
+    }
+    printTable(`${s.name}: ${s.lowers.length}-layer ${s.name.endsWith('lz4') ? 'lz4 ZFile' : 'LSMT'} stack, fuse path ${fusePath}; ratio = obd / loop on a raw file`, rows);
+    obd('device', 'detach', `${s.name}-rw`);
+    obd('device', 'detach', `${s.name}-ro`);
+  }
+
+}
+
 async function main(): Promise<void> {
   const tmp = makeTempDir('obd-bench-device-');
   const cleanup = new Cleanup();
@@ -161,51 +222,27 @@ async function main(): Promise<void> {
     for (const s of stacks) {
       if (!baselines.has(s.content)) baselines.set(s.content, baselineFor(tmp, `c${s.content}`, s.lowers, cleanup));
     }
-    const d: Deviced = await startDeviced(tmp, cleanup);
+    const paths = (process.env.OBD_BENCH_FUSE_PATHS ?? '/dev/fuse,io_uring').split(',');
+    let d: Deviced | undefined;
+    for (const wanted of paths) {
+      if (wanted === 'io_uring') enableUring(cleanup);
+      d = await startDeviced(tmp, cleanup, { fuseIoUring: wanted === 'io_uring' });
+      await runStacks(d, tmp, stacks, baselines, baseValues);
+      if (wanted !== paths[paths.length - 1]) await d.stop();
+    }
+    const last = d!;
     const obd = (...a: string[]) => {
-      const r = d.obd(...a);
+      const r = last.obd(...a);
       if (r.status !== 0) throw new Error(`obd ${a.join(' ')}: ${r.stderr}`);
       return r.stdout;
     };
-    const pid = d.pid();
-    let fusePath = '';
-    for (const s of stacks) {
-      const base = baselines.get(s.content)!;
-      const lowers = s.lowers.map((file) => ({ file }));
-      const ro = d.attach(writeImageConfig(tmp, `${s.name}-ro.json`, { lowers }), `${s.name}-ro`);
-      fusePath = JSON.parse(obd('device', 'ls', '--json')).find((x: { id: string }) => x.id === `${s.name}-ro`)?.fusePath ?? '?';
-      sh('dd', [`if=${ro}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']); // warm the layer files
-      if (sh('cmp', [base.ro, ro]) !== '') throw new Error(`${s.name}: device and baseline differ`);
-      const upperData = tmp.join(`${s.name}-u.data`);
-      const upperIndex = tmp.join(`${s.name}-u.index`);
-      obd('layer', 'create', '--vsize', `${VSIZE / MiB}M`, upperData, upperIndex);
-      const rw = d.attach(writeImageConfig(tmp, `${s.name}-rw.json`, { lowers, upper: { data: upperData, index: upperIndex } }), `${s.name}-rw`);
-
-      const rows: BenchRow[] = [];
-      for (const [name, job, unit] of CASES) {
-        const key = `${s.content}/${name}`;
-        const write = job.rw === 'randwrite';
-        if (!baseValues.has(key)) baseValues.set(key, fio(write ? base.rw : base.ro, job)[unit]);
-        const cpu0 = cpuNs(pid);
-        const r = fio(write ? rw : ro, job);
-        const cpu = cpuNs(pid) - cpu0;
-        rows.push({ name, value: r[unit], baseline: baseValues.get(key), unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
-        if (name === '4k randread QD32') {
-          const reads = r.iops * RUNTIME_S;
-          rows.push({ name: 'deviced CPU per 100k 4k reads', value: (cpu / 1e6) * (100_000 / reads), unit: 'ms' });
-        }
-      }
-      printTable(`${s.name}: ${s.lowers.length}-layer ${s.name.endsWith('lz4') ? 'lz4 ZFile' : 'LSMT'} stack, fuse path ${fusePath}; ratio = obd / loop on a raw file`, rows);
-      obd('device', 'detach', `${s.name}-rw`);
-      obd('device', 'detach', `${s.name}-ro`);
-    }
-
-    // Memory: one device, then twenty (the same layer, attached under different ids).
+    const pid = last.pid();
+    // Memory (on the last FUSE path): one device, then twenty (the same layer, attached under different ids).
     const first = layers.plain.slice(0, 1).map((file) => ({ file }));
-    d.attach(writeImageConfig(tmp, 'm0.json', { lowers: first }), 'm0');
+    last.attach(writeImageConfig(tmp, 'm0.json', { lowers: first }), 'm0');
     const rss1 = rssMiB(pid);
     for (let i = 1; i < 20; i++) {
-      const dev = d.attach(writeImageConfig(tmp, `m${i}.json`, { lowers: first }), `m${i}`);
+      const dev = last.attach(writeImageConfig(tmp, `m${i}.json`, { lowers: first }), `m${i}`);
       sh('dd', [`if=${dev}`, 'of=/dev/null', 'bs=1M', 'count=16', 'iflag=direct', 'status=none']);
     }
     const rss20 = rssMiB(pid);
@@ -216,7 +253,7 @@ async function main(): Promise<void> {
     const stats = JSON.parse(obd('device', 'stats', '--json', 'm0'))[0];
     console.log(`m0: ${stats.readOps} reads, ${stats.coalescedReads} coalesced, ${stats.errors} errors; loop direct I/O ${JSON.parse(obd('device', 'ls', '--json'))[0].directIo}`);
     for (let i = 0; i < 20; i++) obd('device', 'detach', `m${i}`);
-    await d.stop();
+    await last.stop();
   } finally {
     cleanup.run();
     tmp.cleanup();

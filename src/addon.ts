@@ -190,7 +190,8 @@ export interface DeviceAttachOptions {
   rawFile?: string; // serve a raw disk image instead of a stack (baseline/bench)
   rawWritable?: boolean;
   loopDirectIo?: boolean; // default true
-  threads?: number; // FUSE session threads, default 2
+  threads?: number; // FUSE reader threads, default 2
+  fuseIoUring?: boolean; // fuse-loop: FUSE over io_uring when the kernel offers it
   transport?: 'fuse-loop' | 'tcmu'; // default fuse-loop
   tcmu?: TcmuAttachOptions; // required with transport tcmu
   takeover?: FuseTakeover; // fuse-loop: serve the live device a previous deviced left (fd store)

@@ -1316,7 +1316,7 @@ struct Handle {
 using common::getString;
 
 // deviceAttach({id, mountDir, lowers: [path | RemoteFile…], upperData, upperIndex, rawFile, rawWritable,
-//               loopDirectIo, threads, transport: "fuse-loop" | "tcmu",
+//               loopDirectIo, threads, fuseIoUring, transport: "fuse-loop" | "tcmu",
 //               tcmu: {hba, name, cfgString, loopbackId, adoptExisting}})
 //   → Promise<{handle, path, major, minor, size, readOnly, directIo; fuse-loop: loopIndex, backingFile}>
 Napi::Value Attach(const Napi::CallbackInfo& info) {
@@ -1348,6 +1348,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   }
   if (o.Get("loopDirectIo").IsBoolean()) opts.loopDirectIo = o.Get("loopDirectIo").ToBoolean();
   if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").ToNumber().Int32Value();
+  if (o.Get("fuseIoUring").IsBoolean()) opts.fuseIoUring = o.Get("fuseIoUring").ToBoolean();
   if (o.Get("takeover").IsObject()) {
     Napi::Object t = o.Get("takeover").As<Napi::Object>();
     obd::FuseTakeover tk;

@@ -44,7 +44,7 @@ export class DeviceDaemon {
     const stateDir = devicedStateDir(cfg);
     fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const fdStore = openDeviceFdStore(stateDir, log);
-    const mgr = new DeviceManager(stateDir, transport, log, remote, tcmuHba(cfg.tenant), fdStore);
+    const mgr = new DeviceManager(stateDir, transport, log, remote, tcmuHba(cfg.tenant), fdStore, cfg.fuseIoUring);
     stateMetrics.watch(mgr);
     await mgr.recover();
     const recoveredMs = ms(process.uptime() * 1000);

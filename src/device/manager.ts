@@ -131,6 +131,7 @@ export class DeviceManager {
     private readonly remote?: RemoteLowers,
     private readonly hba = addon.TCMU_DEFAULT_HBA,
     private readonly fdStore?: DeviceFdStore,
+    private readonly fuseIoUring = false,
   ) {
     this.devicesDir = path.join(stateDir, 'devices');
     this.mntDir = path.join(stateDir, 'mnt');
@@ -337,7 +338,7 @@ export class DeviceManager {
     const mountDir = path.join(this.mntDir, id);
     try {
       cfg = parseImageConfig(text, sourcePath || `device ${id}`);
-      const opts: addon.DeviceAttachOptions = { id, mountDir, transport: this.transport, takeover };
+      const opts: addon.DeviceAttachOptions = { id, mountDir, transport: this.transport, takeover, fuseIoUring: this.fuseIoUring };
       if (this.transport === 'tcmu') {
         const cfgString = `overlaybd/${path.join(dir, 'config.v1.json')}`;
         opts.tcmu = { hba: this.hba, name: `dev_${id}`, cfgString, loopbackId: loopbackId(id), adoptExisting: adopt };

@@ -36,7 +36,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
     return report(checks);
   }
   const transport = decideTransport(cfg.transport, o.tcmu ?? (() => addon.tcmuSupported(true)));
-  checks.push(...kernelChecks({ root: o.sysRoot ?? '/' }, { fuseLoop: transport.transport !== 'tcmu' }));
+  checks.push(...kernelChecks({ root: o.sysRoot ?? '/' }, { fuseLoop: transport.transport !== 'tcmu', fuseIoUring: cfg.fuseIoUring }));
   checks.push(transportCheck(cfg, transport));
   checks.push(...containerdConfigChecks(o.containerdConfig, cfg.address));
   checks.push(await socketCheck('socket: containerd', o.containerdAddress, 'containerd is not running or listens elsewhere (--containerd-address)'));

@@ -72,7 +72,7 @@ const FEATURES: Feature[] = [
 ];
 
 /** loop, FUSE, overlayfs and ext4 (blockers when missing), erofs and FUSE over io_uring (reported). */
-export function kernelChecks(view: KernelView, needs: { fuseLoop: boolean }): Check[] {
+export function kernelChecks(view: KernelView, needs: { fuseLoop: boolean; fuseIoUring?: boolean }): Check[] {
   const fss = filesystems(view);
   const out: Check[] = [];
   for (const f of FEATURES) {
@@ -88,8 +88,15 @@ export function kernelChecks(view: KernelView, needs: { fuseLoop: boolean }): Ch
       ? { name: 'kernel: erofs', status: 'ok', detail: 'present (not needed by obd’s ext4 images)' }
       : { name: 'kernel: erofs', status: 'info', detail: 'missing (CONFIG_EROFS_FS); obd’s images are ext4, so nothing depends on it' },
   );
-  out.push(fuseUringCheck(view));
+  out.push(withFusePath(fuseUringCheck(view), needs));
   return out;
+}
+
+/** Which FUSE path new fuse-loop devices take: io_uring needs the kernel's switch and `fuseIoUring`. */
+function withFusePath(c: Check, needs: { fuseLoop: boolean; fuseIoUring?: boolean }): Check {
+  if (!needs.fuseLoop) return c;
+  const path = c.status === 'ok' && needs.fuseIoUring ? 'io_uring' : `/dev/fuse${needs.fuseIoUring ? '' : ' (fuseIoUring is off)'}`;
+  return { ...c, detail: `${c.detail}; new fuse-loop devices use ${path}` };
 }
 
 /** FUSE over io_uring: compiled in (the parameter exists) and switched on (enable_uring = Y). */

@@ -52,23 +52,6 @@ Result<UniqueFd> readerFd(int connFd, bool clone) {
 
 }  // namespace
 
-void sendFuseReply(const FuseReplyTarget& to, int error, const iovec* iov, int iovcnt) {
-  fuse_out_header h{};
-  h.unique = to.unique;
-  h.error = error ? -error : 0;
-  iovec v[4];
-  v[0] = {&h, sizeof h};
-  size_t len = sizeof h;
-  int n = 1;
-  for (int i = 0; !error && i < iovcnt && n < 4; i++) {
-    v[n++] = iov[i];
-    len += iov[i].iov_len;
-  }
-  h.len = static_cast<uint32_t>(len);
-  while (::writev(to.fd, v, n) < 0 && errno == EINTR) {
-  }
-}
-
 Result<std::unique_ptr<FuseDevChannel>> FuseDevChannel::start(int connFd, int readers, bool clone, Handler handler) {
   std::unique_ptr<FuseDevChannel> c(new FuseDevChannel());
   c->handler_ = std::move(handler);

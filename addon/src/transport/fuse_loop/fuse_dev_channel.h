@@ -21,21 +21,11 @@
 #include <thread>
 #include <vector>
 
+#include "transport/fuse_loop/fuse_request.h"
 #include "util/status.h"
 #include "util/unique_fd.h"
 
 namespace obd {
-
-// Where the answer to one request goes: the descriptor that read it (the kernel looks a reply up on
-// that description's processing list only) and the request's unique, as received.
-struct FuseReplyTarget {
-  int fd = -1;
-  uint64_t unique = 0;
-};
-
-// Sends `error` (0 or a positive errno) or the payload `iov` as the reply. A reply the kernel no
-// longer wants (the request was interrupted, the connection is gone) is dropped without complaint.
-void sendFuseReply(const FuseReplyTarget& to, int error, const iovec* iov = nullptr, int iovcnt = 0);
 
 class FuseDevChannel {
  public:

@@ -59,25 +59,31 @@ fuse_attr attrOf(uint64_t ino, const BlockDevice& dev) {
 }  // namespace
 
 void FuseFileServer::dispatch(int fd, char* msg, size_t len) {
-  fuse_in_header h;
-  if (len < sizeof h) return;  // the kernel never sends less; nothing to answer
-  std::memcpy(&h, msg, sizeof h);
-  FuseReplyTarget to{fd, h.unique};
-  if (h.len != len) return sendFuseReply(to, EIO);
-  const char* arg = msg + sizeof h;
-  size_t argLen = len - sizeof h;
-  switch (h.opcode) {
-    case FUSE_INIT: return handleInit(to, msg, len);
-    case FUSE_LOOKUP: return handleLookup(to, h.nodeid, arg, argLen);
-    case FUSE_GETATTR: return handleAttr(to, h.nodeid, arg, argLen, false);
-    case FUSE_SETATTR: return handleAttr(to, h.nodeid, arg, argLen, true);
-    case FUSE_OPEN: return handleOpen(to, h.nodeid, arg, argLen, false);
-    case FUSE_OPENDIR: return handleOpen(to, h.nodeid, arg, argLen, true);
-    case FUSE_READ: return handleRead(to, arg, argLen);
-    case FUSE_WRITE: return handleWrite(to, arg, argLen);
-    case FUSE_READDIR: return handleReaddir(to, h.nodeid, arg, argLen);
+  FuseRequest r;
+  if (len < sizeof r.h) return;  // the kernel never sends less; nothing to answer
+  std::memcpy(&r.h, msg, sizeof r.h);
+  r.to = FuseReplyTarget{fd, r.h.unique, nullptr};
+  if (r.h.len != len) return sendFuseReply(r.to, EIO);
+  if (r.h.opcode == FUSE_INIT) return handleInit(r.to, msg, len);
+  r.arg = msg + sizeof r.h;
+  r.argLen = len - sizeof r.h;
+  handle(r);
+}
+
+void FuseFileServer::handle(const FuseRequest& r) {
+  const FuseReplyTarget& to = r.to;
+  const uint64_t ino = r.h.nodeid;
+  switch (r.h.opcode) {
+    case FUSE_LOOKUP: return handleLookup(r);
+    case FUSE_GETATTR: return handleAttr(to, ino, r.arg, r.argLen, false);
+    case FUSE_SETATTR: return handleAttr(to, ino, r.arg, r.argLen, true);
+    case FUSE_OPEN: return handleOpen(to, ino, r.arg, r.argLen, false);
+    case FUSE_OPENDIR: return handleOpen(to, ino, r.arg, r.argLen, true);
+    case FUSE_READ: return handleRead(to, r.arg, r.argLen);
+    case FUSE_WRITE: return handleWrite(r);
+    case FUSE_READDIR: return handleReaddir(to, ino, r.arg, r.argLen);
     case FUSE_STATFS: return handleStatfs(to);
-    case FUSE_FALLOCATE: return handleFallocate(to, arg, argLen);
+    case FUSE_FALLOCATE: return handleFallocate(to, r.arg, r.argLen);
     case FUSE_FSYNC: return handleFsync(to);
     case FUSE_FLUSH:
     case FUSE_RELEASE:
@@ -93,7 +99,7 @@ void FuseFileServer::dispatch(int fd, char* msg, size_t len) {
 }
 
 void FuseFileServer::handleInit(const FuseReplyTarget& to, const char* msg, size_t len) {
-  auto r = negotiateInit(msg, len);
+  auto r = negotiateInit(msg, len, ioUring_);
   if (!r.ok()) return sendFuseReply(to, EPROTO);
   if (r.value().error) return sendFuseReply(to, r.value().error);
   {
@@ -101,12 +107,25 @@ void FuseFileServer::handleInit(const FuseReplyTarget& to, const char* msg, size
     if (initRequest_.empty()) initRequest_.assign(msg, len);
   }
   haveInit_ = true;
+  // The rings must be ready before a reply that negotiates them (the kernel then waits for them).
+  if (r.value().ring && !prepareRing()) r = negotiateInit(msg, len, false);
   replyWith(to, r.value().out, r.value().size);
+  if (ring_) ring_->registerEntries();
 }
 
-void FuseFileServer::handleLookup(const FuseReplyTarget& to, uint64_t parent, const char* name, size_t len) {
+bool FuseFileServer::prepareRing() {
+  size_t payload = std::max<size_t>({8192, kFuseMaxWrite, size_t{kFuseMaxPages} * 4096});
+  auto ch = FuseRingChannel::prepare(fuseFd_.get(), payload, kRingEntriesPerQueue, [this](const FuseRequest& r) { handle(r); });
+  if (!ch.ok()) return false;
+  ring_ = ch.take();
+  return true;
+}
+
+void FuseFileServer::handleLookup(const FuseRequest& r) {
+  const FuseReplyTarget& to = r.to;
+  auto [name, len] = r.after(0);
   // The name arrives NUL-terminated; compare within the request's bytes only.
-  if (parent != kRootIno || len < 5 || std::memcmp(name, kDiskName, 5) != 0) return sendFuseReply(to, ENOENT);
+  if (r.h.nodeid != kRootIno || !name || len < 5 || std::memcmp(name, kDiskName, 5) != 0) return sendFuseReply(to, ENOENT);
   fuse_entry_out e{};
   e.nodeid = kDiskIno;
   e.generation = 1;
@@ -240,7 +259,7 @@ Result<std::shared_ptr<FuseFileServer>> FuseFileServer::adopt(std::shared_ptr<Bl
                                                               std::shared_ptr<DeviceCounters> counters) {
   if (initRequest.size() < kFuseInHeaderSize) return InvalidArg(mountDir + ": no recorded FUSE_INIT to take the session over with");
   // Our INIT answer is a function of the request alone: checking it parses is all a successor needs.
-  auto init = negotiateInit(initRequest.data(), initRequest.size());
+  auto init = negotiateInit(initRequest.data(), initRequest.size(), opts.ioUring);
   if (!init.ok()) return init.status().wrap(mountDir + ": the recorded FUSE_INIT");
   return serve(std::move(dev), mountDir, std::move(fuseFd), initRequest, opts, std::move(counters));
 }
@@ -252,9 +271,16 @@ Result<std::shared_ptr<FuseFileServer>> FuseFileServer::serve(std::shared_ptr<Bl
   std::shared_ptr<FuseFileServer> s(new FuseFileServer(std::move(dev), mountDir, std::move(counters)));
   s->fuseFd_ = std::move(fuseFd);
   s->mounted_ = true;
+  s->ioUring_ = opts.ioUring;
   if (!recordedInit.empty()) {
     s->initRequest_ = recordedInit;
     s->haveInit_ = true;
+    // A connection in io_uring mode stays in it: the new rings replace the dead server's.
+    auto init = negotiateInit(recordedInit.data(), recordedInit.size(), opts.ioUring);
+    if (init.ok() && init.value().ring) {
+      if (!s->prepareRing()) return IoError(mountDir + ": the connection uses io_uring and no ring could be set up");
+      s->ring_->registerEntries();
+    }
     // Before any reader starts: a request we had already read would otherwise be delivered twice.
     s->resend_ = notifyResend(s->fuseFd_.get());
   }
@@ -280,6 +306,7 @@ std::string FuseFileServer::initRequest() const {
 void FuseFileServer::stopThreads() {
   // A reader stops between requests: one it has read is answered (or its read is in flight) first.
   if (channel_) channel_->stop();
+  if (ring_) ring_->stop();
 }
 
 void FuseFileServer::stop() {
@@ -296,8 +323,9 @@ void FuseFileServer::stop() {
 }
 
 void FuseFileServer::release(int drainMs) {
-  stopThreads();
+  if (channel_) channel_->stop();
   // Remote misses answer from their own callbacks: give them time, so the successor has less to redo.
+  // The rings keep serving meanwhile: a request they hold when they stop is never resent.
   for (int waited = 0; waited < drainMs; waited += 10) {
     {
       std::lock_guard<std::mutex> lk(readsMu_);
@@ -305,6 +333,7 @@ void FuseFileServer::release(int drainMs) {
     }
     ::usleep(10000);
   }
+  if (ring_) ring_->stop();
   mounted_ = false;  // the mount and the connection now belong to the successor
 }
 
@@ -374,10 +403,12 @@ void FuseFileServer::forgetReadsOverlapping(uint64_t off, uint64_t len) {
     if (pr->off < off + len && off < pr->off + pr->len) pr->joinable = false;
 }
 
-void FuseFileServer::handleWrite(const FuseReplyTarget& to, const char* arg, size_t len) {
+void FuseFileServer::handleWrite(const FuseRequest& r) {
+  const FuseReplyTarget& to = r.to;
   fuse_write_in in;
-  if (!argOf(arg, len, &in) || len - sizeof in < in.size) return sendFuseReply(to, EINVAL);
-  const char* buf = arg + sizeof in;
+  if (!argOf(r.arg, r.argLen, &in)) return sendFuseReply(to, EINVAL);
+  auto [buf, dataLen] = r.after(sizeof in);
+  if (!buf || dataLen < in.size) return sendFuseReply(to, EINVAL);
   uint64_t off = in.offset, size = in.size;
   if (dev_->readOnly()) return sendFuseReply(to, EROFS);
   if (off % kSector || size % kSector) return sendFuseReply(to, EINVAL);

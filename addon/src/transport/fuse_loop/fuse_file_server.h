@@ -31,6 +31,7 @@
 #include "io/file.h"
 #include "transport/fuse_loop/fuse_dev_channel.h"
 #include "transport/fuse_loop/fuse_protocol.h"
+#include "transport/fuse_loop/fuse_ring_channel.h"
 #include "transport/transport.h"
 #include "util/unique_fd.h"
 
@@ -45,6 +46,7 @@ struct FuseServerOptions {
   std::string fsName = "obd";  // shows up as the mount source in mountinfo
   int threads = 2;             // reader threads on /dev/fuse
   bool cloneFds = false;       // one cloned /dev/fuse descriptor per reader (see fuse_dev_channel.h)
+  bool ioUring = false;        // serve requests through io_uring when the kernel offers it (fuse_ring_channel.h)
 };
 
 class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
@@ -67,6 +69,8 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   // The FUSE_INIT request the kernel sent on this connection, as received (a successor replays it).
   std::string initRequest() const;
   const Status& resendStatus() const { return resend_; }
+  // How the kernel's requests reach us: "io_uring" once the rings are registered, else "/dev/fuse".
+  std::string fusePath() const { return ring_ ? "io_uring" : "/dev/fuse"; }
   // Unmounts and stops the session threads. Outstanding and later kernel requests fail (ENOTCONN):
   // the caller has made sure no other process still holds the descriptor.
   void stop();
@@ -88,13 +92,15 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   // One request as read from /dev/fuse (header included); answers it now or when its read completes.
   void dispatch(int fd, char* msg, size_t len);
   void handleInit(const FuseReplyTarget& to, const char* msg, size_t len);
-  void handleLookup(const FuseReplyTarget& to, uint64_t parent, const char* name, size_t len);
+  void handle(const FuseRequest& r);
+  bool prepareRing();
+  void handleLookup(const FuseRequest& r);
   void handleAttr(const FuseReplyTarget& to, uint64_t ino, const char* arg, size_t len, bool set);
   void handleOpen(const FuseReplyTarget& to, uint64_t ino, const char* arg, size_t len, bool dir);
   void handleReaddir(const FuseReplyTarget& to, uint64_t ino, const char* arg, size_t len);
   void handleStatfs(const FuseReplyTarget& to);
   void handleRead(const FuseReplyTarget& to, const char* arg, size_t len);
-  void handleWrite(const FuseReplyTarget& to, const char* arg, size_t len);
+  void handleWrite(const FuseRequest& r);
   void handleFallocate(const FuseReplyTarget& to, const char* arg, size_t len);
   void handleFsync(const FuseReplyTarget& to);
   void finishRead(const std::shared_ptr<PendingRead>& pr, const Status& st);
@@ -106,6 +112,9 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   std::string mountDir_, filePath_;
   std::shared_ptr<DeviceCounters> counters_;
   std::unique_ptr<FuseDevChannel> channel_;
+  std::unique_ptr<FuseRingChannel> ring_;
+  bool ioUring_ = false;
+  static constexpr int kRingEntriesPerQueue = 16;
   UniqueFd fuseFd_;  // our duplicate of the connection
   bool mounted_ = false;
   Status resend_;

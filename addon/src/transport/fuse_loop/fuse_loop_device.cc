@@ -24,6 +24,7 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<B
   FuseServerOptions so;
   so.fsName = "obd:" + opts.id;
   so.threads = opts.threads;
+  so.ioUring = opts.fuseIoUring;
   if (opts.takeover) return takeOver(std::move(d), std::move(dev), opts, so);
   auto server = FuseFileServer::start(std::move(dev), opts.mountDir, so, d->counters_);
   if (!server.ok()) return server.status().wrap("device " + opts.id);

@@ -37,6 +37,7 @@ struct FuseLoopOptions {
   std::string mountDir;  // private, empty directory for the FUSE mount (created if missing)
   bool loopDirectIo = true;
   int threads = 2;
+  bool fuseIoUring = false;  // FUSE over io_uring when the kernel offers it (opt-in: see fuse_ring_channel.h)
   std::optional<FuseTakeover> takeover;
   int releaseDrainMs = 5000;  // release(handOver): how long reads in flight may take to be answered
 };
@@ -64,7 +65,7 @@ class FuseLoopDevice : public ServedDevice {
   bool directIo() const { return directIo_; }
   const std::string& backingFile() const { return backingFile_; }
   // How the kernel's requests reach us: "/dev/fuse" (read/write on cloned descriptors) or "io_uring".
-  std::string fusePath() const { return "/dev/fuse"; }
+  std::string fusePath() const { return server_ ? server_->fusePath() : "/dev/fuse"; }
   uint64_t size() const override { return size_; }
   bool readOnly() const override { return readOnly_; }
 

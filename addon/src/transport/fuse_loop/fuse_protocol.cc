@@ -8,9 +8,10 @@ namespace obd {
 namespace {
 // Older kernels take shorter fuse_init_out replies (UAPI FUSE_COMPAT_*_INIT_OUT_SIZE).
 constexpr size_t kCompatInitOutSize = 8, kCompat22InitOutSize = 24;
+constexpr uint32_t kOverIoUring2 = 1u << 9;  // FUSE_OVER_IO_URING (bit 41) as a flags2 bit
 }  // namespace
 
-Result<FuseInitReply> negotiateInit(const char* msg, size_t len) {
+Result<FuseInitReply> negotiateInit(const char* msg, size_t len, bool offerRing) {
   if (len < sizeof(fuse_in_header) + 16) return InvalidArg("FUSE_INIT request is " + std::to_string(len) + " bytes, too short");
   fuse_in_header h;
   std::memcpy(&h, msg, sizeof h);
@@ -39,6 +40,12 @@ Result<FuseInitReply> negotiateInit(const char* msg, size_t len) {
   r.out.max_write = kFuseMaxWrite;
   r.out.time_gran = 1;
   r.out.max_pages = kFuseMaxPages;
+  // flags2 counts only with FUSE_INIT_EXT set in the reply.
+  if (offerRing && (in.flags & FUSE_INIT_EXT) && (in.flags2 & kOverIoUring2)) {
+    r.out.flags |= FUSE_INIT_EXT;
+    r.out.flags2 = kOverIoUring2;
+    r.ring = true;
+  }
   r.size = r.out.minor < 5 ? kCompatInitOutSize : r.out.minor < 23 ? kCompat22InitOutSize : sizeof r.out;
   return r;
 }

@@ -30,10 +30,12 @@ constexpr size_t kFuseRequestBufferSize = kFuseMaxWrite + 4096;
 struct FuseInitReply {
   fuse_init_out out{};
   size_t size = 0;
-  int error = 0;  // non-zero: answer INIT with this errno instead
+  int error = 0;      // non-zero: answer INIT with this errno instead
+  bool ring = false;  // the reply turns on FUSE over io_uring
 };
 
 // The reply to the INIT request `msg` (header included); errors name what is wrong with it.
-Result<FuseInitReply> negotiateInit(const char* msg, size_t len);
+// `offerRing`: take io_uring when the kernel offers it (FUSE_OVER_IO_URING in flags2, 7.42).
+Result<FuseInitReply> negotiateInit(const char* msg, size_t len, bool offerRing);
 
 }  // namespace obd
