@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import { commitLayer, createWritableLayer, openStack } from '../src/addon';
 import { Cleanup } from '../test/helpers/loop';
 import { makeTempDir, TempDir } from '../test/helpers/tmp';
-import { Deviced, startDeviced, writeImageConfig } from '../test/device/harness';
+import { Deviced, enableFuseIoUring, startDeviced, writeImageConfig } from '../test/device/harness';
 import { prng } from '../test/formats/zfile-support';
 import { BenchRow, printTable } from './table';
 
@@ -73,16 +73,6 @@ function cpuNs(pid: number): number {
     }
   }
   return sum;
-}
-
-const ENABLE_URING = '/sys/module/fuse/parameters/enable_uring';
-
-/** FUSE over io_uring on until cleanup; the bench fails naming what the kernel lacks. */
-function enableUring(cleanup: Cleanup): void {
-  if (!fs.existsSync(ENABLE_URING)) throw new Error(`${ENABLE_URING} is missing: no FUSE over io_uring in this kernel`);
-  const was = fs.readFileSync(ENABLE_URING, 'utf8').trim();
-  fs.writeFileSync(ENABLE_URING, '1');
-  cleanup.add('restore enable_uring', () => fs.writeFileSync(ENABLE_URING, was === 'Y' ? '1' : '0'));
 }
 
 function sh(cmd: string, args: string[]): string {
@@ -225,7 +215,7 @@ async function main(): Promise<void> {
     const paths = (process.env.OBD_BENCH_FUSE_PATHS ?? '/dev/fuse,io_uring').split(',');
     let d: Deviced | undefined;
     for (const wanted of paths) {
-      if (wanted === 'io_uring') enableUring(cleanup);
+      if (wanted === 'io_uring') enableFuseIoUring(cleanup);
       d = await startDeviced(tmp, cleanup, { fuseIoUring: wanted === 'io_uring' });
       await runStacks(d, tmp, stacks, baselines, baseValues);
       if (wanted !== paths[paths.length - 1]) await d.stop();

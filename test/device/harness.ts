@@ -285,3 +285,13 @@ export function finishTestDir(tmp: TempDir, cleanup: Cleanup): void {
     assert.deepEqual(left, [], 'the test left kernel state behind');
   }
 }
+
+const ENABLE_URING = '/sys/module/fuse/parameters/enable_uring';
+
+/** Turns FUSE over io_uring on until `cleanup` runs (then back to what it was); fails naming what the kernel lacks. */
+export function enableFuseIoUring(cleanup: Cleanup): void {
+  if (!fs.existsSync(ENABLE_URING)) throw new Error(`${ENABLE_URING} is missing: the kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+)`);
+  const was = fs.readFileSync(ENABLE_URING, 'utf8').trim();
+  fs.writeFileSync(ENABLE_URING, '1');
+  cleanup.add('restore enable_uring', () => fs.writeFileSync(ENABLE_URING, was === 'Y' ? '1' : '0'));
+}

@@ -8,11 +8,10 @@
 // restored afterwards).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { Cleanup } from '../helpers/loop';
 import { TempDir } from '../helpers/tmp';
-import { Deviced, finishTestDir, startDeviced, startTestDir, writeImageConfig } from './harness';
+import { Deviced, enableFuseIoUring, finishTestDir, startDeviced, startTestDir, writeImageConfig } from './harness';
 
 const HALF = '32M';
 
@@ -44,18 +43,8 @@ function obdOk(d: Deviced, ...args: string[]): string {
   return r.stdout;
 }
 
-const ENABLE_URING = '/sys/module/fuse/parameters/enable_uring';
-
-/** Turns FUSE over io_uring on until the test's cleanup; fails naming what the kernel lacks. */
-function enableUring(): void {
-  assert.ok(fs.existsSync(ENABLE_URING), `${ENABLE_URING} is missing: the kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING, Linux 6.14+)`);
-  const was = fs.readFileSync(ENABLE_URING, 'utf8').trim();
-  fs.writeFileSync(ENABLE_URING, '1');
-  cleanup.add('restore enable_uring', () => fs.writeFileSync(ENABLE_URING, was === 'Y' ? '1' : '0'));
-}
-
 async function stressRun(path: '/dev/fuse' | 'io_uring'): Promise<void> {
-  if (path === 'io_uring') enableUring();
+  if (path === 'io_uring') enableFuseIoUring(cleanup);
   const d = await startDeviced(tmp, cleanup, { fuseIoUring: path === 'io_uring' });
   // Phase 1: the lower layer, written through a writable device and committed.
   obdOk(d, 'layer', 'create', '--vsize', '64M', tmp.join('l.data'), tmp.join('l.index'));
