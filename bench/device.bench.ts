@@ -155,7 +155,7 @@ interface Stack {
 }
 
 /** The four cases on every stack, on one deviced (one FUSE path). */
-async function runStacks(d: Deviced, tmp: TempDir, stacks: Stack[], baselines: Map<string, Baseline>, baseValues: Map<string, number>): Promise<void> {
+async function runStacks(d: Deviced, tmp: TempDir, stacks: Stack[], baselines: Map<string, Baseline>, pathTag: string): Promise<void> {
   const pid = d.pid();
   const obd = (...a: string[]) => {
     const r = d.obd(...a);
@@ -170,20 +170,22 @@ async function runStacks(d: Deviced, tmp: TempDir, stacks: Stack[], baselines: M
     fusePath = JSON.parse(obd('device', 'ls', '--json')).find((x: { id: string }) => x.id === `${s.name}-ro`)?.fusePath ?? '?';
     sh('dd', [`if=${ro}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']); // warm the layer files
     if (sh('cmp', [base.ro, ro]) !== '') throw new Error(`${s.name}: device and baseline differ`);
-    const upperData = tmp.join(`${s.name}-u.data`);
-    const upperIndex = tmp.join(`${s.name}-u.index`);
+    // One fresh upper per stack and FUSE path: the random writes of an earlier run stay out of it.
+    const upperData = tmp.join(`${s.name}-${pathTag}-u.data`);
+    const upperIndex = tmp.join(`${s.name}-${pathTag}-u.index`);
     obd('layer', 'create', '--vsize', `${VSIZE / MiB}M`, upperData, upperIndex);
     const rw = d.attach(writeImageConfig(tmp, `${s.name}-rw.json`, { lowers, upper: { data: upperData, index: upperIndex } }), `${s.name}-rw`);
 
     const rows: BenchRow[] = [];
     for (const [name, job, unit] of CASES) {
-      const key = `${s.content}/${name}`;
       const write = job.rw === 'randwrite';
-      if (!baseValues.has(key)) baseValues.set(key, fio(write ? base.rw : base.ro, job)[unit]);
+      // The baseline runs right before its obd case: the ratio compares two runs a few seconds apart
+      // (a shared machine drifts over the minutes the whole bench takes).
+      const baseline = fio(write ? base.rw : base.ro, job)[unit];
       const cpu0 = cpuNs(pid);
       const r = fio(write ? rw : ro, job);
       const cpu = cpuNs(pid) - cpu0;
-      rows.push({ name, value: r[unit], baseline: baseValues.get(key), unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
+      rows.push({ name, value: r[unit], baseline, unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
       if (name === '4k randread QD32') {
         const reads = r.iops * RUNTIME_S;
         rows.push({ name: 'deviced CPU per 100k 4k reads', value: (cpu / 1e6) * (100_000 / reads), unit: 'ms' });
@@ -208,7 +210,6 @@ async function main(): Promise<void> {
       { name: '10-lz4', lowers: layers.lz4, content: '10' },
     ].filter((s) => !process.env.OBD_BENCH_STACKS || process.env.OBD_BENCH_STACKS.split(',').includes(s.name));
     const baselines = new Map<string, Baseline>();
-    const baseValues = new Map<string, number>(); // content/case → baseline value
     for (const s of stacks) {
       if (!baselines.has(s.content)) baselines.set(s.content, baselineFor(tmp, `c${s.content}`, s.lowers, cleanup));
     }
@@ -217,7 +218,7 @@ async function main(): Promise<void> {
     for (const wanted of paths) {
       if (wanted === 'io_uring') enableFuseIoUring(cleanup);
       d = await startDeviced(tmp, cleanup, { fuseIoUring: wanted === 'io_uring' });
-      await runStacks(d, tmp, stacks, baselines, baseValues);
+      await runStacks(d, tmp, stacks, baselines, wanted === 'io_uring' ? 'uring' : 'dev');
       if (wanted !== paths[paths.length - 1]) await d.stop();
     }
     const last = d!;
