@@ -157,7 +157,9 @@ void FuseFileServer::handleOpen(const FuseReplyTarget& to, uint64_t ino, const c
   if (in.flags & O_TRUNC) return sendFuseReply(to, EPERM);
   fuse_open_out out{};
   // Every request reaches us at the size the loop device issued it; nothing is cached twice.
-  if (!dir) out.open_flags = FOPEN_DIRECT_IO;
+  // Parallel direct writes: the kernel takes the file's lock shared, not exclusive, to send a write
+  // (the device's size never changes, so no write extends the file).
+  if (!dir) out.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
   replyWith(to, out);
 }
 
@@ -231,7 +233,7 @@ ReadBuffer FuseFileServer::takeBuffer(size_t len) {
 }
 
 void FuseFileServer::giveBuffer(ReadBuffer b) {
-  if (!b.data) return;
+  if (!b.data || b.borrowed) return;
   {
     std::lock_guard<std::mutex> lk(poolMu_);
     if (pooledBytes_ + b.size <= kPoolBytes) {
@@ -359,7 +361,11 @@ void FuseFileServer::handleRead(const FuseReplyTarget& to, const char* arg, size
   auto pr = std::make_shared<PendingRead>();
   pr->off = off & ~(kSector - 1);
   pr->len = std::min<uint64_t>((end + kSector - 1) & ~(kSector - 1), devSize) - pr->off;
-  pr->buf = takeBuffer(pr->len);
+  // On io_uring the stack reads straight into the entry's payload buffer, which is the reply.
+  if (to.ring && pr->off == off && pr->len <= to.ring->payloadSize)
+    pr->buf = ReadBuffer{to.ring->payload, static_cast<size_t>(pr->len), true};
+  else
+    pr->buf = takeBuffer(pr->len);
   if (!pr->buf.data) {
     counters_->inFlight--;
     counters_->errors++;
@@ -383,7 +389,10 @@ void FuseFileServer::finishRead(const std::shared_ptr<PendingRead>& pr, const St
     pr->joinable = false;
     waiters.swap(pr->waiters);
   }
-  for (const auto& w : waiters) {
+  // The first waiter issued the read; it is answered last, as its io_uring entry's buffer may hold
+  // the data the others copy (a committed entry's buffers go back to the kernel).
+  for (auto it = waiters.rbegin(); it != waiters.rend(); ++it) {
+    const PendingRead::Waiter& w = *it;
     if (st.ok()) {
       iovec iov{pr->buf.data + (w.off - pr->off), w.len};
       sendFuseReply(w.to, 0, &iov, 1);

@@ -40,6 +40,7 @@ namespace obd {
 struct ReadBuffer {
   char* data = nullptr;
   size_t size = 0;
+  bool borrowed = false;  // an io_uring entry's payload buffer: the reply is already in place
 };
 
 struct FuseServerOptions {

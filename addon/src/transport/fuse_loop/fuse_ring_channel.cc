@@ -2,12 +2,17 @@
 
 #include <liburing.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/sysinfo.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include "util/unique_fd.h"
 
 namespace obd {
 
@@ -28,15 +33,31 @@ constexpr size_t kCommitIdOffset = 264, kPayloadSzOffset = 272;
 
 }  // namespace
 
+// One queue's ring is driven by its own thread only (single issuer): it submits every command and
+// reaps every completion, so a reply made on that thread (a local read or a write, answered inline)
+// costs no syscall of its own: its COMMIT_AND_FETCH goes out with the next io_uring_enter, which also
+// waits for the next requests. A reply made on another thread (a remote miss completing later) is
+// handed over through a list and an eventfd the queue thread always has a read armed on.
 class FuseRingQueue {
  public:
   FuseRingQueue(int fd, uint16_t qid, const FuseRingChannel::Handler* handler) : fd_(fd), qid_(qid), handler_(handler) {}
-  ~FuseRingQueue() { stop(); if (mem_) ::munmap(mem_, memSize_); }
+  ~FuseRingQueue() {
+    stop();
+    if (mem_) ::munmap(mem_, memSize_);
+  }
 
   Status init(size_t payloadSize, int entries) {
-    // Each entry has one command in flight at most, plus the wake-up NOP.
-    if (int r = io_uring_queue_init(static_cast<unsigned>(entries) * 2 + 2, &ring_, IORING_SETUP_SQE128); r < 0)
-      return SysError("io_uring_queue_init (FUSE queue " + std::to_string(qid_) + ")", -r);
+    wake_.reset(::eventfd(0, EFD_CLOEXEC));
+    if (!wake_.valid()) return SysError("eventfd (FUSE queue " + std::to_string(qid_) + ")");
+    // Each entry has one command in flight at most, plus the wake-up read. Task work (the kernel
+    // copying a request into an entry) runs when the queue thread enters the ring, not as an
+    // interrupt. Such a ring belongs to the thread that enables it: created disabled, the queue
+    // thread enables it.
+    unsigned depth = static_cast<unsigned>(entries) + 2;
+    int r = io_uring_queue_init(depth, &ring_, IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED);
+    disabled_ = r == 0;
+    if (r == -EINVAL) r = io_uring_queue_init(depth, &ring_, IORING_SETUP_SQE128);  // kernels before 6.1
+    if (r < 0) return SysError("io_uring_queue_init (FUSE queue " + std::to_string(qid_) + ")", -r);
     ringUp_ = true;
     size_t stride = 4096 + ((payloadSize + 4095) & ~size_t{4095});
     memSize_ = stride * static_cast<size_t>(entries);
@@ -56,19 +77,47 @@ class FuseRingQueue {
     return Status::Ok();
   }
 
-  // The REGISTER commands go out only after the INIT reply (before it the kernel answers EAGAIN).
-  Status registerAll() {
-    for (auto& e : entries_) submit(&e, kCmdRegister, 0);
+  // The REGISTER commands go out only after the INIT reply (before it the kernel answers EAGAIN);
+  // the queue thread sends them, as it sends every command.
+  void start() {
     live_ = static_cast<int>(entries_.size());
     thread_ = std::thread([this] { run(); });
-    return Status::Ok();
   }
 
-  void submit(FuseRingEntry* e, uint32_t cmdOp, uint64_t commitId) {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (!ringUp_ || stopping_) return;  // a late reply after stop(): the connection is going away
+  // Answers the request `e` holds, from any thread.
+  void commit(FuseRingEntry* e) {
+    if (tlsQueue == this) return prepCommand(e, kCmdCommitAndFetch, e->commitId);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (stopping_) return;  // a late reply after stop(): the connection is going away
+      handedOver_.push_back(e);
+    }
+    uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+  }
+
+  void stop() {
+    if (!ringUp_) return;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stopping_ = true;
+    }
+    uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+    if (thread_.joinable()) thread_.join();
+    // Closing the ring cancels the idle entries' commands in the kernel.
+    io_uring_queue_exit(&ring_);
+    ringUp_ = false;
+  }
+
+ private:
+  static constexpr uint64_t kWakeTag = 1;  // user_data of the eventfd read (entries are pointers)
+  static thread_local FuseRingQueue* tlsQueue;
+
+  // Queue thread only. The SQ has room: one command per entry and the wake-up read at most.
+  void prepCommand(FuseRingEntry* e, uint32_t cmdOp, uint64_t commitId) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    if (!sqe) return;  // cannot happen: one command per entry at most
+    if (!sqe) return;
     std::memset(sqe, 0, 2 * sizeof *sqe);  // SQE128: the command block lies in the second half
     sqe->opcode = IORING_OP_URING_CMD;
     sqe->fd = fd_;
@@ -80,50 +129,68 @@ class FuseRingQueue {
     sqe->user_data = reinterpret_cast<uint64_t>(e);
     UringCmdReq req{0, commitId, qid_, {}};
     std::memcpy(sqe->cmd, &req, sizeof req);
-    io_uring_submit(&ring_);
   }
 
-  void stop() {
+  void armWake() {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (!sqe) return;
+    std::memset(sqe, 0, 2 * sizeof *sqe);
+    io_uring_prep_read(sqe, wake_.get(), &wakeCount_, sizeof wakeCount_, 0);
+    sqe->user_data = kWakeTag;
+  }
+
+  // Returns false once stop() asked.
+  bool takeHandedOver() {
+    std::vector<FuseRingEntry*> list;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      if (!ringUp_) return;
-      stopping_ = true;
-      if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
-        io_uring_prep_nop(sqe);
-        sqe->user_data = 0;  // wakes the queue thread
-        io_uring_submit(&ring_);
-      }
+      if (stopping_) return false;
+      list.swap(handedOver_);
     }
-    if (thread_.joinable()) thread_.join();
-    std::lock_guard<std::mutex> lk(mu_);
-    // Closing the ring cancels the idle entries' commands in the kernel.
-    io_uring_queue_exit(&ring_);
-    ringUp_ = false;
+    for (FuseRingEntry* e : list) prepCommand(e, kCmdCommitAndFetch, e->commitId);
+    return true;
   }
 
- private:
   void run() {
+    tlsQueue = this;
     cpu_set_t cpus;
     CPU_ZERO(&cpus);
     CPU_SET(qid_, &cpus);
     ::sched_setaffinity(0, sizeof cpus, &cpus);  // best effort: the queue is that CPU's
+    // liburing 2.3 declares io_uring_enable_rings but does not export it.
+    if (disabled_ && ::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) < 0)
+      return;  // cannot happen: a ring of our own making
+    for (auto& e : entries_) prepCommand(&e, kCmdRegister, 0);
+    armWake();
+    io_uring_cqe* cqes[64];
     while (live_ > 0) {
-      io_uring_cqe* cqe = nullptr;
-      int r = io_uring_wait_cqe(&ring_, &cqe);
-      if (r == -EINTR) continue;
-      if (r < 0) break;
-      auto* e = reinterpret_cast<FuseRingEntry*>(cqe->user_data);
-      int res = cqe->res;
-      io_uring_cqe_seen(&ring_, cqe);
-      if (!e) break;  // stop()
-      if (res == 0) {
-        dispatch(e);
-      } else if (res == -EAGAIN || res == -EINTR) {
-        submit(e, kCmdRegister, 0);
-      } else {
-        live_--;  // ENOTCONN (teardown), ECONNABORTED, or a refusal: this entry is done
+      int r = io_uring_submit_and_wait(&ring_, 1);
+      if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) break;
+      unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 64);
+      bool stop = false;
+      for (unsigned i = 0; i < n; i++) {
+        uint64_t tag = cqes[i]->user_data;
+        int res = cqes[i]->res;
+        if (tag == kWakeTag) {
+          stop = !takeHandedOver();
+          armWake();
+          continue;
+        }
+        auto* e = reinterpret_cast<FuseRingEntry*>(tag);
+        if (res == 0) {
+          dispatch(e);
+        } else if (res == -EAGAIN || res == -EINTR) {
+          prepCommand(e, kCmdRegister, 0);
+        } else {
+          live_--;  // ENOTCONN (teardown), ECONNABORTED, or a refusal: this entry is done
+        }
       }
+      io_uring_cq_advance(&ring_, n);
+      if (stop) break;
     }
+    // Whatever the last round prepared (answers made inline) still goes to the kernel.
+    io_uring_submit(&ring_);
+    tlsQueue = nullptr;
   }
 
   void dispatch(FuseRingEntry* e) {
@@ -146,14 +213,20 @@ class FuseRingQueue {
   uint16_t qid_;
   const FuseRingChannel::Handler* handler_;
   io_uring ring_{};
-  bool ringUp_ = false, stopping_ = false;
-  std::mutex mu_;
+  bool ringUp_ = false, disabled_ = false;
+  UniqueFd wake_;
+  uint64_t wakeCount_ = 0;
+  std::mutex mu_;  // guards stopping_ and handedOver_
+  bool stopping_ = false;
+  std::vector<FuseRingEntry*> handedOver_;
   char* mem_ = nullptr;
   size_t memSize_ = 0;
   std::vector<FuseRingEntry> entries_;
-  std::atomic<int> live_{0};
+  int live_ = 0;
   std::thread thread_;
 };
+
+thread_local FuseRingQueue* FuseRingQueue::tlsQueue = nullptr;
 
 void commitFuseRingReply(FuseRingEntry* e, uint64_t unique, int error, const iovec* iov, int iovcnt) {
   size_t used = 0;
@@ -169,7 +242,7 @@ void commitFuseRingReply(FuseRingEntry* e, uint64_t unique, int error, const iov
   std::memcpy(e->header, &oh, sizeof oh);
   uint32_t payloadSz = static_cast<uint32_t>(used);
   std::memcpy(e->header + kPayloadSzOffset, &payloadSz, sizeof payloadSz);
-  e->queue->submit(e, kCmdCommitAndFetch, e->commitId);
+  e->queue->commit(e);
 }
 
 Result<std::unique_ptr<FuseRingChannel>> FuseRingChannel::prepare(int connFd, size_t payloadSize, int entriesPerQueue, Handler handler) {
@@ -185,7 +258,7 @@ Result<std::unique_ptr<FuseRingChannel>> FuseRingChannel::prepare(int connFd, si
 }
 
 void FuseRingChannel::registerEntries() {
-  for (auto& q : queues_) (void)q->registerAll();
+  for (auto& q : queues_) q->start();
 }
 
 FuseRingChannel::~FuseRingChannel() { stop(); }

@@ -1,6 +1,8 @@
 // FUSE over io_uring (Linux 6.14+, `enable_uring` on): requests arrive in per-CPU queues of
 // registered entries instead of read(2) on /dev/fuse, and one COMMIT_AND_FETCH both answers a
 // request and waits for the next one on the same buffers, which halves the syscalls per request.
+// A queue's thread batches further: the answers it makes go out with the wait for the next requests
+// in one io_uring_enter (fuse_ring_channel.cc, FuseRingQueue).
 //
 // The kernel has one queue per possible CPU and waits until each has an entry before it sends any
 // request; a request goes to the queue of the CPU its caller runs on. We run one thread and one
