@@ -368,6 +368,7 @@ export interface BlockCacheStats {
   usedBytes: number;
   unitSize: number;
   blobs: number;
+  openBlobs: number; // entries with users (their files are open)
   writtenUnits: number;
   evictedUnits: number;
   verifiedBlobs: number;
@@ -377,9 +378,11 @@ export interface BlockCacheStats {
   lastError: string;
 }
 
-/** The local block cache of remote blobs (one per cacheDir). */
+/** The local block cache of remote blobs (one per cacheDir; entries in scopes, one per registry location). */
 export interface BlockCache {
   stats(): BlockCacheStats;
+  /** One user of the entry less (each RemoteFile opened on it is one); the last one closes its files. */
+  release(digest: string, scope?: string): void;
   /** Resolves when every queued write/verification is done. */
   drain(): Promise<void>;
 }
@@ -452,6 +455,7 @@ export interface RemoteFileSpec {
   maxFetchUnits?: number; // default 16 (one demand GET ≤ 4 MiB with 256 KiB units)
   readAheadStartBytes?: number; // contiguous bytes a reader reads before read-ahead starts; default 1 MiB
   readAheadWindowMs?: number; // a window holds at most what the link delivers in this time; default 250
+  cacheScope?: string; // the cache entry's scope (a directory name); default "" (the cache dir itself)
 }
 
 export interface RemoteFileStats {

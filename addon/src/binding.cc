@@ -138,11 +138,12 @@ class PromiseWorker : public Napi::AsyncWorker {
 //
 // JS API (typed wrappers in src/addon.ts, section "remote"):
 //   new BlockCache({dir, capacityBytes, unitSize?, sync?, minFreeBytes?})   .stats()  .drain(): Promise<void>
+//                           .release(digest, scope?): one user less (the last one closes the entry's files)
 //   new RemoteFetcher(fn, limits?)  fn(digest, offset, length, done, kind) runs on the JS thread for
 //                           every fetch the scheduler starts (kind: demand|readahead|prefetch|background);
 //                           JS calls done(null, bytes) or done(err) exactly once.  .close()  .stats()
 //   new RemoteFile({digest, size, cache, fetcher, readAheadUnits?, maxFetchUnits?, readAheadStartBytes?,
-//                   readAheadWindowMs?})
+//                   readAheadWindowMs?, cacheScope?})  (a user of the cache entry until cache.release)
 //                           .read(offset, length, kind?): Promise<Buffer>   .stats()   .nextMissing(offset)
 //
 // For other sections (stack/device): build a lower from a JS description with
@@ -252,7 +253,8 @@ class JsFetcher : public obd::BlobFetcher {
 class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
-    return DefineClass(env, "BlockCache", {InstanceMethod("stats", &CacheWrap::Stats), InstanceMethod("drain", &CacheWrap::Drain)});
+    return DefineClass(env, "BlockCache", {InstanceMethod("stats", &CacheWrap::Stats), InstanceMethod("drain", &CacheWrap::Drain),
+                                           InstanceMethod("release", &CacheWrap::Release)});
   }
   explicit CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWrap>(info) {
     Napi::Env env = info.Env();
@@ -294,6 +296,7 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
     o.Set("usedBytes", static_cast<double>(s.usedBytes));
     o.Set("unitSize", static_cast<double>(cache->unitSize()));
     o.Set("blobs", static_cast<double>(s.blobs));
+    o.Set("openBlobs", static_cast<double>(s.openBlobs));
     o.Set("writtenUnits", static_cast<double>(s.writtenUnits));
     o.Set("evictedUnits", static_cast<double>(s.evictedUnits));
     o.Set("verifiedBlobs", static_cast<double>(s.verifiedBlobs));
@@ -302,6 +305,16 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
     o.Set("skippedForSpace", static_cast<double>(s.skippedForSpace));
     o.Set("lastError", s.lastError);
     return o;
+  }
+  // release(digest, scope?): one user of the entry less (each RemoteFile opened on it is one user).
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsString()) {
+      common::fail(info.Env(), obd::InvalidArg("BlockCache.release(digest, scope?)"));
+      return info.Env().Undefined();
+    }
+    std::string scope = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+    cache->release(info[0].As<Napi::String>().Utf8Value(), scope);
+    return info.Env().Undefined();
   }
   // Resolves once every queued cache write and verification is done (waits on the libuv pool).
   Napi::Value Drain(const Napi::CallbackInfo& info) {
@@ -406,6 +419,7 @@ obd::Result<std::shared_ptr<obd::RemoteFile>> openFromSpec(const Napi::Object& s
   opts.maxFetchUnits = static_cast<uint32_t>(std::min<uint64_t>(std::max<uint64_t>(maxFetch, 1), 1u << 16));
   opts.readAheadStartBytes = startBytes;
   opts.readAheadSeconds = static_cast<double>(std::min<uint64_t>(windowMs, 60'000)) / 1000;
+  if (spec.Get("cacheScope").IsString()) opts.cacheScope = spec.Get("cacheScope").As<Napi::String>().Utf8Value();
   return obd::RemoteFile::open(c->cache, f->scheduler, digest, size, opts);
 }
 

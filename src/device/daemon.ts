@@ -46,6 +46,7 @@ export class DeviceDaemon {
     const fdStore = openDeviceFdStore(stateDir, log);
     const mgr = new DeviceManager(stateDir, transport, log, remote, tcmuHba(cfg.tenant), fdStore, cfg.fuseIoUring);
     stateMetrics.watch(mgr);
+    stateMetrics.watchCache(remote);
     await mgr.recover();
     const recoveredMs = ms(process.uptime() * 1000);
     const server = new grpc.Server();

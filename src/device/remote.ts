@@ -6,8 +6,10 @@
 // them — (registry, repository, digest) — until the whole blob has been read and its sha256 matches
 // the digest; only then does it become shared: a verified copy under <cacheDir>/verified/ that every
 // image naming the digest reads as a local file, from any registry.
-//   <cacheDir>/locations/<hash of registry/repository>/   the block cache of one location
+//   <cacheDir>/locations/                                 one block cache, bounded by cacheSizeGB as a whole
+//   <cacheDir>/locations/<hash of registry/repository>/   its scope for one location
 //   <cacheDir>/verified/sha256_<hex>                      whole blobs whose sha256 was checked
+// A blob's cache entry keeps its files open only while a device uses it (the cache's release()).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,6 +19,7 @@ import * as addon from '../addon';
 import { BackgroundDownload, type DownloadSettings } from '../registry/background-download';
 import { BlobSource } from '../registry/blob-source';
 import { RegistryClient } from '../registry/client';
+import { RegistryDigestMismatchError } from '../registry/errors';
 import { registryOptionsFromConfig } from '../registry/from-config';
 import type { Logger } from '../log';
 import { DeviceError } from './errors';
@@ -60,9 +63,10 @@ export function downloadSettings(raw: Record<string, unknown> | undefined): Down
 const BLOB_URL = /^(https?):\/\/([^/]+)\/v2\/(.+)\/blobs\/(sha256:[0-9a-f]{64})$/;
 const PROMOTE_CHUNK = 4 << 20;
 
-/** The cache and fetcher of one (registry, repository): ranges fetched there are seen only there. */
+/** The cache scope and fetcher of one (registry, repository): ranges fetched there are seen only there. */
 interface Location {
   key: string;
+  scope: string; // its directory under <cacheDir>/locations
   source: BlobSource;
   cache: addon.BlockCache;
   fetcher: addon.RemoteFetcher;
@@ -74,6 +78,9 @@ interface Location {
 export class RemoteLowers {
   private readonly clients = new Map<string, RegistryClient>(); // by origin
   private readonly locations = new Map<string, Location>();
+  private blockCache?: addon.BlockCache; // opened with the first location
+  /** Reads and cache hits of remote files that are gone (their devices detached). */
+  private readonly retiredReads = { reads: 0, hits: 0 };
   private readonly promoting = new Map<string, Promise<void>>();
   private readonly promoteTimers = new Map<string, NodeJS.Timeout>();
   /** Background downloads (overlaybd's `download`), by location and digest. */
@@ -89,6 +96,7 @@ export class RemoteLowers {
   constructor(
     private readonly cfg: ObdConfig,
     private readonly log: Logger,
+    /** Every failed registry request of a lazy read (retried or final), and blobs that do not match their digest. */
     private readonly onFetchError: (err: unknown) => void = () => undefined,
   ) {}
 
@@ -172,7 +180,7 @@ export class RemoteLowers {
     if (!recording && fileSize(verified) === size) return { kind: 'verified', path: verified, release: () => undefined };
     const origin = `${scheme}://${host}`;
     if (recording) {
-      const source = new BlobSource(this.clientFor(scheme, host));
+      const source = new BlobSource(this.clientFor(scheme, host), { onRetriedError: this.onFetchError });
       this.sources.add(source);
       source.add({ host, repo, digest, size });
       (recording as RecordingSession & { sources: Map<string, BlobSource> }).sources.set(digest, source);
@@ -187,7 +195,8 @@ export class RemoteLowers {
     if (!entry) {
       const c = this.cfg.cacheConfig;
       const readAheadUnits = Math.floor(c.readAheadSize / c.refillSize);
-      entry = { file: addon.openRemoteFile({ digest, size, cache: loc.cache, fetcher: loc.fetcher, readAheadUnits }), size, users: 0 };
+      const file = addon.openRemoteFile({ digest, size, cache: loc.cache, cacheScope: loc.scope, fetcher: loc.fetcher, readAheadUnits });
+      entry = { file, size, users: 0 };
       loc.files.set(digest, entry);
       this.startDownload(loc, digest, entry.file, download ?? this.cfg.download);
     }
@@ -257,32 +266,74 @@ export class RemoteLowers {
 
   private releaseFile(loc: Location, digest: string): void {
     const e = loc.files.get(digest);
-    if (e && --e.users === 0) loc.files.delete(digest);
+    if (e && --e.users === 0) {
+      loc.files.delete(digest);
+      const st = e.file.stats();
+      this.retiredReads.reads += st.reads;
+      this.retiredReads.hits += st.hits;
+      this.stopDownload(loc, digest);
+      loc.cache.release(digest, loc.scope); // no device reads it: its cache files are closed
+    }
     if (--loc.users > 0) return;
     // The last device of this location is gone: its fetcher, cache and per-blob files go with it.
     this.locations.delete(loc.key);
-    for (const [key, { d }] of this.downloads) {
-      if (!key.startsWith(`${loc.key} `)) continue;
-      d.stop();
-      this.downloads.delete(key);
-    }
     loc.fetcher.close();
     this.log.log('debug', 'registry location released', { location: loc.key });
+  }
+
+  /** A blob's background download stops with its last device (the next device resumes from the cache). */
+  private stopDownload(loc: Location, digest: string): void {
+    const key = `${loc.key} ${digest}`;
+    this.downloads.get(key)?.d.stop();
+    this.downloads.delete(key);
+  }
+
+  /** The one block cache of every location: cacheSizeGB bounds all of them together (LRU across blobs). */
+  private cache(): addon.BlockCache {
+    if (this.blockCache) return this.blockCache;
+    const c = this.cfg.cacheConfig;
+    const dir = path.join(this.cacheDir, 'locations');
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.blockCache = addon.openBlockCache({ dir, capacityBytes: Math.floor(c.cacheSizeGB * 2 ** 30), unitSize: c.refillSize });
+    const st = this.blockCache.stats();
+    this.log.log('info', 'block cache opened', { dir, sizeGB: c.cacheSizeGB, usedBytes: st.usedBytes, blobs: st.blobs });
+    return this.blockCache;
+  }
+
+  /** Resolves once the block cache wrote what was fetched so far (tests). */
+  async drainCache(): Promise<void> {
+    await this.blockCache?.drain();
+  }
+
+  /** Reads of remote layers since deviced started and how many the cache answered (detached devices included). */
+  cacheReads(): { reads: number; hits: number } {
+    const out = { ...this.retiredReads };
+    for (const loc of this.locations.values())
+      for (const { file } of loc.files.values()) {
+        const st = file.stats();
+        out.reads += st.reads;
+        out.hits += st.hits;
+      }
+    return out;
+  }
+
+  /** The block cache's figures (used, evicted, …), counting what earlier runs left on disk. */
+  cacheStats(): addon.BlockCacheStats {
+    return this.cache().stats();
   }
 
   private location(key: string): Location {
     let loc = this.locations.get(key);
     if (loc) return loc;
-    const c = this.cfg.cacheConfig;
-    const dir = path.join(this.cacheDir, 'locations', crypto.createHash('sha256').update(key).digest('hex').slice(0, 32));
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const cache = addon.openBlockCache({ dir, capacityBytes: Math.floor(c.cacheSizeGB * 2 ** 30), unitSize: c.refillSize });
+    const cache = this.cache();
+    const scope = crypto.createHash('sha256').update(key).digest('hex').slice(0, 32);
     const [origin] = /^https?:\/\/[^/]+/.exec(key)!;
     const m = /^(https?):\/\/([^/]+)$/.exec(origin)!;
-    const source = new BlobSource(this.clientFor(m[1], m[2]));
+    const source = new BlobSource(this.clientFor(m[1], m[2]), { onRetriedError: this.onFetchError });
     this.sources.add(source);
     const l: Location = {
       key,
+      scope,
       source,
       cache,
       files: new Map(),
@@ -294,7 +345,7 @@ export class RemoteLowers {
       }),
     };
     this.locations.set(key, l);
-    this.log.log('info', 'block cache opened', { location: key, dir, sizeGB: c.cacheSizeGB });
+    this.log.log('debug', 'registry location opened', { location: key, scope });
     return l;
   }
 
@@ -351,6 +402,7 @@ export class RemoteLowers {
       const got = `sha256:${hash.digest('hex')}`;
       if (got !== digest) {
         this.log.log('warn', 'blob does not match its digest: not shared', { location: loc.key, digest, got });
+        this.onFetchError(new RegistryDigestMismatchError(`${loc.key}: blob ${digest} has digest ${got}`, { registry: loc.key }));
         return false;
       }
       fs.fsyncSync(fd);

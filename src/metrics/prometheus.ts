@@ -44,15 +44,23 @@ export class Counter extends Family<{ n: number }> {
   }
 }
 
-/** A gauge whose series are computed when scraped. */
+/** A gauge (or a counter kept elsewhere, e.g. by the addon) whose series are computed when scraped. */
 export class ComputedGauge {
   constructor(
     readonly name: string,
     readonly help: string,
     private readonly compute: () => Array<{ labels: Labels; value: number }>,
+    private readonly type: 'gauge' | 'counter' = 'gauge',
   ) {}
   render(): string[] {
-    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, ...this.compute().map((s) => `${this.name}${labelText(s.labels)} ${s.value}`)];
+    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`, ...this.compute().map((s) => `${this.name}${labelText(s.labels)} ${s.value}`)];
+  }
+}
+
+/** A counter whose value is kept elsewhere and read when scraped. */
+export class ComputedCounter extends ComputedGauge {
+  constructor(name: string, help: string, compute: () => Array<{ labels: Labels; value: number }>) {
+    super(name, help, compute, 'counter');
   }
 }
 

@@ -21,13 +21,16 @@ export class BlobSource {
   failedFetches = 0;
   readonly bytesByKind: Record<FetchKind, number> = { demand: 0, readahead: 0, prefetch: 0, background: 0 };
 
-  constructor(private readonly client: RegistryClient, private readonly opts: { readDeadlineMs?: number } = {}) {}
+  constructor(
+    private readonly client: RegistryClient,
+    private readonly opts: { readDeadlineMs?: number; onRetriedError?: (err: unknown) => void } = {},
+  ) {}
 
   /** Registers where a digest can be fetched from (the first registration wins). */
   add(loc: BlobLocation): void {
     if (this.readers.has(loc.digest)) return;
     this.readers.set(loc.digest, this.client.blobReader(loc.host, loc.repo, loc.digest, {
-      size: loc.size, readDeadlineMs: this.opts.readDeadlineMs, onBytes: (n) => (this.receivedBytes += n),
+      size: loc.size, readDeadlineMs: this.opts.readDeadlineMs, onBytes: (n) => (this.receivedBytes += n), onRetriedError: this.opts.onRetriedError,
     }));
   }
 

@@ -38,6 +38,9 @@ export class RegistryProtocolError extends RegistryError { override readonly cod
 /** The blob is not the size we were told (labels/manifest vs Content-Range): retrying cannot help. */
 export class RegistrySizeMismatchError extends RegistryProtocolError { override readonly code = 'ERR_REGISTRY_SIZE_MISMATCH'; }
 
+/** A whole blob read from the registry does not hash to its digest. */
+export class RegistryDigestMismatchError extends RegistryProtocolError { override readonly code = 'ERR_REGISTRY_DIGEST_MISMATCH'; }
+
 /** The per-read deadline passed before a good answer arrived. */
 export class RegistryTimeoutError extends RegistryError { override readonly code = 'ERR_REGISTRY_TIMEOUT'; }
 

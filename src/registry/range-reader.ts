@@ -15,6 +15,8 @@ export interface RangeReaderOptions {
   redirectTtlMs?: number;    // reuse of a redirect without an expiry in its URL, default 300 s
   /** every body byte as it arrives, also of bodies that are retried or cut short (honest accounting) */
   onBytes?: (n: number) => void;
+  /** every failed attempt that is retried (metrics: registry errors by kind, also when a retry succeeds) */
+  onRetriedError?: (err: unknown) => void;
 }
 
 interface Location {
@@ -73,6 +75,7 @@ export class RangeReader {
     return this.transport.retry.run((sig) => this.attempt(offset, length, sig, probe, what), {
       deadline, signal, registry: this.host, what,
       onRetry: (err) => {
+        this.opts.onRetriedError?.(err);
         if (err instanceof RegistryError && err.status !== undefined && err.status !== 429 && err.status < 500) this.location = undefined;
         if (err instanceof RegistryProtocolError) this.location = undefined;
       },

@@ -7,13 +7,25 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CriClient, CriError, hostNetworkPod } from '../helpers/cri';
 import { busyboxTestImage, ImageSpec, pushOciLayout, TarEntry, writeOciLayout } from '../helpers/images';
+import { fdsUnder } from '../helpers/proc-fds';
 import { TestRegistry } from '../helpers/registry';
 import { LazyEnv } from '../lazy/env';
 
 const STEP = { timeout: 180_000 };
+const CACHE_BYTES = 32 << 20; // cacheSizeGB of this deviced: above what the lazy run reads
+
+/** Disk space the files under `dir` take (sparse cache files count what they hold). */
+function allocatedBytes(dir: string): number {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) n += fs.statSync(path.join(e.parentPath ?? e.path, e.name)).blocks * 512;
+  }
+  return n;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function pauseSpec(): ImageSpec {
@@ -62,6 +74,7 @@ describe('CRI: a kubelet-like client through containerd to obd', { timeout: 900_
   before(async () => {
     await authRegistry.start();
     env = new LazyEnv({
+      config: { cacheConfig: { cacheSizeGB: CACHE_BYTES / 2 ** 30 } },
       cri: (reg) => ({ snapshotter: 'obd', sandboxImage: `${reg.host}/pause:1`, plainHttpRegistries: [reg.host, authRegistry.host] }),
     });
     await env.start();
@@ -172,5 +185,11 @@ describe('CRI: a kubelet-like client through containerd to obd', { timeout: 900_
     assert.deepEqual(snaps, []);
     const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(env.snapshotter.dir));
     assert.deepEqual(mounts, [], 'nothing mounted under the snapshotter root');
+    // The block cache keeps the image's units (a cache, bounded by cacheSizeGB) but not its files open.
+    const cacheDir = env.tmp.join('cache');
+    assert.deepEqual(fdsUnder(env.devicedPid!, cacheDir), [], 'deviced holds no descriptor into the block cache');
+    const cached = allocatedBytes(path.join(cacheDir, 'locations'));
+    assert.ok(cached > 0, 'the lazy image\'s units stay cached');
+    assert.ok(cached <= CACHE_BYTES + (1 << 20), `${cached} bytes cached, more than cacheSizeGB (${CACHE_BYTES}) allows`);
   });
 });

@@ -98,6 +98,11 @@ export class LazyEnv {
     });
   }
 
+  /** deviced's process id (tests that look at what it holds open); undefined when it is not running. */
+  get devicedPid(): number | undefined {
+    return this.deviced?.pid;
+  }
+
   get devicedLogs(): string {
     return this.devicedLog;
   }

@@ -9,14 +9,29 @@ import { obdBin } from '../helpers/bin';
 import { busyboxTestImage } from '../helpers/images';
 import { freePort } from '../helpers/registry';
 import { Counter, Histogram, renderFamilies } from '../../src/metrics/prometheus';
-import { registryErrorKind } from '../../src/device/state-metrics';
-import { RegistryNotFoundError, RegistryTimeoutError } from '../../src/registry/errors';
+import crypto from 'node:crypto';
+import { defaultConfig } from '../../src/config';
+import { RemoteLowers } from '../../src/device/remote';
+import { DevicedStateMetrics, registryErrorKind } from '../../src/device/state-metrics';
+import { silentLogger } from '../../src/log';
+import {
+  RegistryAuthError, RegistryDigestMismatchError, RegistryHttpError, RegistryNetworkError, RegistryNotFoundError, RegistryTimeoutError,
+} from '../../src/registry/errors';
+import { FaultProxy } from '../helpers/fault-proxy';
+import { LyingRegistry } from '../helpers/lying-registry';
+import { TestRegistry } from '../helpers/registry';
+import { makeTempDir } from '../helpers/tmp';
 import { LazyEnv } from '../lazy/env';
 
 function value(text: string, series: string): number {
   const line = text.split('\n').find((l) => l.startsWith(series + ' '));
   assert.ok(line, `no series ${series} in:\n${text}`);
   return Number(line.slice(series.length + 1));
+}
+
+/** The value of a series, 0 when it has not appeared yet (a counter that never counted). */
+function valueOr0(text: string, series: string): number {
+  return text.split('\n').some((l) => l.startsWith(series + ' ')) ? value(text, series) : 0;
 }
 
 /** Local addresses of listening TCP sockets on `port`, from /proc/net/tcp (hex, little endian). */
@@ -87,6 +102,15 @@ describe('metrics endpoints', { timeout: 600_000 }, () => {
     assert.ok(attached >= 1, 'the image device stays attached after the container (autoRemoveDev is off)');
     assert.equal(value(dv, 'obd_devices{state="in_use"}') + value(dv, 'obd_devices{state="idle"}'), attached);
     assert.equal(value(dv, 'obd_devices{state="missing"}'), 0);
+    // The block cache: bound, use, and the lazy run's reads of remote layers.
+    assert.equal(value(dv, 'obd_cache_capacity_bytes'), 4 * 2 ** 30);
+    assert.ok(value(dv, 'obd_cache_used_bytes') > 0);
+    assert.ok(value(dv, 'obd_cache_misses_total') > 0, 'the first reads waited for fetches');
+    assert.ok(value(dv, 'obd_cache_hits_total') > 0, 'later reads of the same units did not');
+    assert.ok(value(dv, 'obd_cache_open_blobs') >= 1, 'the attached image reads its blobs');
+    assert.equal(value(dv, 'obd_cache_evictions_total'), 0, 'nothing evicted under 4 GiB');
+    assert.ok(value(dv, 'obd_fetch_bytes_total{kind="demand"}') > 0);
+    assert.ok(value(dv, 'obd_fetch_duration_seconds_count') > 0);
   });
 
   it('a lazy read of a blob the registry does not have counts a registry error of kind not_found', async () => {
@@ -97,7 +121,121 @@ describe('metrics endpoints', { timeout: 600_000 }, () => {
     assert.notEqual(r.status, 0, 'attaching a stack whose blob is missing fails');
     assert.match(r.stderr, /not found|404|BLOB_UNKNOWN/i);
     const dv = await scrape(devicedPort);
-    assert.ok(value(dv, 'obd_registry_errors_total{kind="not_found"}') >= 1);
+    assert.ok(value(dv, 'obd_registry_errors_total{kind="404"}') >= 1);
+  });
+});
+
+describe('deviced metrics move when the thing happens (remote lowers in this process)', { timeout: 120_000 }, () => {
+  const UNIT = 64 << 10;
+  const registry = new TestRegistry();
+  const liar = new LyingRegistry();
+  let proxy: FaultProxy;
+  const tmp = makeTempDir('obd-metrics-');
+  before(async () => {
+    await registry.start();
+    await liar.start();
+    const [h, p] = registry.host.split(':');
+    proxy = new FaultProxy({ host: h, port: Number(p) });
+    await proxy.start();
+  });
+  after(async () => {
+    await proxy.stop();
+    await liar.stop();
+    await registry.stop();
+    tmp.cleanup();
+  });
+
+  /** RemoteLowers wired to deviced's metrics, with a cache of `cacheUnits` refill units. */
+  const deviced = (name: string, cacheUnits = 1024) => {
+    const cfg = defaultConfig();
+    cfg.cacheConfig = { ...cfg.cacheConfig, cacheDir: tmp.join(name), cacheSizeGB: (cacheUnits * UNIT) / 2 ** 30, refillSize: UNIT, readAheadSize: 0 };
+    cfg.credentialFile = '';
+    const metrics = new DevicedStateMetrics();
+    const remote = new RemoteLowers(cfg, silentLogger, metrics.onFetchError);
+    metrics.watchCache(remote);
+    return { remote, scrape: () => renderFamilies(metrics.families()) };
+  };
+  const open = (r: RemoteLowers, host: string, repo: string, digest: string, size: number) => {
+    const o = r.open(`http://${host}/v2/${repo}/blobs/${digest}`, digest, size);
+    assert.equal(o.kind, 'remote');
+    if (o.kind !== 'remote') throw new Error('unreachable');
+    return o;
+  };
+
+  it('a 5xx the retry gets past counts registry_errors{kind="5xx"}; a dropped connection counts "reset"; a missing blob "404"', async () => {
+    const blob = crypto.randomBytes(4 * UNIT);
+    const digest = await registry.pushBlob('metrics/faults', blob);
+    const { remote, scrape } = deviced('faults');
+    try {
+      const f = open(remote, proxy.host, 'metrics/faults', digest, blob.length);
+      assert.equal(valueOr0(scrape(), 'obd_registry_errors_total{kind="5xx"}'), 0);
+      proxy.inject({ kind: 'status', status: 503 }, 1);
+      assert.ok((await f.file.read(0, 4096)).equals(blob.subarray(0, 4096)), 'the read succeeds on the retry');
+      assert.equal(value(scrape(), 'obd_registry_errors_total{kind="5xx"}'), 1);
+
+      proxy.inject({ kind: 'drop' }, 1);
+      assert.ok((await f.file.read(UNIT, 4096)).equals(blob.subarray(UNIT, UNIT + 4096)));
+      assert.equal(value(scrape(), 'obd_registry_errors_total{kind="reset"}'), 1);
+
+      const missing = 'sha256:' + 'cd'.repeat(32);
+      const m = open(remote, registry.host, 'metrics/faults', missing, UNIT);
+      await assert.rejects(m.file.read(0, 10));
+      assert.equal(value(scrape(), 'obd_registry_errors_total{kind="404"}'), 1);
+      f.release();
+      m.release();
+    } finally {
+      proxy.clear();
+      await remote.close();
+    }
+  });
+
+  it('a blob whose bytes do not hash to its digest counts registry_errors{kind="digest_mismatch"}', async () => {
+    const good = crypto.randomBytes(3 * UNIT);
+    const digest = 'sha256:' + crypto.createHash('sha256').update(good).digest('hex');
+    const evil = crypto.randomBytes(good.length);
+    liar.blob('metrics/liar', digest, evil);
+    const { remote, scrape } = deviced('liar');
+    try {
+      const f = open(remote, liar.host, 'metrics/liar', digest, evil.length);
+      await f.file.read(0, evil.length); // the whole blob: the cache checks its sha256
+      await remote.drainCache();
+      assert.equal(value(scrape(), 'obd_registry_errors_total{kind="digest_mismatch"}'), 1);
+      f.release();
+    } finally {
+      await remote.close();
+    }
+  });
+
+  it('reads beyond a tiny cache count evictions; reads of cached units count hits, the others misses', async () => {
+    const blob = crypto.randomBytes(12 * UNIT);
+    const digest = await registry.pushBlob('metrics/evict', blob);
+    const { remote, scrape } = deviced('evict', 4);
+    try {
+      const f = open(remote, registry.host, 'metrics/evict', digest, blob.length);
+      await f.file.read(0, 4096);
+      await remote.drainCache();
+      let m = scrape();
+      assert.equal(value(m, 'obd_cache_misses_total'), 1);
+      assert.equal(value(m, 'obd_cache_hits_total'), 0);
+      assert.equal(value(m, 'obd_cache_evictions_total'), 0);
+      await f.file.read(100, 4096);
+      assert.equal(value(scrape(), 'obd_cache_hits_total'), 1);
+
+      for (let u = 1; u < 12; u++) await f.file.read(u * UNIT, 4096);
+      await remote.drainCache();
+      m = scrape();
+      assert.ok(value(m, 'obd_cache_evictions_total') >= 8, `evictions ${value(m, 'obd_cache_evictions_total')}`);
+      assert.ok(value(m, 'obd_cache_used_bytes') <= 4 * UNIT);
+      assert.equal(value(m, 'obd_cache_capacity_bytes'), 4 * UNIT);
+      assert.equal(value(m, 'obd_cache_misses_total'), 12);
+      assert.equal(value(m, 'obd_cache_open_blobs'), 1);
+      f.release();
+      m = scrape();
+      assert.equal(value(m, 'obd_cache_open_blobs'), 0);
+      assert.equal(value(m, 'obd_cache_misses_total'), 12, 'counts stay after the device is gone');
+    } finally {
+      await remote.close();
+    }
   });
 });
 
@@ -126,9 +264,22 @@ describe('metric families', () => {
     );
   });
 
-  it('registry error kinds come from the error codes', () => {
-    assert.equal(registryErrorKind(new RegistryNotFoundError('x', { registry: 'r' })), 'not_found');
-    assert.equal(registryErrorKind(new RegistryTimeoutError('x', { registry: 'r' })), 'timeout');
+  it('registry error kinds are what an operator asks: 401, 403, 404, 5xx, timeout, reset, digest mismatch', () => {
+    const r = { registry: 'r' };
+    assert.equal(registryErrorKind(new RegistryAuthError('x', { ...r, status: 401 })), '401');
+    assert.equal(registryErrorKind(new RegistryAuthError('x', { ...r, status: 403 })), '403');
+    assert.equal(registryErrorKind(new RegistryNotFoundError('x', r)), '404');
+    assert.equal(registryErrorKind(new RegistryHttpError('x', { ...r, status: 502 })), '5xx');
+    assert.equal(registryErrorKind(new RegistryHttpError('x', { ...r, status: 429 })), '429');
+    assert.equal(registryErrorKind(new RegistryHttpError('x', { ...r, status: 418 })), '4xx');
+    assert.equal(registryErrorKind(new RegistryTimeoutError('x', r)), 'timeout');
+    assert.equal(registryErrorKind(new RegistryTimeoutError('x', { ...r, cause: new RegistryHttpError('y', { ...r, status: 500 }) })), '5xx',
+      'a deadline after a failed attempt counts the attempt\'s failure');
+    const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    assert.equal(registryErrorKind(new RegistryNetworkError('x', { ...r, cause: reset })), 'reset');
+    const refused = Object.assign(new Error('connect'), { code: 'ECONNREFUSED' });
+    assert.equal(registryErrorKind(new RegistryNetworkError('x', { ...r, cause: refused })), 'network');
+    assert.equal(registryErrorKind(new RegistryDigestMismatchError('x', r)), 'digest_mismatch');
     assert.equal(registryErrorKind(new Error('x')), 'other');
   });
 });

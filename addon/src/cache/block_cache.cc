@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include "util/fd_io.h"
@@ -30,6 +31,10 @@ static_assert(sizeof(BitmapHeader) == kHeaderSize, "bitmap header is 64 bytes");
 
 std::string fileStem(const std::string& digest) { return "sha256_" + digest.substr(7); }
 
+std::string entryKey(const std::string& scope, const std::string& digest) { return scope.empty() ? digest : scope + "/" + digest; }
+
+std::string scopeDir(const std::string& dir, const std::string& scope) { return scope.empty() ? dir : dir + "/" + scope; }
+
 }  // namespace
 
 bool isSha256Digest(const std::string& d) {
@@ -37,10 +42,15 @@ bool isSha256Digest(const std::string& d) {
   return std::all_of(d.begin() + 7, d.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+bool isCacheScope(const std::string& s) {
+  if (s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; });
+}
+
 // ---- CachedBlob ----
 
-CachedBlob::CachedBlob(BlockCache* cache, std::string digest, uint64_t size, uint32_t unitSize)
-    : cache_(cache), digest_(std::move(digest)), size_(size), unitSize_(unitSize),
+CachedBlob::CachedBlob(BlockCache* cache, std::string digest, std::string scope, uint64_t size, uint32_t unitSize, std::string stem)
+    : cache_(cache), digest_(std::move(digest)), scope_(std::move(scope)), stem_(std::move(stem)), size_(size), unitSize_(unitSize),
       units_((size + unitSize - 1) / unitSize), bits_((units_ + 7) / 8, 0) {}
 
 uint64_t CachedBlob::unitBytes(uint64_t unit) const {
@@ -62,6 +72,8 @@ Result<bool> CachedBlob::readIfPresent(void* buf, size_t n, uint64_t off) {
   if (n == 0) return true;
   if (off + n > size_ || off + n < off) return InvalidArg(digest_ + ": cache read beyond blob end");
   uint64_t first = off / unitSize_, last = (off + n - 1) / unitSize_;
+  std::shared_lock<std::shared_mutex> files(filesMu_);
+  if (!open_) return false;  // released: no reader is expected, and a miss is always correct
   uint64_t epoch;
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -74,7 +86,8 @@ Result<bool> CachedBlob::readIfPresent(void* buf, size_t n, uint64_t off) {
   return epoch == epoch_;  // units dropped meanwhile: the bytes may be a punched hole
 }
 
-Status CachedBlob::openFiles(const std::string& dataPath, const std::string& bitmapPath, bool create) {
+Status CachedBlob::openFiles(bool create) {
+  const std::string dataPath = stem_ + ".data", bitmapPath = stem_ + ".bitmap";
   int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
   data_.reset(::open(dataPath.c_str(), flags, 0600));
   if (!data_.valid()) return SysError(dataPath + ": open");
@@ -90,6 +103,7 @@ Status CachedBlob::openFiles(const std::string& dataPath, const std::string& bit
     OBD_RETURN_IF_ERROR(pwriteAll(bitmap_.get(), &h, sizeof h, 0, bitmapPath));
     OBD_RETURN_IF_ERROR(pwriteAll(bitmap_.get(), bits_.data(), bits_.size(), kHeaderSize, bitmapPath));
     if (::fsync(bitmap_.get()) != 0) return SysError(bitmapPath + ": fsync");
+    open_ = true;
     return Status::Ok();
   }
   OBD_RETURN_IF_ERROR(preadOrZero(bitmap_.get(), bits_.data(), bits_.size(), kHeaderSize, bitmapPath));
@@ -97,7 +111,39 @@ Status CachedBlob::openFiles(const std::string& dataPath, const std::string& bit
   if (units_ % 8) bits_.back() &= static_cast<uint8_t>((1u << (units_ % 8)) - 1);
   presentCount_ = 0;
   for (uint8_t b : bits_) presentCount_ += static_cast<uint64_t>(__builtin_popcount(b));
+  open_ = true;
   return Status::Ok();
+}
+
+Status CachedBlob::reopenFiles() {
+  if (open_) return Status::Ok();
+  UniqueFd data(::open((stem_ + ".data").c_str(), O_RDWR | O_CLOEXEC));
+  if (!data.valid()) return SysError(stem_ + ".data: open");
+  UniqueFd bitmap(::open((stem_ + ".bitmap").c_str(), O_RDWR | O_CLOEXEC));
+  if (!bitmap.valid()) return SysError(stem_ + ".bitmap: open");
+  data_ = std::move(data);
+  bitmap_ = std::move(bitmap);
+  open_ = true;
+  return Status::Ok();
+}
+
+void CachedBlob::closeFiles() {
+  data_.reset();
+  bitmap_.reset();
+  open_ = false;
+}
+
+Status CachedBlob::withFiles(const std::function<Status()>& op) {
+  {
+    std::shared_lock<std::shared_mutex> g(filesMu_);
+    if (open_) return op();
+  }
+  std::unique_lock<std::shared_mutex> g(filesMu_);
+  if (open_) return op();  // a user came meanwhile
+  OBD_RETURN_IF_ERROR(reopenFiles());
+  Status st = op();
+  closeFiles();
+  return st;
 }
 
 Status CachedBlob::writeBitmapBytes(uint64_t firstByte, uint64_t lastByte) {
@@ -155,20 +201,47 @@ BlockCache::~BlockCache() {
   if (writer_.joinable()) writer_.join();
 }
 
-Status BlockCache::load() {
-  DIR* d = ::opendir(opts_.dir.c_str());
-  if (!d) return SysError(opts_.dir + ": opendir");
+namespace {
+
+Result<std::vector<std::string>> listDir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return SysError(dir + ": opendir");
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
   ::closedir(d);
-  for (const std::string& name : names) {
+  return names;
+}
+
+bool isDir(const std::string& p) {
+  struct stat st{};
+  return ::lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+}  // namespace
+
+// Every entry of `dir` and of its scope subdirectories: the size limit covers what earlier runs cached.
+Status BlockCache::load() {
+  auto names = listDir(opts_.dir);
+  if (!names.ok()) return names.status();
+  OBD_RETURN_IF_ERROR(loadScope(""));
+  for (const std::string& name : names.value())
+    if (name != "." && name != ".." && isCacheScope(name) && isDir(opts_.dir + "/" + name)) OBD_RETURN_IF_ERROR(loadScope(name));
+  stats_.blobs = blobs_.size();
+  return Status::Ok();
+}
+
+Status BlockCache::loadScope(const std::string& scope) {
+  const std::string dir = scopeDir(opts_.dir, scope);
+  auto names = listDir(dir);
+  if (!names.ok()) return names.status();
+  for (const std::string& name : names.value()) {
     const std::string suffix = ".bitmap";
     if (name.size() != 7 + 64 + suffix.size() || name.compare(0, 7, "sha256_") != 0 ||
         name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
     std::string digest = "sha256:" + name.substr(7, 64);
     if (!isSha256Digest(digest)) continue;
-    std::string stem = opts_.dir + "/" + fileStem(digest);
+    std::string stem = dir + "/" + fileStem(digest);
     UniqueFd fd(::open((stem + ".bitmap").c_str(), O_RDONLY | O_CLOEXEC));
     BitmapHeader h{};
     bool ok = fd.valid() && ::pread(fd.get(), &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) &&
@@ -180,9 +253,10 @@ Status BlockCache::load() {
       ::unlink((stem + ".data").c_str());
       continue;
     }
-    std::shared_ptr<CachedBlob> b(new CachedBlob(this, digest, h.blobSize, opts_.unitSize));
-    Status st2 = b->openFiles(stem + ".data", stem + ".bitmap", false);
+    std::shared_ptr<CachedBlob> b(new CachedBlob(this, digest, scope, h.blobSize, opts_.unitSize, stem));
+    Status st2 = b->openFiles(false);
     if (!st2.ok()) return st2;
+    b->closeFiles();  // no users yet: the bitmap is in memory
     for (uint64_t u = 0; u < b->units_; u++) {
       if (!((b->bits_[u / 8] >> (u % 8)) & 1)) continue;
       lru_.push_back(UnitKey{b.get(), u});  // older than anything touched in this run
@@ -191,30 +265,59 @@ Status BlockCache::load() {
     }
     // Complete but maybe never verified (a crash between the last write and the check).
     if (b->presentCount_ == b->units_ && b->units_ > 0) queue_.push_back(Job{b, 0, nullptr, nullptr});
-    blobs_[digest] = std::move(b);
+    blobs_[entryKey(scope, digest)] = std::move(b);
   }
-  stats_.blobs = blobs_.size();
   return Status::Ok();
 }
 
-Result<std::shared_ptr<CachedBlob>> BlockCache::blob(const std::string& digest, uint64_t size) {
+Result<std::shared_ptr<CachedBlob>> BlockCache::blob(const std::string& digest, uint64_t size, const std::string& scope) {
   if (!isSha256Digest(digest)) return InvalidArg("block cache: \"" + digest + "\" is not a sha256 digest");
-  std::lock_guard<std::mutex> g(mu_);
-  auto it = blobs_.find(digest);
-  if (it != blobs_.end()) {
-    if (it->second->size() != size)
-      return InvalidArg(digest + ": size " + std::to_string(size) + " does not match the cached size " +
-                        std::to_string(it->second->size()));
-    return it->second;
+  if (!isCacheScope(scope)) return InvalidArg("block cache: scope \"" + scope + "\" is not a directory name of [A-Za-z0-9_-]");
+  std::shared_ptr<CachedBlob> b;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = blobs_.find(entryKey(scope, digest));
+    if (it != blobs_.end()) {
+      if (it->second->size() != size)
+        return InvalidArg(digest + ": size " + std::to_string(size) + " does not match the cached size " +
+                          std::to_string(it->second->size()));
+      b = it->second;
+      b->users_++;
+    }
   }
-  std::shared_ptr<CachedBlob> b(new CachedBlob(this, digest, size, opts_.unitSize));
-  std::string stem = opts_.dir + "/" + fileStem(digest);
-  Status st = b->openFiles(stem + ".data", stem + ".bitmap", true);
-  if (!st.ok()) return st;
-  blobs_[digest] = b;
-  stats_.blobs = blobs_.size();
+  if (b) {  // reopened without mu_ held: the writer thread takes mu_ while it holds an entry's files
+    std::unique_lock<std::shared_mutex> files(b->filesMu_);
+    Status st = b->reopenFiles();
+    if (st.ok()) return b;
+    files.unlock();
+    release(digest, scope);
+    return st;
+  }
+  const std::string dir = scopeDir(opts_.dir, scope);
+  if (!scope.empty() && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return SysError(dir + ": mkdir");
+  b.reset(new CachedBlob(this, digest, scope, size, opts_.unitSize, dir + "/" + fileStem(digest)));
+  OBD_RETURN_IF_ERROR(b->openFiles(true));
   if (size == 0) b->verified_ = true;
+  std::lock_guard<std::mutex> g(mu_);
+  auto [it, fresh] = blobs_.emplace(entryKey(scope, digest), b);
+  if (!fresh) return InvalidArg(digest + ": cache entry created twice at once");  // blob() runs on one thread
+  b->users_ = 1;
+  stats_.blobs = blobs_.size();
   return b;
+}
+
+void BlockCache::release(const std::string& digest, const std::string& scope) {
+  std::shared_ptr<CachedBlob> b;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = blobs_.find(entryKey(scope, digest));
+    if (it == blobs_.end() || it->second->users_ == 0) return;
+    if (--it->second->users_ > 0) return;
+    b = it->second;
+  }
+  std::unique_lock<std::shared_mutex> files(b->filesMu_);
+  std::lock_guard<std::mutex> g(mu_);
+  if (b->users_ == 0) b->closeFiles();  // unless blob() took it again meanwhile
 }
 
 void BlockCache::persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const std::vector<uint8_t>> data,
@@ -241,7 +344,9 @@ void BlockCache::drain() {
 
 BlockCacheStats BlockCache::stats() const {
   std::lock_guard<std::mutex> g(mu_);
-  return stats_;
+  BlockCacheStats s = stats_;
+  for (const auto& [key, b] : blobs_) s.openBlobs += b->users_ > 0;
+  return s;
 }
 
 void BlockCache::writerLoop() {
@@ -276,9 +381,11 @@ void BlockCache::persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t fi
     stats_.skippedForSpace += count;
     return;
   }
-  Status st = pwriteAll(blob->data_.get(), data.data(), data.size(), off, blob->digest_ + " cache");
-  if (st.ok() && opts_.sync && ::fdatasync(blob->data_.get()) != 0) st = SysError(blob->digest_ + " cache: fdatasync");
-  if (st.ok()) st = blob->setPresent(firstUnit, count);
+  Status st = blob->withFiles([&] {
+    OBD_RETURN_IF_ERROR(pwriteAll(blob->data_.get(), data.data(), data.size(), off, blob->digest_ + " cache"));
+    if (opts_.sync && ::fdatasync(blob->data_.get()) != 0) return SysError(blob->digest_ + " cache: fdatasync");
+    return blob->setPresent(firstUnit, count);
+  });
   if (!st.ok()) {
     recordError(st.message(), true);
     return;
@@ -345,13 +452,14 @@ void BlockCache::evictIfNeeded(uint64_t extraBytes) {
       }
     }
     for (auto& [blob, units] : victims) {
-      Status st = blob->clearPresent(units, opts_.sync);  // bits gone and durable before the data goes
-      for (uint64_t u : units) {
-        if (!st.ok()) break;
-        if (::fallocate(blob->data_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                        static_cast<off_t>(u * blob->unitSize_), static_cast<off_t>(blob->unitBytes(u))) != 0)
-          st = SysError(blob->digest_ + " cache: punch hole");
-      }
+      Status st = blob->withFiles([&, b = blob, &us = units] {
+        OBD_RETURN_IF_ERROR(b->clearPresent(us, opts_.sync));  // bits gone and durable before the data goes
+        for (uint64_t u : us)
+          if (::fallocate(b->data_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(u * b->unitSize_),
+                          static_cast<off_t>(b->unitBytes(u))) != 0)
+            return SysError(b->digest_ + " cache: punch hole");
+        return Status::Ok();
+      });
       if (!st.ok()) recordError(st.message(), true);
     }
   }
@@ -366,12 +474,15 @@ void BlockCache::verify(const std::shared_ptr<CachedBlob>& blob) {
     std::lock_guard<std::mutex> g(blob->mu_);
     epoch = blob->epoch_;
   }
-  Status st;
-  for (uint64_t off = 0; ok && off < blob->size_; off += buf.size()) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), blob->size_ - off));
-    st = preadOrZero(blob->data_.get(), buf.data(), n, off, blob->digest_ + " cache");
-    ok = st.ok() && EVP_DigestUpdate(ctx, buf.data(), n) == 1;
-  }
+  Status st = blob->withFiles([&] {
+    for (uint64_t off = 0; ok && off < blob->size_; off += buf.size()) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), blob->size_ - off));
+      OBD_RETURN_IF_ERROR(preadOrZero(blob->data_.get(), buf.data(), n, off, blob->digest_ + " cache"));
+      ok = EVP_DigestUpdate(ctx, buf.data(), n) == 1;
+    }
+    return Status::Ok();
+  });
+  ok = ok && st.ok();
   unsigned char md[32];
   unsigned int mdLen = 0;
   ok = ok && EVP_DigestFinal_ex(ctx, md, &mdLen) == 1 && mdLen == 32;
@@ -416,10 +527,12 @@ void BlockCache::dropBlob(const std::shared_ptr<CachedBlob>& blob, const std::st
     stats_.verifyFailures++;
     stats_.lastError = why;
   }
-  Status st = blob->clearPresent(units, true);
-  if (st.ok() && ::fallocate(blob->data_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
-                             static_cast<off_t>(blob->size_)) != 0)
-    st = SysError(blob->digest_ + " cache: punch hole");
+  Status st = blob->withFiles([&] {
+    OBD_RETURN_IF_ERROR(blob->clearPresent(units, true));
+    if (::fallocate(blob->data_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(blob->size_)) != 0)
+      return SysError(blob->digest_ + " cache: punch hole");
+    return Status::Ok();
+  });
   if (!st.ok()) recordError(st.message(), true);
 }
 

@@ -11,6 +11,14 @@
 // unit's bit is cleared and the bitmap synced before the hole is punched. So after kill -9 or a
 // power cut every bit that says "present" covers durable, correct bytes.
 //
+// Scopes: a blob's entry may live in a scope, a subdirectory of `dir` (deviced uses one per registry
+// location, so ranges served by one registry are never read for an image of another); the size limit
+// and the LRU span every scope, and entries found on disk in any scope at open count from the start.
+//
+// Open files: an entry keeps its two descriptors only while it has users (blob() adds one, release()
+// takes it back). An entry without users keeps its bitmap in memory and its units in the LRU; the
+// writer thread opens its files just for the time of a write, an eviction or a verification.
+//
 // Size limit: total present bytes over all blobs ≤ capacity; least recently used units are evicted
 // first (punch hole). When every unit of a blob is present its sha256 is checked against the digest;
 // on mismatch the blob's cached bytes are dropped and the failure is counted and reported in stats.
@@ -27,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -54,6 +63,7 @@ struct BlockCacheStats {
   uint64_t capacityBytes = 0;
   uint64_t usedBytes = 0;
   uint64_t blobs = 0;
+  uint64_t openBlobs = 0;  // entries with users: their files are open
   uint64_t writtenUnits = 0;
   uint64_t evictedUnits = 0;
   uint64_t verifiedBlobs = 0;
@@ -67,6 +77,7 @@ struct BlockCacheStats {
 class CachedBlob {
  public:
   const std::string& digest() const { return digest_; }
+  const std::string& scope() const { return scope_; }
   uint64_t size() const { return size_; }
   uint32_t unitSize() const { return unitSize_; }
   uint64_t unitCount() const { return units_; }
@@ -74,22 +85,33 @@ class CachedBlob {
   bool present(uint64_t unit) const;
   uint64_t presentCount() const;
   // Copies [off, off+n) into buf when every unit it touches is present (and stays present while it
-  // is read); false means "miss" — fetch and try again. Requires off + n <= size().
+  // is read); false means "miss" — fetch and try again (also once the entry was released). Requires
+  // off + n <= size().
   Result<bool> readIfPresent(void* buf, size_t n, uint64_t off);
 
  private:
   friend class BlockCache;
-  CachedBlob(BlockCache* cache, std::string digest, uint64_t size, uint32_t unitSize);
-  Status openFiles(const std::string& dataPath, const std::string& bitmapPath, bool create);
+  CachedBlob(BlockCache* cache, std::string digest, std::string scope, uint64_t size, uint32_t unitSize, std::string stem);
+  Status openFiles(bool create);  // create: new empty entry; else reads the bitmap from disk
+  Status reopenFiles();           // filesMu_ held exclusively; the in-memory bitmap stays
+  void closeFiles();              // filesMu_ held exclusively
+  // Runs `op` with the files open: with the entry's descriptors if it has users, else with the files
+  // opened for the time of `op` (writer thread: writes, evictions, verification).
+  Status withFiles(const std::function<Status()>& op);
   Status setPresent(uint64_t first, uint64_t count);  // data already durable
   Status clearPresent(const std::vector<uint64_t>& units, bool syncBitmap);
   Status writeBitmapBytes(uint64_t firstByte, uint64_t lastByte);  // mu_ held
 
   BlockCache* cache_;
   const std::string digest_;
+  const std::string scope_;
+  const std::string stem_;  // <dir>[/<scope>]/sha256_<hex>
   const uint64_t size_;
   const uint32_t unitSize_;
   const uint64_t units_;
+  std::shared_mutex filesMu_;  // data_/bitmap_/open_: readers share it, open and close take it alone
+  bool open_ = false;
+  uint64_t users_ = 0;  // BlockCache::mu_
   UniqueFd data_;
   UniqueFd bitmap_;
   mutable std::mutex mu_;
@@ -108,8 +130,12 @@ class BlockCache {
 
   uint32_t unitSize() const { return opts_.unitSize; }
   const std::string& dir() const { return opts_.dir; }
-  // The cache entry of a blob (created empty on first use). `size` must match an existing entry.
-  Result<std::shared_ptr<CachedBlob>> blob(const std::string& digest, uint64_t size);
+  // The cache entry of a blob in `scope` (created empty on first use), with one more user: its files
+  // stay open until as many release() calls. `size` must match an existing entry. A scope is a
+  // directory name of letters, digits, '_' and '-' ("" = `dir` itself).
+  Result<std::shared_ptr<CachedBlob>> blob(const std::string& digest, uint64_t size, const std::string& scope = "");
+  // One user less; the last one closes the entry's files (its cached units stay, and still count).
+  void release(const std::string& digest, const std::string& scope = "");
   // Queues units [firstUnit, firstUnit + n) of `blob` whose bytes are `data` (exactly their length)
   // for writing; `done` runs on the writer thread once they are present (or failed to persist).
   void persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const std::vector<uint8_t>> data,
@@ -123,6 +149,7 @@ class BlockCache {
  private:
   explicit BlockCache(BlockCacheOptions opts);
   Status load();
+  Status loadScope(const std::string& scope);
   void writerLoop();
   void persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t firstUnit, const std::vector<uint8_t>& data);
   void account(CachedBlob* blob, uint64_t firstUnit, uint64_t count);  // LRU insert + used bytes
@@ -149,7 +176,7 @@ class BlockCache {
 
   const BlockCacheOptions opts_;
   mutable std::mutex mu_;  // blobs_, LRU, stats (never held while taking a blob's mu_)
-  std::map<std::string, std::shared_ptr<CachedBlob>> blobs_;
+  std::map<std::string, std::shared_ptr<CachedBlob>> blobs_;  // by entryKey(scope, digest)
   std::list<UnitKey> lru_;  // front = most recently used
   std::unordered_map<UnitKey, std::list<UnitKey>::iterator, UnitKeyHash> lruIndex_;
   BlockCacheStats stats_;
@@ -165,5 +192,7 @@ class BlockCache {
 
 // "sha256:<64 hex>" → true; anything else (it becomes a file name) → false.
 bool isSha256Digest(const std::string& digest);
+// A block cache scope: "" or 1..64 of [A-Za-z0-9_-] (it becomes a directory name).
+bool isCacheScope(const std::string& scope);
 
 }  // namespace obd

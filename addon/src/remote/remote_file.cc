@@ -54,7 +54,7 @@ struct RemoteFile::Fetch {
 Result<std::shared_ptr<RemoteFile>> RemoteFile::open(std::shared_ptr<BlockCache> cache, std::shared_ptr<FetchScheduler> fetcher,
                                                      const std::string& digest, uint64_t size, RemoteFileOptions opts) {
   if (!cache || !fetcher) return InvalidArg(digest + ": remote file needs a cache and a fetcher");
-  auto blob = cache->blob(digest, size);
+  auto blob = cache->blob(digest, size, opts.cacheScope);
   if (!blob.ok()) return blob.status();
   if (opts.maxFetchUnits == 0) opts.maxFetchUnits = 1;
   return std::shared_ptr<RemoteFile>(new RemoteFile(std::move(cache), std::move(fetcher), blob.take(), opts));

@@ -35,6 +35,7 @@ struct RemoteFileOptions {
   uint32_t maxFetchUnits = 16;    // one demand GET ≤ 4 MiB with the default unit
   uint64_t readAheadStartBytes = 1 << 20;  // contiguous bytes a reader reads before any read-ahead
   double readAheadSeconds = 0.25;  // a window holds at most what the link delivers in this time
+  std::string cacheScope;          // the block cache scope of this blob's entry (BlockCache::blob)
 };
 
 struct RemoteFileStats {
