@@ -5,6 +5,8 @@
 // layers) vs `ctr image pull` (overlayfs: download + unpack) + run, over a throttled link (default
 // 100 Mbit/s, 10 ms; goal ≥ 5x); bytes: deviced-wide totals and the proxy's count.
 // Sizes: OBD_BENCH_LAYERS, OBD_BENCH_LAYER_MIB; link: OBD_BENCH_RATE_MBPS, OBD_BENCH_LATENCY_MS.
+// OBD_BENCH_REPEAT=n converts n times each way (alternating, fresh caches) and compares medians (the
+// machine is shared: single runs are noisy); OBD_BENCH_COLDSTART=0 measures the conversion only.
 import { pushOciLayout, writeOciLayout } from '../test/helpers/images';
 import { execNode, LazyEnv } from '../test/lazy/env';
 import { obdconvBin } from '../test/helpers/bin';
@@ -21,13 +23,24 @@ async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
   return [Number(process.hrtime.bigint() - t0) / 1e9, v];
 }
 
-/** Where conversion time goes: obdconv --json's per-layer stage times, summed. */
+const seconds = (ms: Record<string, number>) => Object.entries(ms).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)}`).join(', ');
+
+/** Where conversion time goes: obdconv --json's per-layer stage times, summed (stages overlap). */
 function stageSeconds(json: string): string {
   const r = JSON.parse(json) as { layers: { ms: Record<string, number> }[] };
   const sum: Record<string, number> = {};
   for (const l of r.layers) for (const [k, v] of Object.entries(l.ms)) sum[k] = (sum[k] ?? 0) + v;
-  return Object.entries(sum).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)}`).join(', ');
+  return seconds(sum);
 }
+
+/** --turbo-oci's wall-clock phases (critical path) and its build phases summed over layers. */
+function turboPhases(json: string): string[] {
+  const r = JSON.parse(json) as { phases?: Record<string, number>; buildPhases?: Record<string, number> };
+  if (!r.phases || !r.buildPhases) return [];
+  return [`wall seconds: ${seconds(r.phases)}`, `build seconds by phase (sum over layers): ${seconds(r.buildPhases)}`];
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function layerBytes(url: string, repo: string, tag: string): Promise<number> {
   const r = await fetch(`${url}/v2/${repo}/manifests/${tag}`, {
@@ -55,17 +68,29 @@ async function main(): Promise<void> {
     await pushOciLayout(layout, env.registry.host, 'bench/app');
     const ociBytes = await layerBytes(env.registry.url, 'bench/app', 'v1');
     const src = `${env.registry.host}/bench/app:v1`;
+    const repeat = Math.max(1, Number(process.env.OBD_BENCH_REPEAT ?? 1));
+    let run = 0;
     const conv = (dst: string, extra: string[]) =>
-      execNode([obdconvBin(), src, dst, '--plain-http', '--cache-dir', env.tmp.join(`cache-${dst.replace(/\W/g, '_')}`), '--json', ...extra], 1_800_000);
-    log('plain obdconv');
-    const [plainSec, plainOut] = await timed(() => conv(`${env.registry.host}/bench/app:obd`, []));
-    log(`  stage seconds (sum over layers): ${stageSeconds(plainOut)}`);
-    log('obdconv --turbo-oci');
-    const [turboSec, turboOut] = await timed(() => conv(`${env.registry.host}/bench/app:turbo`, ['--turbo-oci']));
-    log(`  stage seconds (sum over layers): ${stageSeconds(turboOut)}`);
+      execNode([obdconvBin(), src, dst, '--plain-http', '--cache-dir', env.tmp.join(`cache-${++run}`), '--json', ...extra], 1_800_000);
+    const plainTimes: number[] = [];
+    const turboTimes: number[] = [];
+    for (let r = 0; r < repeat; r++) {
+      log(`plain obdconv${repeat > 1 ? ` (${r + 1}/${repeat})` : ''}`);
+      const [plainSec, plainOut] = await timed(() => conv(`${env.registry.host}/bench/app:obd`, []));
+      plainTimes.push(plainSec);
+      log(`  ${plainSec.toFixed(2)} s; stage seconds (sum over layers): ${stageSeconds(plainOut)}`);
+      log(`obdconv --turbo-oci${repeat > 1 ? ` (${r + 1}/${repeat})` : ''}`);
+      const [turboSec, turboOut] = await timed(() => conv(`${env.registry.host}/bench/app:turbo`, ['--turbo-oci']));
+      turboTimes.push(turboSec);
+      log(`  ${turboSec.toFixed(2)} s; stage seconds (sum over layers): ${stageSeconds(turboOut)}`);
+      for (const line of turboPhases(turboOut)) log(`  ${line}`);
+    }
+    const plainSec = median(plainTimes);
+    const turboSec = median(turboTimes);
+    if (repeat > 1) log(`ratios per run: ${plainTimes.map((p, i) => (turboTimes[i] / p).toFixed(2)).join(' ')}`);
     const obdBytes = await layerBytes(env.registry.url, 'bench/app', 'obd');
     const metaBytes = await layerBytes(env.registry.url, 'bench/app', 'turbo');
-    printTable(`conversion of ${human(ociBytes)} (${layers + 1} gzip layers)`, [
+    printTable(`conversion of ${human(ociBytes)} (${layers + 1} gzip layers)${repeat > 1 ? `, median of ${repeat}` : ''}`, [
       { name: 'obdconv (overlaybd)', value: plainSec, unit: 's' },
       { name: 'obdconv --turbo-oci', value: turboSec, unit: 's', baseline: plainSec },
     ]);
@@ -73,6 +98,10 @@ async function main(): Promise<void> {
       { name: 'overlaybd layers MiB', value: obdBytes / MiB, unit: 'MiB', baseline: ociBytes / MiB },
       { name: 'TurboOCI meta blobs MiB', value: metaBytes / MiB, unit: 'MiB', baseline: ociBytes / MiB },
     ]);
+    if (process.env.OBD_BENCH_COLDSTART === '0') {
+      console.log(`\nconversion ratio ${(turboSec / plainSec).toFixed(2)}x (goal ≤ 0.3x); meta ${(100 * metaBytes / ociBytes).toFixed(2)}% of the source`);
+      return;
+    }
 
     const [h, p] = env.registry.host.split(':');
     proxy = new ThrottleProxy({ host: h, port: Number(p) }, rateMBps * MiB, latencyMs);

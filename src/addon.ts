@@ -523,6 +523,21 @@ export interface ApplyTarStats {
   firstWarning: string;
   /** TurboOCI: inodes whose preallocated extents ext4MarkExtentsWritten must mark written */
   preallocatedInodes?: number[];
+  /** TurboOCI (`input`): whether the blob was gzip, and the index built while it was inflated */
+  gzip?: boolean;
+  gzipIndex?: GzipIndexStats;
+}
+
+/**
+ * TurboOCI input of convertApplyTar: the layer blob, read while a download may still be writing it
+ * (`partialPath` until it is renamed to `path`, up to `size` bytes); a gzip blob is inflated once,
+ * its gzip index (gzip.meta) written to `gzipIndexOut` from that same pass; zstd is refused.
+ */
+export interface ApplyTarLayerInput {
+  path: string;
+  partialPath?: string;
+  size?: number;
+  gzipIndexOut?: string;
 }
 
 /**
@@ -530,7 +545,7 @@ export interface ApplyTarStats {
  * semantics; chroot()s into root while extracting (default). Blocks: only for obdconv's apply child.
  */
 export function convertApplyTar(opts: {
-  inputFd: number; root: string; chroot?: boolean; limits?: ApplyTarLimits;
+  inputFd?: number; input?: ApplyTarLayerInput; root: string; chroot?: boolean; limits?: ApplyTarLimits;
   /** TurboOCI: write where each regular file's data sits on the device and in the tar (for commitLayer targetRuns). */
   targetRunsOut?: string;
 }): ApplyTarStats {
@@ -557,11 +572,6 @@ export interface GzipIndexStats {
 /** Builds a gzip index (gzip.meta) of a single-member gzip file; `span` = compressed bytes between access points. */
 export function gzipIndexBuild(gzPath: string, outPath: string, opts: { span?: number } = {}): GzipIndexStats {
   return native.gzipIndexBuild(gzPath, outPath, opts);
-}
-
-/** gzipIndexBuild off the JS thread (on the libuv pool). */
-export function gzipIndexBuildAsync(gzPath: string, outPath: string, opts: { span?: number } = {}): Promise<void> {
-  return native.gzipIndexBuildAsync(gzPath, outPath, opts);
 }
 
 /** The uncompressed stream of a gzip blob served through its index (validated on open). */

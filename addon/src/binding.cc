@@ -607,7 +607,6 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 // ---- turbo ----
 // TurboOCI pieces (docs/formats.md): gzip index creation, the indexed gzip reader, warp lowers.
 //   gzipIndexBuild(gzPath, outPath, {span?}) → {points, gzipSize, uncompressedSize, indexSize}
-//   gzipIndexBuildAsync(gzPath, outPath, {span?}): Promise<void>
 //   new GzipFile({blob: path | RemoteFile, index: path, cacheBytes?})  .read(offset, length): Promise<Buffer>  .stats()
 //   readTargetRuns / a lower {meta: path, target: path | RemoteFile spec, gzipIndex?: path, gzipCacheBytes?}
 namespace turbo_binding {
@@ -651,14 +650,6 @@ Napi::Value IndexBuild(const Napi::CallbackInfo& info) {
   o.Set("uncompressedSize", static_cast<double>(r.value().uncompressedSize));
   o.Set("indexSize", static_cast<double>(r.value().indexSize));
   return o;
-}
-
-// The same on the libuv pool (obdconv inflates for the index while its apply child inflates for the tree).
-Napi::Value IndexBuildAsync(const Napi::CallbackInfo& info) {
-  std::string gz, out;
-  obd::gzindex::BuildOptions opts;
-  if (!indexBuildArgs(info, &gz, &out, &opts)) return info.Env().Undefined();
-  return common::PromiseWorker::run(info.Env(), [gz, out, opts]() -> Status { return runIndexBuild(gz, out, opts).status(); });
 }
 
 obd::Result<obd::gzindex::Index> loadIndex(const std::string& path, uint64_t gzipSize) {
@@ -854,7 +845,6 @@ class GzWrap : public Napi::ObjectWrap<GzWrap> {
 
 void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("gzipIndexBuild", Napi::Function::New(env, IndexBuild));
-  exports.Set("gzipIndexBuildAsync", Napi::Function::New(env, IndexBuildAsync));
   exports.Set("GzipFile", GzWrap::define(env));
 }
 
@@ -1714,15 +1704,31 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 // child process (src/convert/apply-child.ts), which chroot()s into the mounted layer filesystem.
 namespace convert_binding {
 
-// convertApplyTar({inputFd, root, chroot?, limits?: {maxEntries, maxEntrySize, maxTotalBytes}}) → stats
+// convertApplyTar({inputFd | input: {path, partialPath?, size?, gzipIndexOut?}, root, chroot?,
+//   limits?: {maxEntries, maxEntrySize, maxTotalBytes}, targetRunsOut?}) → stats (with `input`: + gzip, gzipIndex?)
 Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return common::fail(env, obd::InvalidArg("convertApplyTar(options)"));
   Napi::Object o = info[0].As<Napi::Object>();
-  if (!o.Get("inputFd").IsNumber() || !o.Get("root").IsString()) {
-    return common::fail(env, obd::InvalidArg("convertApplyTar: inputFd and root are required"));
+  if (!(o.Get("inputFd").IsNumber() || o.Get("input").IsObject()) || !o.Get("root").IsString()) {
+    return common::fail(env, obd::InvalidArg("convertApplyTar: inputFd (or input) and root are required"));
   }
-  const int fd = o.Get("inputFd").ToNumber().Int32Value();
+  // TurboOCI: the layer blob as it arrives, gzip inflated once with its index built on the way.
+  std::unique_ptr<obd::convert::LayerInput> layer;
+  if (o.Get("input").IsObject()) {
+    Napi::Object i = o.Get("input").As<Napi::Object>();
+    obd::convert::LayerInputOptions lo;
+    if (!i.Get("path").IsString()) return common::fail(env, obd::InvalidArg("convertApplyTar: input.path is required"));
+    lo.path = i.Get("path").ToString().Utf8Value();
+    if (i.Get("partialPath").IsString()) lo.partialPath = i.Get("partialPath").ToString().Utf8Value();
+    if (i.Get("size").IsNumber()) lo.size = static_cast<uint64_t>(i.Get("size").ToNumber().Int64Value());
+    if (i.Get("gzipIndexOut").IsString()) lo.gzipIndexOut = i.Get("gzipIndexOut").ToString().Utf8Value();
+    lo.index.sync = false;  // a work file of obdconv: the meta blob made from it is what is kept
+    auto opened = obd::convert::LayerInput::open(lo);
+    if (!opened.ok()) return common::fail(env, opened.status());
+    layer = opened.take();
+  }
+  const int fd = layer ? -1 : o.Get("inputFd").ToNumber().Int32Value();
   const std::string root = o.Get("root").ToString().Utf8Value();
   const bool useChroot = !o.Get("chroot").IsBoolean() || o.Get("chroot").ToBoolean();
   obd::convert::ApplyLimits limits;
@@ -1738,7 +1744,9 @@ Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
   obd::convert::ApplyStats st;
   const std::string runsOut = o.Get("targetRunsOut").IsString() ? o.Get("targetRunsOut").ToString().Utf8Value() : std::string();
   obd::convert::TarMapping mapping;
-  obd::Status s = obd::convert::applyTar(fd, root, limits, useChroot, &st, runsOut.empty() ? nullptr : &mapping);
+  obd::convert::TarMapping* map = runsOut.empty() ? nullptr : &mapping;
+  obd::Status s = layer ? obd::convert::applyTar(*layer, root, limits, useChroot, &st, map)
+                        : obd::convert::applyTar(fd, root, limits, useChroot, &st, map);
   if (!s.ok()) return common::fail(env, s);
   const std::vector<obd::convert::TarDataRun>& runs = mapping.runs;
   if (!runsOut.empty()) {
@@ -1774,6 +1782,17 @@ Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
     inodes.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(mapping.preallocatedInodes[i])));
   }
   r.Set("preallocatedInodes", inodes);
+  if (layer) {
+    r.Set("gzip", Napi::Boolean::New(env, layer->gzip()));
+    if (layer->gzip()) {
+      Napi::Object ix = Napi::Object::New(env);
+      ix.Set("points", static_cast<double>(layer->indexStats().points));
+      ix.Set("gzipSize", static_cast<double>(layer->indexStats().gzipSize));
+      ix.Set("uncompressedSize", static_cast<double>(layer->indexStats().uncompressedSize));
+      ix.Set("indexSize", static_cast<double>(layer->indexStats().indexSize));
+      r.Set("gzipIndex", ix);
+    }
+  }
   return r;
 }
 

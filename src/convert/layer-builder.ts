@@ -8,10 +8,10 @@ import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  commitLayer, createWritableLayer, deviceAttach, deviceDetach, type ApplyTarLimits, type ApplyTarStats,
+  commitLayer, createWritableLayer, deviceAttach, deviceDetach, type ApplyTarLayerInput, type ApplyTarLimits, type ApplyTarStats,
   type CommitResult, type WarpLower,
 } from '../addon';
-import type { ApplyChildRequest } from './apply-child';
+import type { ApplyChildPhases, ApplyChildRequest } from './apply-child';
 import { ConvertOptionError, LayerBuildError } from './errors';
 
 export interface BuildLayerSpec {
@@ -28,6 +28,8 @@ export interface BuildLayerSpec {
   signal?: AbortSignal;
   /** TurboOCI meta layer: file data is mapped to the tar stream, not stored (needs tar). */
   turbo?: boolean;
+  /** TurboOCI: read `tar` while it is downloaded, gzip inflated once with its gzip index written on the way. */
+  tarInput?: Omit<ApplyTarLayerInput, 'path'>;
 }
 
 export interface BuildLayerResult {
@@ -35,6 +37,8 @@ export interface BuildLayerResult {
   apply?: ApplyTarStats;
   applyMs: number;
   commitMs: number;
+  /** Where the time went (ms): attach, mkfs, the apply child's own phases (spawn = its start-up), detach, commit. */
+  phases: Record<string, number>;
 }
 
 let deviceSeq = 0;
@@ -48,30 +52,46 @@ export async function buildLayer(spec: BuildLayerSpec): Promise<BuildLayerResult
   fs.mkdirSync(mnt, { recursive: true });
   createWritableLayer(data, index, { vsize: spec.vsize, uuid: spec.uuid, parentUuid: spec.parentUuid });
   const t0 = Date.now();
+  const phases: Record<string, number> = {};
+  let lapAt = t0;
+  const lap = (k: string) => {
+    phases[k] = Date.now() - lapAt;
+    lapAt = Date.now();
+  };
   let apply: ApplyTarStats | undefined;
   try {
     const dev = await deviceAttach({
       id: `obdconv-${process.pid}-${++deviceSeq}`, mountDir: fuseDir, lowers: spec.lowers, upperData: data, upperIndex: index,
       threads: 4, // measured: with 2 FUSE threads the apply of many small files is ~1.5x slower
     });
+    lap('attach');
     let detached = false;
     try {
       if (spec.mkfs) await runMkfs(dev.path, spec.mkfs.fstype, spec.mkfs.uuid, spec.signal);
+      lap('mkfs');
       if (spec.tar) {
-        apply = await runApplyChild({
-          device: dev.path, mountpoint: mnt, input: spec.tar, fstype: spec.fstype, mountOptions: mountOptions(spec.fstype),
-          limits: spec.limits, targetRunsOut: runs,
+        const child = await runApplyChild({
+          device: dev.path, mountpoint: mnt, input: spec.tar, layer: spec.tarInput, fstype: spec.fstype,
+          mountOptions: mountOptions(spec.fstype), limits: spec.limits, targetRunsOut: runs,
         }, spec.signal);
+        apply = child.stats;
+        const inChild = child.phases.mount + child.phases.apply + child.phases.umount + child.phases.markWritten;
+        phases.spawn = Date.now() - lapAt - inChild;
+        Object.assign(phases, { mount: child.phases.mount, apply: child.phases.apply, umount: child.phases.umount,
+          markWritten: child.phases.markWritten });
+        lapAt = Date.now();
       }
       await deviceDetach(dev.handle, false);
       detached = true;
+      lap('detach');
     } finally {
       if (!detached) await deviceDetach(dev.handle, true).catch(() => undefined);
     }
     const t1 = Date.now();
     const commit = commitLayer(data, index, spec.out, { uuid: spec.uuid, parentUuid: spec.parentUuid,
       ...(runs && fs.existsSync(runs) ? { targetRuns: runs } : {}) });
-    return { commit, apply, applyMs: t1 - t0, commitMs: Date.now() - t1 };
+    phases.commit = Date.now() - t1;
+    return { commit, apply, applyMs: t1 - t0, commitMs: Date.now() - t1, phases };
   } finally {
     fs.rmSync(data, { force: true });
     fs.rmSync(index, { force: true });
@@ -102,7 +122,7 @@ function runMkfs(device: string, fstype: string, uuid: string, signal?: AbortSig
   });
 }
 
-function runApplyChild(req: ApplyChildRequest, signal?: AbortSignal): Promise<ApplyTarStats> {
+function runApplyChild(req: ApplyChildRequest, signal?: AbortSignal): Promise<{ stats: ApplyTarStats; phases: ApplyChildPhases }> {
   const script = path.join(__dirname, 'apply-child.js');
   return new Promise((resolve, reject) => {
     const child = spawn('unshare', ['-m', '--propagation', 'private', process.execPath, script, JSON.stringify(req)], {
@@ -115,13 +135,13 @@ function runApplyChild(req: ApplyChildRequest, signal?: AbortSignal): Promise<Ap
     child.on('error', reject);
     child.on('close', (code, sig) => {
       const line = out.trim().split('\n').pop() ?? '';
-      let msg: { ok: boolean; stats?: ApplyTarStats; error?: string } | undefined;
+      let msg: { ok: boolean; stats?: ApplyTarStats; phases?: ApplyChildPhases; error?: string } | undefined;
       try {
         msg = JSON.parse(line);
       } catch {
         msg = undefined;
       }
-      if (msg?.ok && msg.stats) return resolve(msg.stats);
+      if (msg?.ok && msg.stats && msg.phases) return resolve({ stats: msg.stats, phases: msg.phases });
       reject(new LayerBuildError(msg?.error ?? `apply child exited with ${sig ?? code}: ${err.trim().split('\n').slice(-3).join(' ')}`));
     });
   });

@@ -51,9 +51,14 @@ function hashingTransform(hash: crypto.Hash, progress?: Progress): Transform {
   });
 }
 
+/** Where fetchBlob writes a blob until it is complete and verified (then renamed to `file`). */
+export function partialBlobPath(file: string): string {
+  return `${file}.part`;
+}
+
 async function streamVerified(src: NodeJS.ReadableStream, desc: Descriptor, file: string, what: string, progress?: Progress): Promise<void> {
   const hash = crypto.createHash('sha256');
-  const tmp = `${file}.part`;
+  const tmp = partialBlobPath(file);
   try {
     await pipeline(src, hashingTransform(hash, progress), fs.createWriteStream(tmp));
     const got = `sha256:${hash.digest('hex')}`;

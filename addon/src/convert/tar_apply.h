@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "convert/layer_input.h"
 #include "util/status.h"
 
 namespace obd::convert {
@@ -65,6 +66,12 @@ struct TarMapping {
 // their extents (FIEMAP) are collected with their offsets in the uncompressed tar.
 Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
                 TarMapping* mapping = nullptr);
+
+// TurboOCI: the same, reading the layer through a LayerInput (opened before the chroot): libarchive
+// gets the uncompressed tar stream without any filter, and the input is read to its end afterwards
+// (LayerInput::finish, which writes the gzip index).
+Status applyTar(LayerInput& input, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
+                TarMapping* mapping);
 
 // Checks one tar entry name: empty result = acceptable; otherwise the reason. `cleaned` gets the
 // normalised relative path ("" for the root itself).

@@ -5,10 +5,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "util/status.h"
+
+struct z_stream_s;
 
 namespace obd::gzindex {
 
@@ -58,6 +61,7 @@ class Index {
 struct BuildOptions {
   uint64_t span = 1 << 20;  // compressed input between access points (at the next deflate block boundary)
   int level = 6;            // zlib level of the stored windows / entry table
+  bool sync = true;         // fsync the index file when finished (obdconv's work files do not need it)
 };
 
 struct BuildStats {
@@ -65,6 +69,42 @@ struct BuildStats {
   uint64_t gzipSize = 0;
   uint64_t uncompressedSize = 0;
   uint64_t indexSize = 0;
+};
+
+// Index creation while the gzip stream is read for another purpose: compressed bytes in, the
+// uncompressed stream out (obdconv's tar apply reads it), access points recorded on the way. The
+// index is the same, byte for byte, whatever the sizes of the pieces fed in.
+class IndexBuilder {
+ public:
+  static Result<std::unique_ptr<IndexBuilder>> create(const std::string& gzipName, const std::string& outPath,
+                                                      const BuildOptions& opts);
+  ~IndexBuilder();
+  IndexBuilder(const IndexBuilder&) = delete;
+  IndexBuilder& operator=(const IndexBuilder&) = delete;
+
+  // Inflates from *in (advancing *in and *inLen) into out[0, cap); returns the bytes produced.
+  // Stops early at the end of the gzip member (ended()); bytes after it go to trailing().
+  Result<size_t> inflate(const uint8_t** in, size_t* inLen, uint8_t* out, size_t cap);
+  bool ended() const { return ended_; }
+  // Bytes that follow the member: only zero padding is accepted (one member is indexed).
+  Status trailing(const uint8_t* p, size_t n);
+  // After ended(): writes the entry table and the header. gzipSize = size of the whole blob.
+  Result<BuildStats> finish(uint64_t gzipSize);
+  uint64_t compressedIn() const { return totIn_ + trailingBytes_; }
+
+ private:
+  class Writer;
+  IndexBuilder(std::string gzipName, const BuildOptions& opts);
+  void remember(const uint8_t* p, size_t n);  // the last 32 KiB of output, for the next point's window
+
+  std::string gzipName_;
+  BuildOptions opts_;
+  std::unique_ptr<Writer> writer_;
+  std::unique_ptr<z_stream_s> z_;
+  std::vector<uint8_t> ring_;
+  size_t ringPos_ = 0;
+  uint64_t totIn_ = 0, totOut_ = 0, lastPoint_ = 0, trailingBytes_ = 0;
+  bool first_ = true, ended_ = false;
 };
 
 // Reads the gzip blob from fd (from offset 0, sequentially) and writes the index to outPath.
