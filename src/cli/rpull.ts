@@ -1,5 +1,6 @@
 // `obd rpull [--address SOCK] [--namespace NS] [--plain-http] IMAGE`: register an overlaybd image in
-// containerd without downloading its layers (accelerated-container-image's `ctr rpull`).
+// containerd without downloading its layers (accelerated-container-image's `ctr rpull`); given a
+// plain image, the overlaybd image that refers to it (docs/obdconv.md).
 import { Command } from 'commander';
 import { parseReference } from '../registry';
 import { credentialsFromFlags } from './credentials';
@@ -18,7 +19,7 @@ export function registerRpullCommand(program: Command): void {
   program
     .command('rpull')
     .description('register an overlaybd image in containerd for lazy loading: fetches manifest and config only')
-    .argument('<image>', 'image reference, e.g. registry.example.com/app:v1')
+    .argument('<image>', 'image reference, e.g. registry.example.com/app:v1 (a plain image: its overlaybd referrer)')
     .option('-a, --address <socket>', "containerd's socket", process.env.CONTAINERD_ADDRESS || '/run/containerd/containerd.sock')
     .option('-n, --namespace <ns>', 'containerd namespace', process.env.CONTAINERD_NAMESPACE || 'default')
     .option('--snapshotter <name>', 'proxy snapshotter name in containerd', process.env.CONTAINERD_SNAPSHOTTER || 'obd')

@@ -9,16 +9,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { layerInfo, zfileCompress, type ApplyTarLimits, type ApplyTarStats, type ZFileAlgorithm } from '../addon';
-import { chainIds, sha256 } from '../digest';
+import { chainIds } from '../digest';
 import type { Descriptor, Platform } from '../registry';
 import { verifyDiffId } from './diff-id';
 import { ConversionCache, type CachedLayer } from './cache';
 import { ConvertOptionError, LayerBuildError } from './errors';
 import { buildLayer } from './layer-builder';
+import { pushConvertedImage, readSourceManifest } from './image-ends';
 import {
-  buildConfig, buildManifest, checkSource, layerDescriptor, uuidFromChainId, type ImageConfigJson,
+  ArtifactTypes, buildConfig, checkSource, layerDescriptor, uuidFromChainId, type ImageConfigJson,
 } from './manifest';
-import type { ImageStore } from './store';
+import type { ImageStore, ManifestPlacement } from './store';
 import { tarWrapFile } from './tar-wrap';
 
 export type Stage = 'download' | 'apply' | 'compress' | 'upload';
@@ -40,6 +41,10 @@ export interface ConvertOptions {
   cacheDir: string;
   manifestKind: 'docker' | 'oci';
   platform: Platform;
+  /** The source manifest to convert (a platform of an index); without it SRC's reference is resolved for `platform`. */
+  sourceManifest?: Descriptor;
+  /** How the converted manifest is put (default: tagged as DST's reference). */
+  placement?: ManifestPlacement;
   limits?: ApplyTarLimits;
   signal?: AbortSignal;
   onEvent?: (ev: ConvertEvent) => void;
@@ -63,6 +68,7 @@ export interface ConvertResult {
   source: string;
   target: string;
   manifestDigest: string;
+  manifest: Descriptor;
   configDigest: string;
   layers: LayerReport[];
   seconds: number;
@@ -99,7 +105,7 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
   if (!opts.mkfs && opts.vsizeGB !== 64) throw new ConvertOptionError('--mkfs=false uses the 64 GiB ext4_64 base layer: --vsize must be 64');
   if (!opts.mkfs && !opts.baseLayer) throw new ConvertOptionError('--mkfs=false needs the ext4_64 base layer (--base-layer FILE)');
 
-  const resolved = await src.resolve(opts.platform, signal);
+  const resolved = await readSourceManifest(src, opts, signal);
   const configBuf = await src.readBlob(resolved.manifest.config, signal);
   const config = JSON.parse(configBuf.toString('utf8')) as ImageConfigJson;
   const diffIds = checkSource(resolved.manifest, config, src.name);
@@ -227,13 +233,9 @@ export async function convertImage(src: ImageStore, dst: ImageStore, opts: Conve
     for (const r of reports) emit({ type: 'layer-done', layer: r.index, report: r });
 
     const newConfig = buildConfig(config, layerDescs.map((d) => d.digest), !opts.mkfs);
-    const configDigest = sha256(newConfig);
-    const cfgFile = path.join(work, 'config.json');
-    fs.writeFileSync(cfgFile, newConfig);
-    if (!(await dst.hasBlob(configDigest, signal))) await dst.pushBlobFile(cfgFile, configDigest, undefined, signal);
-    const manifest = buildManifest(opts.manifestKind, newConfig, layerDescs);
-    const manifestDigest = await dst.putManifest(manifest, JSON.parse(manifest.toString()).mediaType, signal);
-    return { source: src.name, target: dst.name, manifestDigest, configDigest, layers: reports, seconds: (Date.now() - t0) / 1000 };
+    const pushed = await pushConvertedImage(dst, work, newConfig, layerDescs, opts, ArtifactTypes.native, signal);
+    return { source: src.name, target: dst.name, manifestDigest: pushed.manifest.digest, manifest: pushed.manifest, configDigest: pushed.configDigest,
+      layers: reports, seconds: (Date.now() - t0) / 1000 };
   } catch (err) {
     await Promise.allSettled(pending);
     throw err;

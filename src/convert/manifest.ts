@@ -23,6 +23,12 @@ export const ManifestTypes = {
   oci: { manifest: 'application/vnd.oci.image.manifest.v1+json', config: 'application/vnd.oci.image.config.v1+json' },
 } as const;
 
+/** artifactType of a converted manifest pushed as a referrer of its source (ACI's userspace convertor --referrer). */
+export const ArtifactTypes = {
+  native: 'application/vnd.containerd.overlaybd.native.v1+json',
+  turbo: 'application/vnd.containerd.overlaybd.turbo.v1+json',
+} as const;
+
 const sourceLayerTypes = new Set([
   'application/vnd.oci.image.layer.v1.tar',
   'application/vnd.oci.image.layer.v1.tar+gzip',
@@ -77,14 +83,24 @@ export function buildConfig(source: ImageConfigJson, layerDigests: string[], bas
   return Buffer.from(JSON.stringify(cfg));
 }
 
-export function buildManifest(kind: 'docker' | 'oci', config: Buffer, layers: Descriptor[], annotations?: Record<string, string>): Buffer {
+/** What makes a manifest a referrer (OCI only): the manifest it refers to and what kind of artifact it is. */
+export interface ReferrerFields {
+  subject: Descriptor;
+  artifactType: string;
+}
+
+export function buildManifest(kind: 'docker' | 'oci', config: Buffer, layers: Descriptor[], annotations?: Record<string, string>,
+  referrer?: ReferrerFields): Buffer {
   const t = ManifestTypes[kind];
+  if (referrer && kind !== 'oci') throw new UnsupportedImageError('a referrer (subject, artifactType) needs an OCI manifest');
   const m: Record<string, unknown> = {
     schemaVersion: 2,
     mediaType: t.manifest,
+    ...(referrer ? { artifactType: referrer.artifactType } : {}),
     config: { mediaType: t.config, digest: sha256(config), size: config.length },
     layers,
   };
+  if (referrer) m.subject = { mediaType: referrer.subject.mediaType, digest: referrer.subject.digest, size: referrer.subject.size };
   if (annotations && kind === 'oci') m.annotations = annotations;
   return Buffer.from(JSON.stringify(m, null, 2));
 }

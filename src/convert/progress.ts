@@ -1,6 +1,6 @@
 // What obdconv shows while it works: on a TTY one redrawn line per layer (stage, bytes, rate); in
 // logs one plain line per finished stage. `--json` replaces both with a summary at the end.
-import type { ConvertEvent, ConvertResult, Stage } from './converter';
+import type { ConvertEvent, Stage } from './converter';
 
 function mib(n: number): string {
   return `${(n / 1048576).toFixed(1)} MiB`;
@@ -39,7 +39,7 @@ export class ProgressPrinter {
     else if (ev.state === 'done') this.out.write(`${text} in ${(ms / 1000).toFixed(2)} s\n`);
   }
 
-  finish(result: ConvertResult): void {
+  finish(result: { target: string; manifestDigest: string; seconds: number }): void {
     if (this.tty) this.draw(true);
     this.out.write(`done: ${result.target} ${result.manifestDigest} in ${result.seconds.toFixed(2)} s\n`);
   }

@@ -1,7 +1,8 @@
 // Where images come from and go to: a registry reference or an OCI image layout directory
-// (`oci:DIR[:TAG]`). Both expose the same small surface the converter needs: resolve a platform
-// manifest, stream a blob to a file (digest-verified while streaming), check/mount/upload a blob,
-// put the manifest. Nothing here knows about overlaybd.
+// (`oci:DIR[:TAG]`). Both expose the same small surface the converter needs: the manifest or index
+// the reference names, a platform manifest, stream a blob to a file (digest-verified while
+// streaming), check/mount/upload a blob, put a manifest (tagged as the reference, or by digest only;
+// with a subject, as a referrer). Nothing here knows about overlaybd.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,7 +12,7 @@ import { writeJsonAtomic } from '../atomic-file';
 import { ConvertOptionError, DigestMismatchError, OciLayoutError } from './errors';
 import { sha256 } from '../digest';
 import {
-  MediaTypes, RegistryClient, RegistryNotFoundError, defaultPlatform, parseReference, selectPlatform,
+  MediaTypes, RegistryClient, RegistryNotFoundError, defaultPlatform, parseReference, pushReferrer, selectPlatform,
   type Descriptor, type ImageManifest, type Platform, type Reference,
 } from '../registry';
 
@@ -25,8 +26,29 @@ export interface ResolvedImage {
   digest: string;
 }
 
+/** A manifest or index as stored: its descriptor, its bytes and their JSON. */
+export interface StoredManifest {
+  desc: Descriptor;
+  body: Buffer;
+  json: { mediaType?: string; manifests?: Descriptor[]; layers?: Descriptor[]; config?: Descriptor; [k: string]: unknown };
+}
+
+/**
+ * How a manifest is put: tagged as the store's reference (the image), or by digest only (a platform
+ * manifest of an index, a referrer). With `subject` it is a referrer of that manifest and is listed
+ * among its referrers (registry API or referrers tag).
+ */
+export interface ManifestPlacement {
+  tag: boolean;
+  subject?: Descriptor;
+}
+
 export interface ImageStore {
   readonly name: string;
+  /** What the reference names: an image manifest or an index (not resolved further). */
+  resolveTop(signal?: AbortSignal): Promise<StoredManifest>;
+  /** A manifest or index of this repository by its descriptor (digest verified). */
+  readManifest(desc: Descriptor, signal?: AbortSignal): Promise<StoredManifest>;
   resolve(platform: Platform, signal?: AbortSignal): Promise<ResolvedImage>;
   readBlob(desc: Descriptor, signal?: AbortSignal): Promise<Buffer>;
   /** Streams a blob into `file`; rejects (and removes the file) when the content does not match the digest. */
@@ -35,7 +57,8 @@ export interface ImageStore {
   /** Cross-repository mount from another repository of the same registry; false if not possible. */
   mountBlob(digest: string, from: string, signal?: AbortSignal): Promise<boolean>;
   pushBlobFile(file: string, digest: string, progress?: Progress, signal?: AbortSignal): Promise<void>;
-  putManifest(body: Buffer, mediaType: string, signal?: AbortSignal): Promise<string>;
+  /** Puts a manifest (default placement: tagged as the reference); returns its digest. */
+  putManifest(body: Buffer, mediaType: string, signal?: AbortSignal, placement?: ManifestPlacement): Promise<string>;
   /** "host/repo" (registries) or the layout dir: the scope inside which mounts are possible. */
   readonly location: string;
   close(): Promise<void>;
@@ -85,6 +108,16 @@ export class RegistryStore implements ImageStore {
     return `${this.ref.host}/${this.ref.repo}`;
   }
 
+  async resolveTop(signal?: AbortSignal): Promise<StoredManifest> {
+    const m = await this.client.getManifestRaw(this.ref.host, this.ref.repo, this.ref.digest ?? this.ref.tag ?? 'latest', signal);
+    return { desc: { mediaType: m.mediaType, digest: m.digest, size: m.body.length }, body: m.body, json: m.json };
+  }
+
+  async readManifest(desc: Descriptor, signal?: AbortSignal): Promise<StoredManifest> {
+    const m = await this.client.getManifestRaw(this.ref.host, this.ref.repo, desc.digest, signal);
+    return { desc: { ...desc, mediaType: m.mediaType, size: m.body.length }, body: m.body, json: m.json };
+  }
+
   async resolve(platform: Platform, signal?: AbortSignal): Promise<ResolvedImage> {
     const m = await this.client.getManifest(this.ref, { platform, signal });
     return { manifest: m.manifest, mediaType: m.mediaType, digest: m.digest };
@@ -121,8 +154,12 @@ export class RegistryStore implements ImageStore {
     await this.client.uploadBlobFromFile(this.ref.host, this.ref.repo, file, { chunkSize: uploadChunk, digest, progress, signal });
   }
 
-  putManifest(body: Buffer, mediaType: string, signal?: AbortSignal): Promise<string> {
-    return this.client.putManifest(this.ref.host, this.ref.repo, this.ref.tag ?? this.ref.digest ?? 'latest', body, mediaType, signal);
+  async putManifest(body: Buffer, mediaType: string, signal?: AbortSignal, placement: ManifestPlacement = { tag: true }): Promise<string> {
+    const { host, repo } = this.ref;
+    if (placement.subject) await pushReferrer(this.client, host, repo, body, mediaType, placement.subject, signal);
+    else if (!placement.tag) await this.client.putManifest(host, repo, sha256(body), body, mediaType, signal);
+    if (placement.tag) await this.client.putManifest(host, repo, this.ref.tag ?? this.ref.digest ?? 'latest', body, mediaType, signal);
+    return sha256(body);
   }
 
   async close(): Promise<void> {
@@ -160,6 +197,24 @@ export class OciLayoutStore implements ImageStore {
     const p = path.join(this.dir, 'index.json');
     if (!fs.existsSync(p)) return { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [] };
     return JSON.parse(fs.readFileSync(p, 'utf8')) as OciIndex;
+  }
+
+  /** The tagged manifest or index; an untagged layout with several manifests is itself the index. */
+  async resolveTop(): Promise<StoredManifest> {
+    const index = this.readIndex();
+    const tagged = this.tag ? index.manifests.filter((d) => d.annotations?.[refNameKey] === this.tag) : index.manifests;
+    if (tagged.length === 0) throw new OciLayoutError(`${this.name}: no manifest${this.tag ? ` tagged ${this.tag}` : ''} in index.json`);
+    if (tagged.length === 1) return this.readManifest(tagged[0]);
+    if (this.tag) throw new OciLayoutError(`${this.name}: ${tagged.length} manifests tagged ${this.tag} in index.json`);
+    if (tagged.some((d) => !d.platform)) throw new OciLayoutError(`${this.name}: ${tagged.length} images in index.json; name one as oci:DIR:TAG`);
+    const body = fs.readFileSync(path.join(this.dir, 'index.json'));
+    return { desc: { mediaType: MediaTypes.ociIndex, digest: sha256(body), size: body.length }, body, json: { ...index } };
+  }
+
+  async readManifest(desc: Descriptor): Promise<StoredManifest> {
+    const body = await this.readBlob(desc);
+    const json = JSON.parse(body.toString('utf8')) as StoredManifest['json'];
+    return { desc: { ...desc, mediaType: json.mediaType ?? desc.mediaType, size: body.length }, body, json };
   }
 
   async resolve(platform: Platform): Promise<ResolvedImage> {
@@ -210,12 +265,14 @@ export class OciLayoutStore implements ImageStore {
     progress?.(fs.statSync(dst).size);
   }
 
-  async putManifest(body: Buffer, mediaType: string): Promise<string> {
+  async putManifest(body: Buffer, mediaType: string, _signal?: AbortSignal, placement: ManifestPlacement = { tag: true }): Promise<string> {
+    if (placement.subject) throw new ConvertOptionError(`${this.name}: an OCI layout keeps no referrers (--referrer needs a registry)`);
     const digest = sha256(body);
     const dst = this.blobPath(digest);
     fs.mkdirSync(path.dirname(dst), { recursive: true });
     fs.writeFileSync(dst, body);
     fs.writeFileSync(path.join(this.dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    if (!placement.tag) return digest;
     const index = this.readIndex();
     const tag = this.tag ?? 'latest';
     index.manifests = index.manifests.filter((d) => d.annotations?.[refNameKey] !== tag);
@@ -225,6 +282,21 @@ export class OciLayoutStore implements ImageStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/** A blob of SRC made present in DST: already there, mounted from SRC's repository, or copied through `workDir`. */
+export async function copyBlob(src: ImageStore, dst: ImageStore, desc: Descriptor, workDir: string, signal?: AbortSignal):
+  Promise<'present' | 'mounted' | 'uploaded'> {
+  if (await dst.hasBlob(desc.digest, signal)) return 'present';
+  if (await dst.mountBlob(desc.digest, src.location, signal)) return 'mounted';
+  const file = path.join(workDir, `copy-${desc.digest.slice(7)}`);
+  try {
+    await src.fetchBlob(desc, file, undefined, signal);
+    await dst.pushBlobFile(file, desc.digest, undefined, signal);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+  return 'uploaded';
 }
 
 /** `oci:DIR[:TAG]` or a registry reference. */

@@ -13,8 +13,9 @@ import type { Descriptor } from '../registry';
 import { ConversionCache } from './cache';
 import type { ConvertEvent, ConvertOptions, ConvertResult, LayerReport } from './converter';
 import { buildLayer, type BuildLayerResult, type BuildLayerSpec } from './layer-builder';
-import { chainIds, sha256 } from '../digest';
-import { Annotations, buildManifest, checkSource, uuidFromChainId, type ImageConfigJson } from './manifest';
+import { chainIds } from '../digest';
+import { pushConvertedImage, readSourceManifest } from './image-ends';
+import { Annotations, ArtifactTypes, checkSource, uuidFromChainId, type ImageConfigJson } from './manifest';
 import type { ImageStore } from './store';
 import { writeMetaBlob } from './turbo-blob';
 import { startLayerDownloads, type LayerDownload } from './turbo-downloads';
@@ -50,7 +51,7 @@ export async function convertTurboImage(src: ImageStore, dst: ImageStore, opts: 
   const signal = opts.signal;
   if (opts.fstype !== 'ext4') throw new Error(`--turbo-oci: --fstype ${opts.fstype}: only ext4 is supported`);
   if (!opts.mkfs) throw new Error('--turbo-oci needs --mkfs=true (the meta layers carry their own filesystem)');
-  const resolved = await src.resolve(opts.platform, signal);
+  const resolved = await readSourceManifest(src, opts, signal);
   const configBuf = await src.readBlob(resolved.manifest.config, signal);
   const config = JSON.parse(configBuf.toString('utf8')) as ImageConfigJson;
   const diffIds = checkSource(resolved.manifest, config, src.name);
@@ -142,16 +143,11 @@ export async function convertTurboImage(src: ImageStore, dst: ImageStore, opts: 
     if (failed) throw failed.reason;
     for (const r of reports) emit({ type: 'layer-done', layer: r.index, report: r });
     const newConfig = Buffer.from(JSON.stringify({ ...config, rootfs: { type: 'layers', diff_ids: metaDiffIds } }));
-    const configDigest = sha256(newConfig);
-    const cfgFile = path.join(work, 'config.json');
-    fs.writeFileSync(cfgFile, newConfig);
-    if (!(await dst.hasBlob(configDigest, signal))) await dst.pushBlobFile(cfgFile, configDigest, undefined, signal);
-    const manifest = buildManifest(opts.manifestKind, newConfig, metaDescs);
-    const manifestDigest = await dst.putManifest(manifest, JSON.parse(manifest.toString()).mediaType, signal);
+    const pushed = await pushConvertedImage(dst, work, newConfig, metaDescs, opts, ArtifactTypes.turbo, signal);
     phases.tail = Date.now() - tt;
     phases.total = Date.now() - t0;
-    return { source: src.name, target: dst.name, manifestDigest, configDigest, layers: reports, seconds: (Date.now() - t0) / 1000,
-      phases, buildPhases };
+    return { source: src.name, target: dst.name, manifestDigest: pushed.manifest.digest, manifest: pushed.manifest, configDigest: pushed.configDigest,
+      layers: reports, seconds: (Date.now() - t0) / 1000, phases, buildPhases };
   } catch (err) {
     await Promise.allSettled([...pending, ...downloads.map((d) => d.done)]);
     throw err;

@@ -42,6 +42,8 @@ export interface Descriptor {
   annotations?: Record<string, string>;
   platform?: Platform;
   urls?: string[];
+  /** OCI 1.1: what an artifact manifest is (referrers lists carry it). */
+  artifactType?: string;
 }
 
 export interface ImageManifest {
@@ -50,6 +52,14 @@ export interface ImageManifest {
   config: Descriptor;
   layers: Descriptor[];
   annotations?: Record<string, string>;
+}
+
+/** A manifest or an index as the registry returned it (media type from the body, else the header). */
+export interface RawManifest {
+  mediaType: string;
+  digest: string;
+  body: Buffer;
+  json: { mediaType?: string; manifests?: Descriptor[]; layers?: Descriptor[]; [k: string]: unknown };
 }
 
 export interface FetchedManifest {
@@ -142,7 +152,7 @@ export class RegistryClient {
     const r = typeof ref === 'string' ? parseReference(ref) : ref;
     const first = await this.fetchManifestRaw(r.host, r.repo, r.digest ?? r.tag ?? 'latest', opts.signal);
     if (first.mediaType !== MediaTypes.ociIndex && first.mediaType !== MediaTypes.dockerList) {
-      return { ...first, manifest: first.json as ImageManifest };
+      return { ...first, manifest: first.json as unknown as ImageManifest };
     }
     const want = opts.platform ?? defaultPlatform();
     const list = ((first.json as { manifests?: Descriptor[] }).manifests ?? []);
@@ -153,11 +163,46 @@ export class RegistryClient {
         { registry: r.host });
     }
     const child = await this.fetchManifestRaw(r.host, r.repo, pick.digest, opts.signal);
-    return { mediaType: child.mediaType, digest: child.digest, body: child.body, manifest: child.json as ImageManifest,
+    return { mediaType: child.mediaType, digest: child.digest, body: child.body, manifest: child.json as unknown as ImageManifest,
       index: { digest: first.digest, mediaType: first.mediaType } };
   }
 
-  private async fetchManifestRaw(host: string, repo: string, reference: string, signal?: AbortSignal) {
+  /** One manifest or index by tag or digest, not resolved further (digest verified when the reference is one). */
+  async getManifestRaw(host: string, repo: string, reference: string, signal?: AbortSignal): Promise<RawManifest> {
+    return this.fetchManifestRaw(host, repo, reference, signal);
+  }
+
+  /**
+   * GET /v2/<repo>/referrers/<digest> (OCI distribution 1.1): the referrers index, or undefined when
+   * the registry answers 404 (no referrers API: the caller falls back to the referrers tag).
+   */
+  async getReferrers(host: string, repo: string, digest: string, opts: { artifactType?: string; signal?: AbortSignal } = {}):
+    Promise<{ manifests: Descriptor[]; filtered: boolean } | undefined> {
+    checkDigest(digest, host);
+    const what = `GET referrers ${repo}@${digest}`;
+    const query = opts.artifactType ? `?artifactType=${encodeURIComponent(opts.artifactType)}` : '';
+    return this.transport.pull(host, what, opts.signal, async (ep, sig) => {
+      const res = await this.transport.send(ep, repo, { method: 'GET', path: `/v2/${repo}/referrers/${digest}${query}`,
+        scope: repositoryScope(repo, 'pull'), headers: { accept: MediaTypes.ociIndex }, signal: sig, followRedirects: true });
+      if (res.statusCode === 404) {
+        await res.body.dump();
+        return undefined;
+      }
+      if (res.statusCode !== 200) await this.transport.fail(res, ep, what);
+      const body = await readAll(res.body, 4 << 20, ep.host, what);
+      let json: { manifests?: unknown };
+      try {
+        json = JSON.parse(body.toString('utf8'));
+      } catch {
+        throw new RegistryProtocolError(`${ep.host}: ${what}: not JSON`, { registry: ep.host });
+      }
+      if (!Array.isArray(json.manifests)) throw new RegistryProtocolError(`${ep.host}: ${what}: not an image index`, { registry: ep.host });
+      const filtered = String(res.headers['oci-filters-applied'] ?? '').split(',').map((s) => s.trim()).includes('artifactType');
+      return { manifests: json.manifests as Descriptor[], filtered };
+    });
+  }
+
+  private async fetchManifestRaw(host: string, repo: string, reference: string, signal?: AbortSignal): Promise<RawManifest> {
     const what = `manifest ${repo}:${reference}`;
     return this.transport.pull(host, what, signal, async (ep, sig) => {
       const res = await this.transport.send(ep, repo, {
@@ -181,7 +226,7 @@ export class RegistryClient {
       if (!json.manifests && !Array.isArray(json.layers)) {
         throw new RegistryProtocolError(`${ep.host}: ${what}: unsupported manifest (media type ${mediaType})`, { registry: ep.host });
       }
-      return { mediaType, digest, body, json };
+      return { mediaType, digest, body, json: json as RawManifest['json'] };
     });
   }
 
@@ -334,17 +379,25 @@ export class RegistryClient {
 
   async putManifest(host: string, repo: string, reference: string, body: Buffer | object, mediaType?: string,
     signal?: AbortSignal): Promise<string> {
+    return (await this.putManifestDetailed(host, repo, reference, body, mediaType, signal)).digest;
+  }
+
+  /** PUT a manifest; `subject` is the registry's OCI-Subject answer (it indexed the manifest's subject itself). */
+  async putManifestDetailed(host: string, repo: string, reference: string, body: Buffer | object, mediaType?: string,
+    signal?: AbortSignal): Promise<{ digest: string; subject?: string }> {
     const buf = Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
     const mt = mediaType ?? (Buffer.isBuffer(body) ? undefined : (body as { mediaType?: string }).mediaType) ?? MediaTypes.ociManifest;
     const ep = this.hosts.endpoint(host);
     const what = `PUT manifest ${repo}:${reference}`;
-    await this.transport.withRetry(ep, what, signal, async (sig) => {
+    const subject = await this.transport.withRetry(ep, what, signal, async (sig) => {
       const res = await this.transport.send(ep, repo, { method: 'PUT', path: `/v2/${repo}/manifests/${reference}`, scope: repositoryScope(repo, 'pull,push'),
         signal: sig, body: buf, headers: { 'content-type': mt, 'content-length': String(buf.length) } });
       if (res.statusCode !== 201) await this.transport.fail(res, ep, what);
       await res.body.dump();
+      const h = res.headers['oci-subject'];
+      return h === undefined ? undefined : String(h);
     });
-    return sha256(buf);
+    return { digest: sha256(buf), ...(subject ? { subject } : {}) };
   }
 
   private async startUpload(ep: Endpoint, repo: string, scope: string, signal?: AbortSignal): Promise<string> {

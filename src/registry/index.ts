@@ -5,6 +5,7 @@ export * from './hosts';
 export * from './auth';
 export * from './retry';
 export * from './client';
+export * from './referrers';
 export * from './range-reader';
 export * from './blob-source';
 export * from './background-download';

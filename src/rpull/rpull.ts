@@ -1,7 +1,8 @@
 // `obd rpull`: registers an overlaybd image in containerd without downloading any layer, the way
 // accelerated-container-image's `ctr rpull` does through containerd's client library — but over
 // containerd's gRPC API directly:
-//   1. resolve the reference and fetch manifest + config from the registry (the only downloads);
+//   1. resolve the reference and fetch manifest + config from the registry (the only downloads); a
+//      plain image's reference leads to the overlaybd image that refers to it (resolve.ts);
 //   2. under a lease, store both in containerd's content store (with the GC references a pull sets);
 //   3. per layer, Prepare through containerd's snapshots service with the layer annotations
 //      (containerd.io/snapshot/*), containerd.io/snapshot.ref = chain id and the image ref: the obd
@@ -13,6 +14,7 @@ import { Labels } from '../labels';
 import { CredentialStore, parseReference, RegistryClient, type Descriptor, type Platform } from '../registry';
 import { ContainerdClient } from './containerd';
 import { RpullImageError, RpullLayerError } from './errors';
+import { resolveOverlaybdImage } from './resolve';
 
 export interface RpullOptions {
   address: string;
@@ -29,6 +31,8 @@ export interface RpullOptions {
 export interface RpullResult {
   name: string;
   manifestDigest: string;
+  /** the plain image's manifest when the overlaybd image was found as its referrer */
+  referrerOf?: string;
   configDigest: string;
   chainIds: string[];
   layers: Descriptor[];
@@ -62,14 +66,14 @@ export async function rpull(ref: string, o: RpullOptions): Promise<RpullResult> 
   const lease = `obd-rpull-${Date.now()}-${crypto.randomBytes(4).toString('hex')}`;
   let leased = false;
   try {
-    const m = await registry.getManifest(r, { platform: o.platform });
+    const m = await resolveOverlaybdImage(registry, r, o.platform, log);
     const config = await registry.getBlob(r.host, r.repo, m.manifest.config.digest);
     const diffIds: string[] = JSON.parse(config.toString('utf8'))?.rootfs?.diff_ids ?? [];
     const layers = m.manifest.layers;
     if (diffIds.length !== layers.length)
       throw new RpullImageError(`${ref}: the config has ${diffIds.length} diff_ids for ${layers.length} layers`);
     const chain = chainIds(diffIds);
-    log(`resolved ${ref}: manifest ${m.digest}, ${layers.length} layers`);
+    log(`resolved ${ref}: manifest ${m.digest}, ${layers.length} layers${m.referrer ? ` (referrer of ${m.referrer.subject})` : ''}`);
 
     await ctd.createLease(lease, 3_600_000);
     leased = true;
@@ -106,6 +110,7 @@ export async function rpull(ref: string, o: RpullOptions): Promise<RpullResult> 
     return {
       name: ref,
       manifestDigest: m.digest,
+      ...(m.referrer ? { referrerOf: m.referrer.subject } : {}),
       configDigest: m.manifest.config.digest,
       chainIds: chain,
       layers,

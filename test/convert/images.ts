@@ -1,11 +1,15 @@
 // Test images for obdconv: OCI image layouts built from layer tars (GNU tar of prepared trees, or
-// the e_ext4 fixture tars), optionally pushed to the private registry.
+// the e_ext4 fixture tars), optionally pushed to the private registry; a two-platform index.
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { sha256 } from '../../src/digest';
+import type { Descriptor } from '../../src/registry';
+import { busyboxTestImage, tar, type TarEntry } from '../helpers/images';
 import { writeImageLayout, type LayoutLayerInput, type WrittenLayout } from '../helpers/oci-layout';
+import type { TestRegistry } from '../helpers/registry';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
@@ -159,4 +163,82 @@ export function makeRichLayers(work: string, opts: { smallFiles?: number; largeB
   fs.mkdirSync(path.join(l3, 'usr/lib'), { recursive: true });
   fs.writeFileSync(path.join(l3, 'usr/lib/large.bin'), pattern(1 << 20, 99));
   return [l1, l2, l3].map((d, i) => tarTree(d, path.join(work, `layer-${i + 1}.tar`)));
+}
+
+export interface PushedIndex {
+  ref: string;
+  index: { digest: string; body: Buffer; json: { mediaType: string; annotations?: Record<string, string>; manifests: Descriptor[] } };
+  amd64: WrittenLayout;
+  arm64: WrittenLayout;
+  /** the arm64 image's one file standing for a binary */
+  arm64Binary: { path: string; data: Buffer };
+  attestation: { digest: string; body: Buffer; blobs: string[] };
+  /** what a container of the amd64 image must print for `script` */
+  script: string;
+  expectedOutput: string;
+}
+
+function gzipLayer(raw: Buffer): LayoutLayerInput {
+  return { blob: zlib.gzipSync(raw, { level: 1 }), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffId: sha256(raw) };
+}
+
+/** The busybox test image (test/helpers/images.ts) as a linux/amd64 OCI layout with gzip layers. */
+export function busyboxLayout(dir: string, tag: string): WrittenLayout {
+  return writeImageLayout(dir, tag, (busyboxTestImage().spec.layers as TarEntry[][]).map((l) => gzipLayer(tar(l))),
+    { architecture: 'amd64', os: 'linux', config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] } });
+}
+
+async function pushLayoutByDigest(reg: TestRegistry, repo: string, img: WrittenLayout): Promise<Descriptor> {
+  await reg.pushBlob(repo, img.config);
+  for (const l of img.layers) await reg.pushBlob(repo, fs.readFileSync(l.file));
+  const mediaType = JSON.parse(img.manifest.toString()).mediaType as string;
+  await reg.pushManifest(repo, img.manifestDigest, img.manifest, mediaType);
+  return { mediaType, digest: img.manifestDigest, size: img.manifest.length };
+}
+
+/**
+ * A buildx-shaped two-platform index pushed as REPO:TAG: linux/amd64 (the busybox test image),
+ * linux/arm64/v8 (structural only: one file stands for its binary) and an in-toto attestation
+ * manifest of the amd64 image (platform unknown/unknown, `vnd.docker.reference.*` annotations).
+ */
+export async function pushTwoPlatformIndex(reg: TestRegistry, repo: string, tag: string, dir: string): Promise<PushedIndex> {
+  const bb = busyboxTestImage();
+  const amd64 = busyboxLayout(path.join(dir, 'amd64'), tag);
+  const arm64Binary = { path: 'bin/app', data: Buffer.concat([Buffer.from('\x7fELF arm64 stand-in\n'), crypto.randomBytes(64 << 10)]) };
+  const arm64 = writeImageLayout(path.join(dir, 'arm64'), tag, [
+    gzipLayer(tar([{ path: 'bin', type: 'dir' }, { path: arm64Binary.path, type: 'file', mode: 0o755, data: arm64Binary.data }])),
+    gzipLayer(tar([{ path: 'etc', type: 'dir' }, { path: 'etc/arch', type: 'file', data: 'arm64\n' }])),
+  ], { architecture: 'arm64', variant: 'v8', os: 'linux', config: { Cmd: ['/bin/app'] } });
+  const amd64Desc = await pushLayoutByDigest(reg, repo, amd64);
+  const arm64Desc = await pushLayoutByDigest(reg, repo, arm64);
+
+  const statement = Buffer.from(JSON.stringify({ _type: 'https://in-toto.io/Statement/v0.1', predicateType: 'https://slsa.dev/provenance/v0.2',
+    subject: [{ name: 'app', digest: { sha256: amd64.manifestDigest.slice(7) } }], predicate: { builder: { id: 'test' } } }));
+  const attConfig = Buffer.from(JSON.stringify({ architecture: 'unknown', os: 'unknown', config: {}, rootfs: { type: 'layers', diff_ids: [sha256(statement)] } }));
+  const attBody = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(attConfig), size: attConfig.length },
+    layers: [{ mediaType: 'application/vnd.in-toto+json', digest: sha256(statement), size: statement.length,
+      annotations: { 'in-toto.io/predicate-type': 'https://slsa.dev/provenance/v0.2' } }] }));
+  await reg.pushBlob(repo, attConfig);
+  await reg.pushBlob(repo, statement);
+  await reg.pushManifest(repo, sha256(attBody), attBody, 'application/vnd.oci.image.manifest.v1+json');
+
+  const json = {
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [
+      { ...amd64Desc, platform: { architecture: 'amd64', os: 'linux' } },
+      { ...arm64Desc, platform: { architecture: 'arm64', os: 'linux', variant: 'v8' } },
+      { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(attBody), size: attBody.length,
+        annotations: { 'vnd.docker.reference.digest': amd64.manifestDigest, 'vnd.docker.reference.type': 'attestation-manifest' },
+        platform: { architecture: 'unknown', os: 'unknown' } },
+    ],
+    annotations: { 'org.opencontainers.image.title': 'two platforms' },
+  };
+  const body = Buffer.from(JSON.stringify(json));
+  await reg.pushManifest(repo, tag, body, json.mediaType);
+  return {
+    ref: `${reg.host}/${repo}:${tag}`, index: { digest: sha256(body), body, json }, amd64, arm64, arm64Binary,
+    attestation: { digest: sha256(attBody), body: attBody, blobs: [sha256(attConfig), sha256(statement)] },
+    script: bb.script, expectedOutput: bb.expectedOutput,
+  };
 }

@@ -71,3 +71,24 @@ export function mountStack(cleanup: Cleanup, blobs: Array<string | WarpLower>, r
   fs.mkdirSync(mnt, { recursive: true });
   mount(cleanup, dev, mnt, { type: 'ext4', options: 'ro,noload' });
 }
+
+const anyManifest = ['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json'].join(', ');
+
+/** A manifest or index as the registry holds it (status 404: undefined). */
+export async function getManifest(reg: TestRegistry, repo: string, reference: string):
+  Promise<{ body: Buffer; mediaType: string; json: any } | undefined> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await fetch(`${reg.url}/v2/${repo}/manifests/${reference}`, { headers: { accept: anyManifest } });
+  if (r.status === 404) return undefined;
+  if (!r.ok) throw new Error(`manifest ${repo}:${reference}: ${r.status}`);
+  const body = Buffer.from(await r.arrayBuffer());
+  return { body, mediaType: r.headers.get('content-type') ?? '', json: JSON.parse(body.toString()) };
+}
+
+/** A blob of the registry (undefined when it is not there). */
+export async function getBlob(reg: TestRegistry, repo: string, digest: string): Promise<Buffer | undefined> {
+  const r = await fetch(`${reg.url}/v2/${repo}/blobs/${digest}`);
+  if (r.status === 404) return undefined;
+  if (!r.ok) throw new Error(`blob ${repo}@${digest}: ${r.status}`);
+  return Buffer.from(await r.arrayBuffer());
+}
