@@ -14,6 +14,7 @@ fi
 declare -A need=(
   [/usr/bin/g++]=g++ [/usr/bin/make]=make [/usr/bin/cmake]=cmake [/usr/bin/pkg-config]=pkg-config
   [/usr/include/liburing.h]=liburing-dev [/usr/include/lz4.h]=liblz4-dev [/usr/include/zstd.h]=libzstd-dev [/usr/include/archive.h]=libarchive-dev [/usr/include/zlib.h]=zlib1g-dev [/usr/include/openssl/evp.h]=libssl-dev
+  [/usr/bin/curl-config]=libcurl4-openssl-dev
   [/usr/sbin/mkfs.ext4]=e2fsprogs [/usr/sbin/losetup]=mount [/usr/bin/lz4]=lz4 [/usr/bin/zstd]=zstd
   [/usr/bin/fio]=fio [/usr/bin/curl]=curl [/usr/bin/htpasswd]=apache2-utils
   [/usr/bin/containerd]=containerd [/usr/sbin/runc]=runc [/usr/bin/docker-registry]=docker-registry

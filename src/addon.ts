@@ -407,6 +407,26 @@ export interface FetchSchedulerStats {
   promoted: number; // queued fetches a demand read overtook
   failed: number;
   linkBytesPerSec: number; // measured over the last seconds with fetches in flight
+  native?: NativeFetchStats; // a fetcher created with `native`
+}
+
+/** Fetches answered by the native HTTP client (addon/src/net), cumulative. */
+export interface NativeFetchStats {
+  fetches: number;
+  bytes: PerFetchKind; // delivered by native fetches
+  fallbacks: number; // native attempts that failed and went to the JS function
+  receivedBytes: number; // every body byte the native client received
+  routes: number; // blobs with a route now
+  durationBuckets: number[]; // native fetches per durationBoundsSec bound (cumulative)
+  secondsSum: number;
+}
+
+/** Where a blob's bytes are fetched natively: its final URL and the headers to send there. */
+export interface BlobRoute {
+  url: string;
+  headers: string[]; // "Name: value"
+  size: number; // checked against Content-Range
+  expiresInMs?: number; // a presigned URL or token that stops working
 }
 
 /** GETs in flight per low-priority kind (demand is never held back). */
@@ -420,13 +440,19 @@ export interface FetchLimits {
 export interface RemoteFetcher {
   close(): void;
   stats(): FetchSchedulerStats;
+  /** Native fetchers: later fetches of `digest` go to `route` without JS (no-op otherwise). */
+  setRoute(digest: string, route: BlobRoute): void;
+  dropRoute(digest: string): void;
 }
 
 /**
  * Wraps `fn` for the addon. `timeoutMs` is a last-resort bound: if `fn` has not settled by then the
- * read fails with EIO (the registry client's own deadlines normally end it first).
+ * read fails with EIO (the registry client's own deadlines normally end it first). With `native`,
+ * blobs given a route (setRoute) are fetched by libcurl on a native thread, and `fn` serves the
+ * rest and every fetch whose native attempt failed (it resolves, retries and sets a new route).
  */
-export function createRemoteFetcher(fn: BlobFetchFn, opts: { timeoutMs?: number; limits?: FetchLimits } = {}): RemoteFetcher {
+export function createRemoteFetcher(fn: BlobFetchFn,
+  opts: { timeoutMs?: number; limits?: FetchLimits; native?: { durationBoundsSec?: number[] } } = {}): RemoteFetcher {
   const timeoutMs = opts.timeoutMs ?? 120_000;
   return new native.RemoteFetcher((digest: string, offset: number, length: number, done: (err: unknown, b?: Uint8Array) => void, kind: FetchKind) => {
     let settled = false;
@@ -443,7 +469,7 @@ export function createRemoteFetcher(fn: BlobFetchFn, opts: { timeoutMs?: number;
     } catch (e) {
       finish(e instanceof Error ? e : new Error(String(e)));
     }
-  }, opts.limits ?? {});
+  }, opts.limits ?? {}, opts.native ? { native: { durationBoundsSec: opts.native.durationBoundsSec ?? [] } } : {});
 }
 
 export interface RemoteFileSpec {

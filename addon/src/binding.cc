@@ -27,6 +27,7 @@
 #include "image/stack.h"
 #include "io/local_file.h"
 #include "cache/block_cache.h"
+#include "net/native_blob_fetcher.h"
 #include "remote/remote_file.h"
 #include "util/crc32c.h"
 #include "transport/tcmu/kernel.h"
@@ -142,6 +143,9 @@ class PromiseWorker : public Napi::AsyncWorker {
 //   new RemoteFetcher(fn, limits?)  fn(digest, offset, length, done, kind) runs on the JS thread for
 //                           every fetch the scheduler starts (kind: demand|readahead|prefetch|background);
 //                           JS calls done(null, bytes) or done(err) exactly once.  .close()  .stats()
+//   new RemoteFetcher(fn, limits, {native: {durationBoundsSec}})  the same, and blobs given a route
+//                           with .setRoute(digest, {url, headers, size, expiresInMs?}) are fetched with
+//                           libcurl (addon/src/net); a native failure drops the route and asks fn.
 //   new RemoteFile({digest, size, cache, fetcher, readAheadUnits?, maxFetchUnits?, readAheadStartBytes?,
 //                   readAheadWindowMs?, cacheScope?})  (a user of the cache entry until cache.release)
 //                           .read(offset, length, kind?): Promise<Buffer>   .stats()   .nextMissing(offset)
@@ -329,7 +333,8 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
 class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
-    return DefineClass(env, "RemoteFetcher", {InstanceMethod("close", &FetcherWrap::Close), InstanceMethod("stats", &FetcherWrap::Stats)});
+    return DefineClass(env, "RemoteFetcher", {InstanceMethod("close", &FetcherWrap::Close), InstanceMethod("stats", &FetcherWrap::Stats),
+                                              InstanceMethod("setRoute", &FetcherWrap::SetRoute), InstanceMethod("dropRoute", &FetcherWrap::DropRoute)});
   }
   explicit FetcherWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FetcherWrap>(info) {
     Napi::Env env = info.Env();
@@ -358,15 +363,71 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
       if (numberArg(o, "prefetch", &v, false, &bad) && !o.Get("prefetch").IsUndefined()) limits.prefetch = static_cast<uint32_t>(std::max<uint64_t>(v, 1));
       if (numberArg(o, "background", &v, false, &bad) && !o.Get("background").IsUndefined()) limits.background = static_cast<uint32_t>(std::max<uint64_t>(v, 1));
     }
-    scheduler = obd::FetchScheduler::create(fetcher, limits);
+    // {native: {durationBoundsSec}}: fetches of blobs with a route go through libcurl (addon/src/net).
+    if (info.Length() > 2 && info[2].IsObject() && info[2].As<Napi::Object>().Get("native").IsObject()) {
+      Napi::Object n = info[2].As<Napi::Object>().Get("native").As<Napi::Object>();
+      std::vector<double> bounds;
+      if (n.Get("durationBoundsSec").IsArray()) {
+        Napi::Array a = n.Get("durationBoundsSec").As<Napi::Array>();
+        for (uint32_t i = 0; i < a.Length(); i++)
+          if (a.Get(i).IsNumber()) bounds.push_back(a.Get(i).As<Napi::Number>().DoubleValue());
+      }
+      native = obd::NativeBlobFetcher::create(fetcher, bounds);
+    }
+    scheduler = native ? obd::FetchScheduler::create(native, limits) : obd::FetchScheduler::create(fetcher, limits);
     info.This().As<Napi::Object>().TypeTag(&kFetcherTag);
   }
   std::shared_ptr<JsFetcher> fetcher;
+  std::shared_ptr<obd::NativeBlobFetcher> native;
   std::shared_ptr<obd::FetchScheduler> scheduler;
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (native) native->close();
     if (fetcher) fetcher->close();
+    return info.Env().Undefined();
+  }
+  // setRoute(digest, {url, headers: string[], size, expiresInMs?}): later fetches of digest go natively.
+  Napi::Value SetRoute(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!native) return env.Undefined();
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) {
+      common::fail(env, obd::InvalidArg("RemoteFetcher.setRoute(digest, {url, headers, size, expiresInMs?})"));
+      return env.Undefined();
+    }
+    Napi::Object o = info[1].As<Napi::Object>();
+    obd::BlobRoute r;
+    std::string bad;
+    uint64_t expiresInMs = 0;
+    if (!o.Get("url").IsString()) bad = "url must be a string";
+    else r.url = o.Get("url").As<Napi::String>().Utf8Value();
+    if (bad.empty()) numberArg(o, "size", &r.size, false, &bad);
+    if (bad.empty()) numberArg(o, "expiresInMs", &expiresInMs, false, &bad);
+    if (bad.empty() && o.Get("headers").IsArray()) {
+      Napi::Array a = o.Get("headers").As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        if (!a.Get(i).IsString()) {
+          bad = "headers must be strings";
+          break;
+        }
+        std::string h = a.Get(i).As<Napi::String>().Utf8Value();
+        if (h.find_first_of("\r\n") != std::string::npos) {
+          bad = "a header holds a line break";
+          break;
+        }
+        r.headers.push_back(std::move(h));
+      }
+    }
+    if (!bad.empty()) {
+      common::fail(env, obd::InvalidArg("RemoteFetcher.setRoute: " + bad));
+      return env.Undefined();
+    }
+    if (expiresInMs > 0) r.expires = std::chrono::steady_clock::now() + std::chrono::milliseconds(expiresInMs);
+    native->setRoute(info[0].As<Napi::String>().Utf8Value(), std::move(r));
+    return env.Undefined();
+  }
+  Napi::Value DropRoute(const Napi::CallbackInfo& info) {
+    if (native && info.Length() > 0 && info[0].IsString()) native->dropRoute(info[0].As<Napi::String>().Utf8Value());
     return info.Env().Undefined();
   }
   Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -387,6 +448,20 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
     o.Set("promoted", static_cast<double>(s.promoted));
     o.Set("failed", static_cast<double>(s.failed));
     o.Set("linkBytesPerSec", s.linkBytesPerSec);
+    if (native) {
+      obd::NativeFetchStats n = native->stats();
+      Napi::Object no = Napi::Object::New(env);
+      no.Set("fetches", static_cast<double>(n.fetches));
+      no.Set("bytes", perKind(n.bytesByKind));
+      no.Set("fallbacks", static_cast<double>(n.fallbacks));
+      no.Set("receivedBytes", static_cast<double>(n.receivedBytes));
+      no.Set("routes", static_cast<double>(n.routes));
+      Napi::Array b = Napi::Array::New(env, n.durationBuckets.size());
+      for (size_t i = 0; i < n.durationBuckets.size(); i++) b.Set(static_cast<uint32_t>(i), static_cast<double>(n.durationBuckets[i]));
+      no.Set("durationBuckets", b);
+      no.Set("secondsSum", n.secondsSum);
+      o.Set("native", no);
+    }
     return o;
   }
 };

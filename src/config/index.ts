@@ -40,6 +40,8 @@ export interface ObdConfig {
   transport: Transport;
   /** fuse-loop: serve requests through FUSE over io_uring when the kernel offers it (opt-in: restarts). */
   fuseIoUring: boolean;
+  /** deviced: range GETs of remote blobs with libcurl on a native thread once JS resolved the blob. */
+  nativeFetch: boolean;
   cacheConfig: { cacheDir: string; cacheSizeGB: number; refillSize: number; blockSize: number; readAheadSize: number };
   gzipCacheConfig: { enable: boolean; cacheDir: string; cacheSizeGB: number; refillSize: number; memoryMB: number };
   download: { enable: boolean; delay: number; delayExtra: number; maxMBps: number; tryCnt: number; blockSize: number };
@@ -114,6 +116,7 @@ const SCHEMA: Schema = {
   deviceAddress: { type: 'string', default: '/run/obd/deviced.sock', check: absolutePath },
   transport: { type: 'string', default: 'auto', check: oneOf('auto', 'tcmu', 'fuse-loop') },
   fuseIoUring: { type: 'boolean', default: false },
+  nativeFetch: { type: 'boolean', default: false },
   cacheConfig: {
     type: 'object',
     nullable: true,

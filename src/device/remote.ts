@@ -1,5 +1,6 @@
 // Remote lowers (config.v1.json `repoBlobUrl` + `digest`): each becomes a RemoteFile of the addon,
-// read through a block cache; cache misses are fetched by the registry client on the JS thread.
+// read through a block cache; cache misses are fetched by the registry client on the JS thread, or
+// (config nativeFetch) by the addon's libcurl client once the registry client resolved the blob.
 //
 // Images are untrusted: one image may name another's layer digest and point at a registry that
 // serves other bytes (or another size). So a blob's cached ranges belong to the location that served
@@ -23,7 +24,7 @@ import { RegistryDigestMismatchError } from '../registry/errors';
 import { registryOptionsFromConfig } from '../registry/from-config';
 import type { Logger } from '../log';
 import { DeviceError } from './errors';
-import { FetchCounters, type FetchTotals } from './fetch-counters';
+import { FETCH_KINDS, FETCH_SECONDS_BUCKETS, FetchCounters, type FetchTotals } from './fetch-counters';
 import { fsyncPath as syncDir } from '../atomic-file';
 
 export interface RecordingSession {
@@ -49,6 +50,20 @@ export function warmLayerEnds(files: addon.RemoteFile[]): void {
     if (f.size === 0) continue;
     for (const off of new Set([0, f.size - 1])) f.read(off, 1).catch(() => undefined);
   }
+}
+
+/**
+ * The fetcher of a BlobSource. With `native`, the first fetch of a blob goes through JS (URL,
+ * mirrors, auth, redirects, retries) and hands its route to the addon, which fetches the blob's
+ * later ranges with libcurl straight into the block cache; a native failure comes back to JS.
+ */
+export function sourceFetcher(source: BlobSource, native: boolean, fetch: addon.BlobFetchFn = source.fetch): addon.RemoteFetcher {
+  const fetcher: addon.RemoteFetcher = addon.createRemoteFetcher(async (digest, offset, length, kind) => {
+    const data = await fetch(digest, offset, length, kind);
+    if (native) void source.route(digest).then((r) => r && fetcher.setRoute(digest, r), () => undefined);
+    return data;
+  }, native ? { native: { durationBoundsSec: FETCH_SECONDS_BUCKETS } } : {});
+  return fetcher;
 }
 
 /** The `download` section of a config.v1.json (overlaybd's DownloadConfig); unknown or mistyped keys are ignored as overlaybd does. */
@@ -87,6 +102,8 @@ export class RemoteLowers {
   private readonly downloads = new Map<string, { digest: string; d: BackgroundDownload }>();
   /** Every blob source ever made (bytes received count for the deviced-wide totals). */
   private readonly sources = new Set<BlobSource>();
+  /** Every location fetcher ever made: what their native clients fetched counts for the totals. */
+  private readonly fetchers = new Set<addon.RemoteFetcher>();
   /** Fetch times and bytes per kind (demand, read-ahead, prefetch, download). */
   readonly counters = new FetchCounters();
   private closed = false;
@@ -218,7 +235,18 @@ export class RemoteLowers {
   totals(): FetchTotals {
     const received = [...this.sources].reduce((n, s) => n + s.receivedBytes, 0);
     const link = Math.max(0, ...[...this.locations.values()].map((l) => l.fetcher.stats().linkBytesPerSec));
-    return this.counters.totals(received, link);
+    const t = this.counters.totals(received, link);
+    for (const f of this.fetchers) {
+      const n = f.stats().native;
+      if (!n) continue;
+      t.receivedBytes += n.receivedBytes;
+      t.fetches += n.fetches;
+      for (const k of FETCH_KINDS) t.bytes[k] += n.bytes[k];
+      n.durationBuckets.forEach((c, i) => (t.seconds.buckets[i] += c));
+      t.seconds.sum += n.secondsSum;
+      t.seconds.count += n.fetches;
+    }
+    return t;
   }
 
   /** Background downloads in progress or finished. */
@@ -338,12 +366,13 @@ export class RemoteLowers {
       cache,
       files: new Map(),
       users: 0,
-      fetcher: addon.createRemoteFetcher(async (digest, offset, length, kind) => {
+      fetcher: sourceFetcher(source, this.cfg.nativeFetch, async (digest, offset, length, kind) => {
         const data = await this.fetchFrom(source, digest, offset, length, kind);
         this.schedulePromote(l, digest);
         return data;
       }),
     };
+    this.fetchers.add(l.fetcher);
     this.locations.set(key, l);
     this.log.log('debug', 'registry location opened', { location: key, scope });
     return l;

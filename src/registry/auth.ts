@@ -34,7 +34,7 @@ interface CachedToken {
 
 export interface AuthHandlerOptions {
   credentials?: CredentialStore;
-  dispatcher: Dispatcher;
+  dispatcher: Dispatcher | (() => Dispatcher); // a function: made on first use (undici loads late)
   userAgent?: string;
   tokenTimeoutMs?: number;
 }
@@ -124,7 +124,8 @@ export class AuthHandler {
     const timeout = AbortSignal.timeout(this.opts.tokenTimeoutMs ?? 30_000);
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.opts.dispatcher.request({
+      const d = this.opts.dispatcher;
+      res = await (typeof d === 'function' ? d() : d).request({
         origin: url.origin, path: url.pathname + url.search, method: 'GET', headers,
         signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       });

@@ -1,9 +1,10 @@
 // Bridges the addon's cache misses to the registry: a BlobSource knows, per digest, where the blob
 // lives (host, repository) and reads ranges with one RangeReader per blob. It counts what it
 // delivers per fetch kind, and every byte received from the network (`receivedBytes`, also bodies
-// of retried or failed requests), which is what a proxy in front of the registry sees.
+// of retried or failed requests), which is what a proxy in front of the registry sees. After a fetch
+// it can name the blob's route (final URL + headers) for a native fetcher to read from directly.
 import type { RangeReader } from './range-reader';
-import type { FetchKind } from '../addon';
+import type { BlobRoute, FetchKind } from '../addon';
 import type { RegistryClient } from './client';
 
 export interface BlobLocation {
@@ -32,6 +33,11 @@ export class BlobSource {
     this.readers.set(loc.digest, this.client.blobReader(loc.host, loc.repo, loc.digest, {
       size: loc.size, readDeadlineMs: this.opts.readDeadlineMs, onBytes: (n) => (this.receivedBytes += n), onRetriedError: this.opts.onRetriedError,
     }));
+  }
+
+  /** Where a native fetcher can read `digest` from now (after a fetch of it succeeded). */
+  async route(digest: string): Promise<BlobRoute | undefined> {
+    return this.readers.get(digest)?.route();
   }
 
   has(digest: string): boolean {

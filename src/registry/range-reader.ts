@@ -4,6 +4,7 @@
 // worth keeping: later reads go straight to it, without Authorization, until it expires; a refusal
 // from it (403/404/410) drops it and the next attempt asks the registry again.
 import type { Dispatcher } from 'undici';
+import type { BlobRoute } from '../addon';
 import { repositoryScope } from './auth';
 import { RegistryError, RegistryProtocolError, RegistrySizeMismatchError } from './errors';
 import type { Endpoint } from './hosts';
@@ -121,6 +122,25 @@ export class RangeReader {
         headers: { range }, signal });
     }
     return this.transport.getForeign(url, { range }, signal, `GET redirected blob ${this.digest}`);
+  }
+
+  /**
+   * Where the next read of this blob would go and what it would send, for a native fetcher to
+   * read from directly: a redirect target (object store) without credentials, or the registry's
+   * URL with the Authorization header now in use. Known once a read has succeeded; the caller drops
+   * it on any failure and comes back here.
+   */
+  async route(signal?: AbortSignal): Promise<BlobRoute | undefined> {
+    if (this.knownSize === undefined) return undefined;
+    const ep = this.endpoints[this.endpointIndex];
+    const loc = this.location && this.location.expiresAt > Date.now() ? this.location : undefined;
+    const url = loc?.url ?? new URL(`/v2/${this.repo}/blobs/${this.digest}`, ep.origin);
+    const headers = [`User-Agent: ${this.transport.userAgent}`];
+    if (url.origin === ep.origin) {
+      const auth = await this.transport.auth.headerFor(ep.origin, ep.host, this.repo, repositoryScope(this.repo, 'pull'), signal);
+      if (auth) headers.push(`Authorization: ${auth}`);
+    }
+    return { url: url.href, headers, size: this.knownSize, expiresInMs: loc ? Math.max(1, loc.expiresAt - Date.now()) : undefined };
   }
 
   private received(n: number): void {

@@ -2,7 +2,7 @@
 // per origin with a connection limit and keep-alive, header/body timeouts), authentication with
 // one answered challenge per request, retries within an operation deadline, mirrors tried in order
 // before the origin (hosts.ts), and answers that are not the expected status turned into errors.
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { AuthHandler } from './auth';
 import type { CredentialStore } from './credentials';
 import {
@@ -38,28 +38,43 @@ export class RegistryTransport {
   readonly auth: AuthHandler;
   readonly retry: RetryHandler;
   readonly operationDeadlineMs: number;
-  private readonly dispatcher: Dispatcher;
+  private dispatcherValue?: Dispatcher;
   private readonly ownsDispatcher: boolean;
-  private readonly userAgent: string;
+  private readonly opts: RegistryClientOptions;
+  readonly userAgent: string;
 
   constructor(opts: RegistryClientOptions) {
     this.hosts = new Hosts(opts);
+    this.opts = opts;
     this.ownsDispatcher = !opts.dispatcher;
-    this.dispatcher = opts.dispatcher ?? new Agent({
-      connections: opts.connectionsPerHost ?? 8,
-      keepAliveTimeout: opts.keepAliveTimeoutMs ?? 30_000,
-      headersTimeout: opts.requestTimeoutMs ?? 30_000,
-      bodyTimeout: opts.requestTimeoutMs ?? 30_000,
-      connect: { timeout: Math.min(10_000, opts.requestTimeoutMs ?? 10_000) },
-    });
+    this.dispatcherValue = opts.dispatcher;
     this.retry = new RetryHandler(opts.retry);
     this.userAgent = opts.userAgent ?? 'obd/0.1.0';
-    this.auth = new AuthHandler({ credentials: opts.credentials, dispatcher: this.dispatcher, userAgent: this.userAgent });
+    this.auth = new AuthHandler({ credentials: opts.credentials, dispatcher: () => this.dispatcher, userAgent: this.userAgent });
     this.operationDeadlineMs = opts.operationDeadlineMs ?? 30_000;
   }
 
+  /**
+   * The undici Agent, made on the first request: loading undici costs a few hundred ms, which a
+   * restarted deviced would otherwise spend before taking its devices over.
+   */
+  private get dispatcher(): Dispatcher {
+    if (!this.dispatcherValue) {
+      const { Agent } = require('undici') as typeof import('undici');
+      const o = this.opts;
+      this.dispatcherValue = new Agent({
+        connections: o.connectionsPerHost ?? 8,
+        keepAliveTimeout: o.keepAliveTimeoutMs ?? 30_000,
+        headersTimeout: o.requestTimeoutMs ?? 30_000,
+        bodyTimeout: o.requestTimeoutMs ?? 30_000,
+        connect: { timeout: Math.min(10_000, o.requestTimeoutMs ?? 10_000) },
+      });
+    }
+    return this.dispatcherValue;
+  }
+
   async close(): Promise<void> {
-    if (this.ownsDispatcher) await this.dispatcher.close();
+    if (this.ownsDispatcher) await this.dispatcherValue?.close();
   }
 
   /**

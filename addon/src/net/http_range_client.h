@@ -1,0 +1,83 @@
+// Range GETs with libcurl on one native thread: bytes go from the socket into the answer's buffer
+// without touching JS. One curl multi handle drives every transfer of the client; each transfer in
+// flight has its own connection (HTTP/1.1), and finished connections stay open in the multi's
+// cache for the next request to the same host, so a stream of large GETs keeps its connection
+// warm while a demand miss issued meanwhile gets a connection of its own instead of queueing.
+//
+// The client only speaks HTTP: it does not authenticate, follow redirects or retry. Every answer
+// other than exactly the requested bytes (206 with the right Content-Range, or 200 of a whole blob
+// from offset 0) comes back as a failure with its HTTP status, for the caller to resolve elsewhere.
+// Every body byte received is counted, also of answers that fail or are cut short.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "util/status.h"
+
+namespace obd {
+
+struct HttpRangeRequest {
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value" lines (Authorization, User-Agent, ...)
+  uint64_t offset = 0;
+  uint64_t length = 0;               // > 0
+  uint64_t blobSize = 0;             // expected total size in Content-Range (0: not checked)
+};
+
+struct HttpRangeAnswer {
+  Status status;                     // ok: `body` holds exactly the requested bytes
+  long httpStatus = 0;               // 0 when no answer came (connect/transport failure)
+  std::vector<uint8_t> body;
+  uint64_t received = 0;             // body bytes received by this transfer, whatever its outcome
+};
+
+struct HttpRangeClientOptions {
+  long connectTimeoutMs = 10000;
+  long stallTimeoutSec = 30;         // a transfer that receives nothing for this long fails
+  long maxConnections = 32;          // connections kept open in the cache
+};
+
+class HttpRangeClient {
+ public:
+  using Done = std::function<void(HttpRangeAnswer)>;
+  // The client's thread holds a reference until close(): whoever creates it must close it.
+  static std::shared_ptr<HttpRangeClient> create(HttpRangeClientOptions opts = {});
+  ~HttpRangeClient();
+  HttpRangeClient(const HttpRangeClient&) = delete;
+  HttpRangeClient& operator=(const HttpRangeClient&) = delete;
+
+  // `done` runs exactly once: on the client's thread, or on the caller's when the client is closed.
+  void get(HttpRangeRequest req, Done done);
+  // Fails what is queued or in flight and lets the thread end (safe from any thread, also the client's).
+  void close();
+  uint64_t receivedBytes() const { return received_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Transfer;
+  explicit HttpRangeClient(HttpRangeClientOptions opts);
+  void run();
+  void startPending();
+  void finishDone();
+  void finish(Transfer* t, int curlCode);
+  static size_t onHeader(char* p, size_t size, size_t n, void* ud);
+  static size_t onBody(char* p, size_t size, size_t n, void* ud);
+
+  const HttpRangeClientOptions opts_;
+  void* multi_ = nullptr;  // CURLM*
+  std::mutex mu_;
+  bool closed_ = false;
+  std::deque<std::unique_ptr<Transfer>> pending_;
+  std::vector<std::unique_ptr<Transfer>> active_;  // only the client's thread touches it
+  std::atomic<uint64_t> received_{0};
+  std::thread thread_;
+};
+
+}  // namespace obd

@@ -1,0 +1,72 @@
+// A BlobFetcher that gets bytes natively (HttpRangeClient) once it knows where a blob is, and asks
+// its fallback (in deviced: the JS registry client) otherwise. JS keeps what it does well —
+// resolving the blob URL, mirrors, authentication and token refresh, redirects to object stores,
+// retries with backoff — and after a fetch it hands over a route: the final URL of the blob and
+// the headers to send there. Later fetches of that blob go straight from the socket into the block
+// cache. Any native failure (a 401 when the token expired, a redirect, a refusal from an expired
+// storage URL, a wrong Content-Range, a reset) drops the route and passes that fetch to the
+// fallback, which resolves, retries and hands over a fresh route; so errors, retries and their
+// messages are those of the fallback, and nothing here retries on its own.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "net/http_range_client.h"
+#include "remote/fetch_scheduler.h"
+
+namespace obd {
+
+struct BlobRoute {
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value"
+  uint64_t size = 0;                 // the blob's size, checked against Content-Range (0: unchecked)
+  std::chrono::steady_clock::time_point expires = std::chrono::steady_clock::time_point::max();
+};
+
+struct NativeFetchStats {
+  uint64_t fetches = 0;     // fetches answered natively
+  uint64_t bytes = 0;       // bytes those delivered
+  std::array<uint64_t, kFetchPriorities> bytesByKind{};
+  uint64_t fallbacks = 0;   // native attempts that failed and went to the fallback
+  uint64_t receivedBytes = 0;  // every body byte the native client received
+  uint64_t routes = 0;      // blobs with a route now
+  std::vector<uint64_t> durationBuckets;  // native fetches per upper bound (seconds), cumulative
+  double secondsSum = 0;
+};
+
+class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_this<NativeBlobFetcher> {
+ public:
+  // durationBoundsSec: upper bounds of the fetch-duration histogram in stats().
+  static std::shared_ptr<NativeBlobFetcher> create(std::shared_ptr<BlobFetcher> fallback, std::vector<double> durationBoundsSec = {});
+  ~NativeBlobFetcher() override;
+  void fetch(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done) override;
+  void setRoute(const std::string& digest, BlobRoute route);
+  void dropRoute(const std::string& digest);
+  void close();
+  NativeFetchStats stats() const;
+
+ private:
+  NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds);
+  void answered(const std::string& digest, uint64_t generation, uint64_t offset, uint64_t length, FetchPriority priority,
+                std::chrono::steady_clock::time_point started, HttpRangeAnswer a, Done done);
+
+  struct Entry {
+    BlobRoute route;
+    uint64_t generation = 0;
+  };
+  const std::shared_ptr<BlobFetcher> fallback_;
+  const std::shared_ptr<HttpRangeClient> client_;
+  const std::vector<double> bounds_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> routes_;
+  uint64_t generation_ = 0;
+  NativeFetchStats stats_;
+};
+
+}  // namespace obd

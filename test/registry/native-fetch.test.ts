@@ -1,0 +1,199 @@
+// The native fetch path (config nativeFetch): once JS has fetched a range of a blob it hands the
+// blob's route to the addon, whose libcurl client fetches later ranges straight into the block
+// cache. Any failure of a native fetch (refusals, expired tokens or storage URLs, wrong bytes,
+// cut connections) goes back to JS, which resolves and retries, so reads still get the right
+// bytes, nothing crashes, and every byte received is counted by one side or the other.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { openBlockCache, openRemoteFile } from '../../src/addon';
+import { sourceFetcher } from '../../src/device/remote';
+import { BlobSource, CredentialStore, RegistryClient } from '../../src/registry';
+import { FaultProxy, type Fault } from '../helpers/fault-proxy';
+import { TestRegistry } from '../helpers/registry';
+import { TokenServer } from '../helpers/token-server';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const UNIT = 256 * KiB;
+
+function tmpDir(t: { after: (fn: () => void) => void }): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'obd-native-'));
+  t.after(() => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+/** A remote file over `host` read through a native fetcher, without read-ahead (each read is one fetch). */
+function nativeFile(t: { after: (fn: () => void) => void }, client: RegistryClient, host: string, repo: string, digest: string, size: number) {
+  const source = new BlobSource(client);
+  source.add({ host, repo, digest, size });
+  const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB, unitSize: UNIT, sync: false });
+  const fetcher = sourceFetcher(source, true);
+  t.after(() => fetcher.close());
+  const file = openRemoteFile({ digest, size, cache, fetcher, readAheadUnits: 0 });
+  return { source, fetcher, file };
+}
+
+async function readChecked(file: { read(o: number, l: number): Promise<Buffer> }, data: Buffer, unit: number): Promise<void> {
+  const got = await file.read(unit * UNIT, UNIT);
+  assert.ok(got.equals(data.subarray(unit * UNIT, (unit + 1) * UNIT)), `bytes of unit ${unit} differ`);
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 50)); // the route is handed over after the JS fetch resolves
+
+describe('native fetch path', () => {
+  const reg = new TestRegistry();
+  const data = crypto.randomBytes(32 * UNIT);
+  let digest = '';
+  let proxy: FaultProxy;
+  before(async () => {
+    await reg.start();
+    digest = await reg.pushBlob('lib/native', data);
+    const [h, p] = reg.host.split(':');
+    proxy = new FaultProxy({ host: h, port: Number(p) });
+    await proxy.start();
+  });
+  after(async () => {
+    await proxy?.stop();
+    await reg.stop();
+  });
+
+  it('fetches natively after the first fetch of a blob, and counts every byte once', async (t) => {
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    proxy.clear();
+    const { source, fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    await readChecked(file, data, 0);
+    await settle();
+    for (let u = 1; u < 8; u++) await readChecked(file, data, u);
+    const n = fetcher.stats().native!;
+    assert.equal(source.fetches, 1, 'only the first fetch went through JS');
+    assert.equal(n.fetches, 7);
+    assert.equal(n.bytes.demand, 7 * UNIT);
+    assert.equal(n.receivedBytes + source.receivedBytes, 8 * UNIT, 'received bytes, JS + native');
+    assert.equal(n.routes, 1);
+    const gets = proxy.seen.filter((s) => s.method === 'GET');
+    assert.equal(gets.length, 8, 'one GET per fetch');
+  });
+
+  for (const [name, fault] of [
+    ['a 500', { kind: 'status', status: 500 }],
+    ['a 401 (expired token)', { kind: 'status', status: 401, headers: { 'www-authenticate': 'Basic realm="x"' } }],
+    ['a 404', { kind: 'status', status: 404 }],
+    ['a dropped connection', { kind: 'drop' }],
+    ['a truncated body', { kind: 'truncate', afterBytes: 1000 }],
+    ['a wrong Content-Range', { kind: 'wrong-content-range' }],
+  ] as [string, Fault][]) {
+    it(`a native fetch answered with ${name} is redone by JS, with the right bytes`, async (t) => {
+      const client = new RegistryClient({ retry: { baseDelayMs: 1, maxDelayMs: 5 } });
+      t.after(() => client.close());
+      proxy.clear();
+      const { source, fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+      await readChecked(file, data, 0);
+      await settle();
+      proxy.inject(fault, 1);
+      await readChecked(file, data, 1);
+      const n = fetcher.stats().native!;
+      assert.equal(n.fallbacks, 1, 'the native attempt failed once');
+      assert.equal(source.fetches, 2, 'JS did the first fetch and the failed one');
+      await settle();
+      await readChecked(file, data, 2);
+      assert.equal(fetcher.stats().native!.fetches, 1, 'JS handed over a new route');
+      const wire = proxy.seen.filter((s) => s.method === 'GET').length;
+      assert.ok(wire >= 4, `${wire} GETs`);
+    });
+  }
+
+  it('a blob of another size than the route says fails the native fetch, and JS reports it', async (t) => {
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    const { fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    await readChecked(file, data, 0);
+    await settle();
+    // A route that claims another size: the native client refuses the answer without taking its body.
+    fetcher.setRoute(digest, { url: `http://${proxy.host}/v2/lib/native/blobs/${digest}`, headers: [], size: data.length + 1 });
+    await readChecked(file, data, 3);
+    assert.equal(fetcher.stats().native!.fallbacks, 1);
+  });
+
+  it('follows a redirect in JS and then reads the storage URL natively, without Authorization', async (t) => {
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    proxy.clear();
+    proxy.inject({ kind: 'redirect' }, Infinity);
+    t.after(() => proxy.clear());
+    const { fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    await readChecked(file, data, 0);
+    await settle();
+    for (let u = 1; u < 4; u++) await readChecked(file, data, u);
+    assert.equal(fetcher.stats().native!.fetches, 3);
+    const store = proxy.seen.filter((s) => s.server === 'store');
+    assert.equal(store.length, 4, 'the storage URL served every fetch after the redirect');
+    assert.ok(store.every((s) => s.authorization === undefined), 'no credentials at the store');
+    assert.equal(proxy.seen.filter((s) => s.server === 'proxy' && s.method === 'GET').length, 1, 'one GET at the registry');
+  });
+
+  it('an expired storage URL is refused natively and JS resolves the redirect again', async (t) => {
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    proxy.clear();
+    proxy.inject({ kind: 'redirect', expiresInSec: 1 }, Infinity);
+    t.after(() => proxy.clear());
+    const { fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    await readChecked(file, data, 0);
+    await settle();
+    await new Promise((r) => setTimeout(r, 1500));
+    await readChecked(file, data, 1);
+    assert.ok(proxy.seen.filter((s) => s.server === 'proxy' && s.method === 'GET').length >= 2, 'the registry was asked again');
+    assert.ok(fetcher.stats().native!.routes <= 1);
+  });
+});
+
+describe('native fetch path with bearer tokens', () => {
+  const tokens = new TokenServer({ users: { alice: 'secret' } });
+  let reg: TestRegistry;
+  let proxy: FaultProxy;
+  const data = crypto.randomBytes(8 * UNIT);
+  let digest = '';
+  let credFile = '';
+  before(async () => {
+    await tokens.start();
+    reg = new TestRegistry({ token: { server: tokens, user: 'alice', password: 'secret' } });
+    await reg.start();
+    digest = await reg.pushBlob('private/native', data);
+    const [h, p] = reg.host.split(':');
+    proxy = new FaultProxy({ host: h, port: Number(p) });
+    await proxy.start();
+    credFile = path.join(tokens.dir, 'config.json');
+    fs.writeFileSync(credFile, JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from('alice:secret').toString('base64') } } }));
+  });
+  after(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+    await tokens.stop();
+  });
+
+  it('sends the token natively; a refused token goes back to JS, which gets a new one and hands it over', async (t) => {
+    const client = new RegistryClient({ credentials: CredentialStore.fromFile(credFile) });
+    t.after(() => client.close());
+    const { fetcher, file } = nativeFile(t, client, proxy.host, 'private/native', digest, data.length);
+    await readChecked(file, data, 0);
+    await settle();
+    await readChecked(file, data, 1);
+    assert.equal(fetcher.stats().native!.fetches, 1, 'the token went with the native fetch');
+    const native = proxy.seen.filter((s) => s.method === 'GET').at(-1)!;
+    assert.match(native.authorization ?? '', /^Bearer /);
+    // The token is refused twice: once natively, once when JS sends it again; JS then fetches a new one.
+    const before = client.auth.tokenRequests;
+    proxy.inject({ kind: 'status', status: 401, headers: { 'www-authenticate': `Bearer realm="${tokens.realm}",service="${tokens.service}"` } }, 2);
+    await readChecked(file, data, 2);
+    assert.equal(client.auth.tokenRequests, before + 1, 'a new token was fetched');
+    assert.equal(fetcher.stats().native!.fallbacks, 1);
+    await settle();
+    await readChecked(file, data, 3);
+    assert.equal(fetcher.stats().native!.fetches, 2, 'the new token went native again');
+  });
+});
