@@ -78,7 +78,7 @@ export class AuthHandler {
     if (!header || header === refusedHeader) {
       const cred = this.credentialFor(host, repo);
       throw new RegistryAuthError(
-        `${host}: 401 Unauthorized for ${repo || '/v2/'} (${cred ? `credentials of "${cred.username}" refused` : 'no credentials configured'})`,
+        `${host}: 401 Unauthorized for ${repo || '/v2/'} (${cred ? `credentials of "${cred.username}" refused` : `no credentials configured: none for ${host}${repo ? `/${repo}` : ''} in ${this.credentials.source}`})`,
         { registry: host, status: 401 });
     }
     return header;

@@ -30,7 +30,11 @@ export class CredentialStore {
   private helpers: CredentialHelpers = {};
   private readonly fromHelpers = new Map<string, Credential | null>(); // host → answer of its helper
 
-  constructor(auths: Record<string, AuthsEntry> = {}, source = 'credentials', helpers: CredentialHelpers = {}) {
+  /** Where the entries come from, for messages ("credentialFile /etc/…", a file path). */
+  readonly source: string;
+
+  constructor(auths: Record<string, AuthsEntry> = {}, source = 'the given credentials', helpers: CredentialHelpers = {}) {
+    this.source = source;
     for (const [key, entry] of Object.entries(auths)) {
       const cred = decodeEntry(entry, `${source}: auths["${key}"]`);
       if (cred) this.entries.push([normaliseKey(key), cred]);
@@ -69,12 +73,12 @@ export class CredentialStore {
   }
 
   /** Reads docker's config.json (or overlaybd's cred.json, same shape). A missing file is empty. */
-  static fromFile(file: string): CredentialStore {
+  static fromFile(file: string, source = file): CredentialStore {
     let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new CredentialStore();
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new CredentialStore({}, `${source} (no such file)`);
       throw err;
     }
     let json: { auths?: Record<string, AuthsEntry> } & CredentialHelpers;
@@ -83,12 +87,12 @@ export class CredentialStore {
     } catch (err) {
       throw new RegistryArgumentError(`${file}: not valid JSON: ${(err as Error).message}`, { registry: '' });
     }
-    return new CredentialStore(json.auths ?? {}, file, { credHelpers: json.credHelpers, credsStore: json.credsStore });
+    return new CredentialStore(json.auths ?? {}, source, { credHelpers: json.credHelpers, credsStore: json.credsStore });
   }
 
   /** Entries of `other` come after ours (ours win). */
   merge(other: CredentialStore): CredentialStore {
-    const out = new CredentialStore();
+    const out = new CredentialStore({}, `${this.source}, then ${other.source}`);
     out.entries.push(...this.entries, ...other.entries);
     out.helpers = { credHelpers: { ...other.helpers.credHelpers, ...this.helpers.credHelpers },
       credsStore: this.helpers.credsStore ?? other.helpers.credsStore };

@@ -9,7 +9,10 @@ export function registryOptionsFromConfig(cfg: Pick<ObdConfig, 'mirrorRegistry' 
   extra: Partial<RegistryClientOptions> = {}): RegistryClientOptions {
   return {
     mirrors: cfg.mirrorRegistry ?? [],
-    credentials: cfg.credentialFile ? CredentialStore.fromFile(cfg.credentialFile) : undefined,
+    // Named by the config key, so that a 401 says where deviced looks for credentials.
+    credentials: cfg.credentialFile
+      ? CredentialStore.fromFile(cfg.credentialFile, `credentialFile ${cfg.credentialFile}`)
+      : new CredentialStore({}, 'credentialFile (empty in the config)'),
     ...extra,
   };
 }

@@ -3,6 +3,8 @@
 // so no CNI; the pause image is a tiny local one pushed to the private registry. The overlaybd image
 // must come up lazily (bytes received from the registry far below the image size), a plain image
 // must work as well, and tearing the pod down and removing the images must leave nothing behind.
+// Registries that require credentials: containerd gets the kubelet's, deviced reads layers with
+// its own credentialFile; without an entry there the error names the registry and that file.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -13,6 +15,7 @@ import { CriClient, CriError, hostNetworkPod } from '../helpers/cri';
 import { busyboxTestImage, ImageSpec, pushOciLayout, TarEntry, writeOciLayout } from '../helpers/images';
 import { fdsUnder } from '../helpers/proc-fds';
 import { TestRegistry } from '../helpers/registry';
+import { makeTempDir } from '../helpers/tmp';
 import { LazyEnv } from '../lazy/env';
 
 const STEP = { timeout: 180_000 };
@@ -66,6 +69,10 @@ describe('CRI: a kubelet-like client through containerd to obd', { timeout: 900_
   let lazyImageBytes = 0;
   let plainRef = '';
   let authRef = '';
+  let privateLazyRef = ''; // overlaybd, on the auth registry, in deviced's credentialFile
+  let unlistedLazyRef = ''; // overlaybd, on the auth registry, not in deviced's credentialFile
+  const kubeAuth = { username: 'kube', password: 'pull-secret' };
+  const credsDir = makeTempDir('obd-cri-creds-');
   const img = busyboxTestImage();
   const pod = hostNetworkPod('obd-pod');
   let podId = '';
@@ -73,8 +80,12 @@ describe('CRI: a kubelet-like client through containerd to obd', { timeout: 900_
 
   before(async () => {
     await authRegistry.start();
+    // deviced reads blobs itself: it has credentials for the repositories under obd-private/ only.
+    const credentialFile = credsDir.join('config.json');
+    const basic = Buffer.from(`${kubeAuth.username}:${kubeAuth.password}`).toString('base64');
+    fs.writeFileSync(credentialFile, JSON.stringify({ auths: { [`${authRegistry.host}/obd-private`]: { auth: basic } } }));
     env = new LazyEnv({
-      config: { cacheConfig: { cacheSizeGB: CACHE_BYTES / 2 ** 30 } },
+      config: { cacheConfig: { cacheSizeGB: CACHE_BYTES / 2 ** 30 }, credentialFile },
       cri: (reg) => ({ snapshotter: 'obd', sandboxImage: `${reg.host}/pause:1`, plainHttpRegistries: [reg.host, authRegistry.host] }),
     });
     await env.start();
@@ -93,12 +104,23 @@ describe('CRI: a kubelet-like client through containerd to obd', { timeout: 900_
       headers: { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' },
     })).json()) as { layers: { size: number }[] };
     lazyImageBytes = manifest.layers.reduce((n, l) => n + l.size, 0);
+    // Images on the auth registry share no layer chain with the others (containerd would reuse those
+    // snapshots, whose devices read another registry): a first layer of their own, their own big files.
+    const privateSpec = (name: string): ImageSpec => {
+      const files: TarEntry[] = [{ path: 'big', type: 'dir' }];
+      for (let i = 0; i < 8; i++) files.push({ path: `big/f${i}`, type: 'file', data: crypto.randomBytes(2 << 20) });
+      return { layers: [[{ path: 'image-name', type: 'file', data: `${name}\n` }], ...(img.spec.layers as TarEntry[][]), files], cmd: ['/bin/sleep', '86400'] };
+    };
+    const user = ['-u', `${kubeAuth.username}:${kubeAuth.password}`];
+    privateLazyRef = await env.convertImage(privateSpec('private'), 'obd-private/busybox', 'v1', user, authRegistry.host);
+    unlistedLazyRef = await env.convertImage(privateSpec('unlisted'), 'unlisted/busybox', 'v1', user, authRegistry.host);
   });
 
   after(async () => {
     cri?.close();
     await env?.stop();
     await authRegistry.stop();
+    credsDir.cleanup();
   });
 
   it('speaks runtime.v1 to containerd 1.6', STEP, async () => {
@@ -160,6 +182,40 @@ describe('CRI: a kubelet-like client through containerd to obd', { timeout: 900_
     assert.ok(status && status.size > 0, 'the image is there');
   });
 
+  it('an overlaybd image from a registry that requires credentials: the kubelet\'s auth pulls it, deviced reads it lazily with its credentialFile', STEP, async () => {
+    await assert.rejects(cri.pullImage(privateLazyRef), (e: CriError) => /401|unauthorized|authoriz/i.test(e.message), 'no credentials: refused');
+    const before = await env.deviceTotals();
+    assert.match(await cri.pullImage(privateLazyRef, kubeAuth), /^sha256:/);
+    const id = await cri.createContainer(podId, pod, 'private-lazy', privateLazyRef, ['/bin/sleep', '86400']);
+    containers.push(id);
+    await cri.startContainer(id);
+    const one = await cri.execSync(id, ['/bin/sh', '-c', 'cat /image-name /data/keep.txt; cat /big/f3 | wc -c']);
+    assert.deepEqual(one, { stdout: `private\nkeep\n${2 << 20}\n`, stderr: '', exitCode: 0 }, 'files of lower layers');
+    const received = (await env.deviceTotals()).receivedBytes - before.receivedBytes;
+    const size = 16 << 20; // the big files alone
+    assert.ok(received > 0 && received < size / 2, `received ${received} bytes of an image of more than ${size} bytes: not lazy`);
+  });
+
+  it('credentials given only to the kubelet: the error names the registry and the missing credential', STEP, async () => {
+    const host = authRegistry.host;
+    let err: Error | undefined;
+    try {
+      await cri.pullImage(unlistedLazyRef, kubeAuth);
+      const id = await cri.createContainer(podId, pod, 'unlisted-lazy', unlistedLazyRef, ['/bin/sleep', '86400']);
+      containers.push(id);
+      await cri.startContainer(id);
+      const r = await cri.execSync(id, ['/bin/sh', '-c', 'cat /image-name /big/f5 | wc -c']);
+      assert.fail(`the container read its image without deviced having credentials: ${JSON.stringify(r)}`);
+    } catch (e) {
+      if (e instanceof assert.AssertionError) throw e;
+      err = e as Error;
+    }
+    assert.ok(err, 'deviced cannot read the layers without credentials for the registry');
+    console.log(`# without deviced credentials: ${err.message}`);
+    assert.ok(err.message.includes(host), `names the registry ${host}: ${err.message}`);
+    assert.match(err.message, /credentialFile/, 'says where deviced looks for credentials');
+  });
+
   it('StopPodSandbox and RemovePodSandbox leave no container, task or mount behind', STEP, async () => {
     await cri.stopPodSandbox(podId);
     await cri.removePodSandbox(podId);
@@ -175,7 +231,7 @@ describe('CRI: a kubelet-like client through containerd to obd', { timeout: 900_
   });
 
   it('RemoveImage releases the image\'s devices, snapshots and mounts', STEP, async () => {
-    for (const ref of [lazyRef, plainRef, authRef, `${env.registry.host}/pause:1`]) await cri.removeImage(ref);
+    for (const ref of [lazyRef, plainRef, authRef, privateLazyRef, unlistedLazyRef, `${env.registry.host}/pause:1`]) await cri.removeImage(ref);
     assert.deepEqual(await cri.listImages(), []);
     const devices = await waitFor('devices attached in deviced', () => env.deviceStats(), (d) => d.length === 0);
     assert.deepEqual(devices, []);

@@ -139,9 +139,10 @@ export class LazyEnv {
   }
 
   /** Builds `spec` as an OCI layout, converts it with obdconv into `repo:tag` of the registry. */
-  async convertImage(spec: ImageSpec, repo: string, tag = 'latest', extraArgs: string[] = []): Promise<string> {
+  /** Converts `spec` with obdconv and pushes it to `registryHost` (default: this env's registry). */
+  async convertImage(spec: ImageSpec, repo: string, tag = 'latest', extraArgs: string[] = [], registryHost = this.registry.host): Promise<string> {
     const layout = writeOciLayout(this.tmp.join('oci', repo.replace(/\//g, '_')), 'src', spec);
-    const target = `${this.registry.host}/${repo}:${tag}`;
+    const target = `${registryHost}/${repo}:${tag}`;
     await execNode([obdconvBin(), `oci:${layout.dir}:src`, target, '--plain-http',
       '--cache-dir', this.tmp.join('obdconv-cache'), '--json', ...extraArgs], 600_000);
     return target;
