@@ -167,6 +167,8 @@ export function makeRichLayers(work: string, opts: { smallFiles?: number; largeB
 
 export interface PushedIndex {
   ref: string;
+  /** the same index as an OCI layout directory (tag as pushed) */
+  layout: string;
   index: { digest: string; body: Buffer; json: { mediaType: string; annotations?: Record<string, string>; manifests: Descriptor[] } };
   amd64: WrittenLayout;
   arm64: WrittenLayout;
@@ -197,15 +199,16 @@ async function pushLayoutByDigest(reg: TestRegistry, repo: string, img: WrittenL
 }
 
 /**
- * A buildx-shaped two-platform index pushed as REPO:TAG: linux/amd64 (the busybox test image),
- * linux/arm64/v8 (structural only: one file stands for its binary) and an in-toto attestation
- * manifest of the amd64 image (platform unknown/unknown, `vnd.docker.reference.*` annotations).
+ * A buildx-shaped two-platform index pushed as REPO:TAG and written as an OCI layout in DIR:
+ * linux/amd64 (the busybox test image), linux/arm64/v8 (structural only: one file stands for its
+ * binary) and an in-toto attestation manifest of the amd64 image (platform unknown/unknown,
+ * `vnd.docker.reference.*` annotations).
  */
 export async function pushTwoPlatformIndex(reg: TestRegistry, repo: string, tag: string, dir: string): Promise<PushedIndex> {
   const bb = busyboxTestImage();
-  const amd64 = busyboxLayout(path.join(dir, 'amd64'), tag);
+  const amd64 = busyboxLayout(dir, tag);
   const arm64Binary = { path: 'bin/app', data: Buffer.concat([Buffer.from('\x7fELF arm64 stand-in\n'), crypto.randomBytes(64 << 10)]) };
-  const arm64 = writeImageLayout(path.join(dir, 'arm64'), tag, [
+  const arm64 = writeImageLayout(dir, tag, [
     gzipLayer(tar([{ path: 'bin', type: 'dir' }, { path: arm64Binary.path, type: 'file', mode: 0o755, data: arm64Binary.data }])),
     gzipLayer(tar([{ path: 'etc', type: 'dir' }, { path: 'etc/arch', type: 'file', data: 'arm64\n' }])),
   ], { architecture: 'arm64', variant: 'v8', os: 'linux', config: { Cmd: ['/bin/app'] } });
@@ -236,8 +239,12 @@ export async function pushTwoPlatformIndex(reg: TestRegistry, repo: string, tag:
   };
   const body = Buffer.from(JSON.stringify(json));
   await reg.pushManifest(repo, tag, body, json.mediaType);
+  // The same index as an OCI layout: both images' blobs are in DIR already; index.json tags the index.
+  for (const b of [statement, attConfig, attBody, body]) fs.writeFileSync(path.join(dir, 'blobs', 'sha256', sha256(b).slice(7)), b);
+  fs.writeFileSync(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: json.mediaType,
+    digest: sha256(body), size: body.length, annotations: { 'org.opencontainers.image.ref.name': tag } }] }));
   return {
-    ref: `${reg.host}/${repo}:${tag}`, index: { digest: sha256(body), body, json }, amd64, arm64, arm64Binary,
+    ref: `${reg.host}/${repo}:${tag}`, layout: dir, index: { digest: sha256(body), body, json }, amd64, arm64, arm64Binary,
     attestation: { digest: sha256(attBody), body: attBody, blobs: [sha256(attConfig), sha256(statement)] },
     script: bb.script, expectedOutput: bb.expectedOutput,
   };

@@ -115,4 +115,20 @@ describe('obdconv of a multi-platform index', { timeout: 900_000 }, () => {
     assert.notEqual(none.code, 0);
     assert.match(none.stderr, /has no image manifest for linux\/s390x, windows\/amd64 \(has linux\/amd64, linux\/arm64\/v8\)/);
   });
+
+  test('the same index as an OCI layout converts the same way (oci: in, oci: out)', async () => {
+    const out = env.tmp.join('out-layout');
+    const r = await convert([`oci:${src.layout}:v1`, `oci:${out}:obd`]);
+    assert.equal(r.code, 0, r.stderr);
+    const s = JSON.parse(r.stdout) as IndexSummary;
+    assert.deepEqual(s.platforms.map((p) => p.manifestDigest), summary.platforms.map((p) => p.manifestDigest), 'the same manifests as in the registry');
+    const top = JSON.parse(fs.readFileSync(path.join(out, 'index.json'), 'utf8'));
+    assert.deepEqual(top.manifests.map((d: { digest: string; annotations: Record<string, string> }) =>
+      [d.digest, d.annotations['org.opencontainers.image.ref.name']]), [[s.manifestDigest, 'obd']]);
+    const blob = (d: string) => path.join(out, 'blobs', 'sha256', d.slice(7));
+    const index = JSON.parse(fs.readFileSync(blob(s.manifestDigest), 'utf8'));
+    assert.deepEqual(index.manifests.map((d: { digest: string }) => d.digest), [...summary.platforms.map((p) => p.manifestDigest), src.attestation.digest]);
+    assert.ok(fs.readFileSync(blob(src.attestation.digest)).equals(src.attestation.body));
+    for (const b of src.attestation.blobs) assert.ok(fs.existsSync(blob(b)), `attestation blob ${b} copied`);
+  });
 });
