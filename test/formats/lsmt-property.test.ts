@@ -2,6 +2,7 @@
 // a flat reference buffer; the index log replays to the same disk; commits read back identically.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { commitLayer, createWritableLayer, LayerStack, openStack } from '../../src/addon';
 import { makeTempDir, MiB, prng, withStack } from './lsmt-support';
@@ -126,6 +127,36 @@ describe('multi-layer stacks vs a reference buffer', () => {
       assertSame(s, ref, 'writable upper over 5 lowers');
     });
     withStack({ lowers, upper: top }, (s) => assertSame(s, ref, 'reopened upper over 5 lowers'));
+  });
+
+  it('an overwrite of data the upper holds goes in place (no record, no data growth); partly unmapped ranges append', () => {
+    const upper = newLayer('inplace');
+    const ref = Buffer.alloc(VSIZE);
+    const put = (s: LayerStack, off: number, len: number, byte: number) => {
+      const b = Buffer.alloc(len, byte);
+      s.write(off, b);
+      b.copy(ref, off);
+    };
+    withStack({ lowers: [], upper }, (s) => {
+      put(s, 0, 64 * 1024, 1);
+      put(s, 64 * 1024, 64 * 1024, 2); // a second extent right after the first
+      const dataSize = fs.statSync(upper.data).size;
+      const indexSize = fs.statSync(upper.index).size;
+      put(s, 4096, 4096, 3); // inside the first extent
+      put(s, 60 * 1024, 8192, 4); // across both extents
+      assert.equal(fs.statSync(upper.data).size, dataSize, 'in-place overwrites do not grow the data file');
+      assert.equal(fs.statSync(upper.index).size, indexSize, 'in-place overwrites add no record');
+      put(s, 120 * 1024, 16 * 1024, 5); // half over data, half over a hole: appended
+      s.discard(0, 4096);
+      ref.fill(0, 0, 4096);
+      put(s, 0, 8192, 6); // over a zeroed extent: appended
+      assert.ok(fs.statSync(upper.index).size > indexSize, 'partly unmapped writes append records');
+      assertSame(s, ref, 'after overwrites');
+    });
+    withStack({ lowers: [], upper }, (s) => assertSame(s, ref, 'index replay after overwrites'));
+    const sealed = tmp.join('inplace.lsmt');
+    commitLayer(upper.data, upper.index, sealed);
+    withStack({ lowers: [sealed] }, (s) => assertSame(s, ref, 'commit after overwrites'));
   });
 
   it('a writable layer created with vsize 0 takes the lower stack\'s size', () => {

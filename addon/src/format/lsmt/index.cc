@@ -50,6 +50,8 @@ void SegmentIndex::lookup(uint64_t start, uint64_t end, const PieceFn& fn) const
   walk(it, segs_.end(), [](auto i) -> const Segment& { return *i; }, start, end, fn);
 }
 
+// One descent of the tree: every change after it is placed with the position in hand (a writable
+// layer's map holds one entry per random write, so each extra descent is a string of cache misses).
 void MutableIndex::insert(const Segment& s) {
   uint64_t a = s.offset, b = s.end();
   auto it = map_.lower_bound(a);
@@ -58,24 +60,25 @@ void MutableIndex::insert(const Segment& s) {
     Segment p = prev->second;
     if (p.end() > a) {  // overlaps from the left: keep its head, maybe its tail
       prev->second.length = static_cast<uint32_t>(a - p.offset);
-      if (p.end() > b) {
+      if (p.end() > b) {  // s lies inside p: nothing else overlaps it
         Segment tail = p;
         tail.trimFront(b - p.offset);
-        map_.emplace(tail.offset, tail);
+        auto t = map_.emplace_hint(it, tail.offset, tail);
+        map_.emplace_hint(t, a, s);
+        return;
       }
     }
   }
-  it = map_.lower_bound(a);
   while (it != map_.end() && it->second.offset < b) {
     Segment cur = it->second;
     it = map_.erase(it);
     if (cur.end() > b) {
       cur.trimFront(b - cur.offset);
-      map_.emplace(cur.offset, cur);
+      it = map_.emplace_hint(it, cur.offset, cur);
       break;
     }
   }
-  map_[a] = s;
+  map_.emplace_hint(it, a, s);
 }
 
 void MutableIndex::lookup(uint64_t start, uint64_t end, const PieceFn& fn) const {

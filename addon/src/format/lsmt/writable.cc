@@ -181,6 +181,8 @@ Status WritableLayer::appendRecords(const Segment* recs, size_t n) {
 // is left as a gap no record points to.
 Status WritableLayer::write(const void* buf, size_t n, uint64_t off) {
   OBD_RETURN_IF_ERROR(checkRange(off, n, "write"));
+  Status inPlace;
+  if (overwriteInPlace(buf, n, off, &inPlace)) return inPlace;
   auto* p = static_cast<const char*>(buf);
   while (n > 0) {
     size_t piece = static_cast<size_t>(std::min<uint64_t>(n, kMaxIoSize));
@@ -205,6 +207,32 @@ Status WritableLayer::write(const void* buf, size_t n, uint64_t off) {
     n -= piece;
   }
   return Status::Ok();
+}
+
+// A write over bytes this layer already holds as data goes where those bytes are: one pwrite into
+// pages the host already has, and no record (the mapping does not change). That is what a disk does
+// with an overwrite; the log only grows for ranges written the first time. Data space is never
+// reused, so the extent written into belongs to this range alone until a later record remaps it.
+bool WritableLayer::overwriteInPlace(const void* buf, size_t n, uint64_t off, Status* st) {
+  constexpr size_t kMaxPieces = 8;  // a write spread over more extents is appended as usual
+  Piece pieces[kMaxPieces];
+  size_t count = 0;
+  bool mapped = true;
+  {
+    std::shared_lock lock(mu_);
+    map_.lookup(off / kSector, (off + n) / kSector, [&](const Piece& p) {
+      if (p.kind != Piece::kData || count == kMaxPieces) mapped = false;
+      else pieces[count++] = p;
+    });
+  }
+  if (!mapped || count == 0) return false;
+  auto* base = static_cast<const char*>(buf);
+  for (size_t i = 0; i < count; i++) {
+    const Piece& p = pieces[i];
+    *st = pwriteAll(data_.get(), base + (p.offset * kSector - off), p.length * kSector, p.moffset * kSector, dataPath_);
+    if (!st->ok()) break;
+  }
+  return true;
 }
 
 Status WritableLayer::discard(uint64_t off, uint64_t n) {

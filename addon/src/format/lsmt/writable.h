@@ -1,5 +1,6 @@
 // A writable LSMT layer (docs/formats.md, LSMT): a data file that payloads are appended to, and an index file
-// that is an append-only log of mappings, replayed in order on open (later records win).
+// that is an append-only log of mappings, replayed in order on open (later records win). A write over
+// a range the layer already maps to data overwrites that data in place instead (no record).
 #pragma once
 
 #include <atomic>
@@ -49,6 +50,7 @@ class WritableLayer {
   WritableLayer() = default;
   Status replayLog();
   Status appendRecords(const Segment* recs, size_t n);
+  bool overwriteInPlace(const void* buf, size_t n, uint64_t off, Status* st);
   Status checkRange(uint64_t off, uint64_t n, const char* op) const;
 
   std::string dataPath_, indexPath_;
