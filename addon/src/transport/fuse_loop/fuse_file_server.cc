@@ -118,6 +118,7 @@ bool FuseFileServer::prepareRing() {
   auto ch = FuseRingChannel::prepare(fuseFd_.get(), payload, kRingEntriesPerQueue, [this](const FuseRequest& r) { handle(r); });
   if (!ch.ok()) return false;
   ring_ = ch.take();
+  bigReads_ = std::make_unique<FuseReadWorkers>(static_cast<int>(std::thread::hardware_concurrency()));
   return true;
 }
 
@@ -308,6 +309,7 @@ std::string FuseFileServer::initRequest() const {
 void FuseFileServer::stopThreads() {
   // A reader stops between requests: one it has read is answered (or its read is in flight) first.
   if (channel_) channel_->stop();
+  if (bigReads_) bigReads_->stop();  // their answers go through the rings: those stop last
   if (ring_) ring_->stop();
 }
 
@@ -335,6 +337,7 @@ void FuseFileServer::release(int drainMs) {
     }
     ::usleep(10000);
   }
+  if (bigReads_) bigReads_->stop();
   if (ring_) ring_->stop();
   mounted_ = false;  // the mount and the connection now belong to the successor
 }
@@ -378,7 +381,11 @@ void FuseFileServer::handleRead(const FuseReplyTarget& to, const char* arg, size
   }
   // The callback keeps the server alive: a remote miss may complete after detach began.
   auto self = shared_from_this();
-  dev_->readAsync(pr->buf.data, pr->len, pr->off, [self, pr](Status st) { self->finishRead(pr, st); });
+  auto issue = [self, pr] { self->dev_->readAsync(pr->buf.data, pr->len, pr->off, [self, pr](Status st) { self->finishRead(pr, st); }); };
+  // A large read off the ring's queue thread: that thread then only moves requests and replies
+  // (fuse_read_workers.h). The workers stop before the rings, after the last job they hold.
+  if (to.ring && bigReads_ && pr->len >= kBigReadBytes) return bigReads_->post(std::move(issue));
+  issue();
 }
 
 void FuseFileServer::finishRead(const std::shared_ptr<PendingRead>& pr, const Status& st) {

@@ -31,6 +31,7 @@
 #include "io/file.h"
 #include "transport/fuse_loop/fuse_dev_channel.h"
 #include "transport/fuse_loop/fuse_protocol.h"
+#include "transport/fuse_loop/fuse_read_workers.h"
 #include "transport/fuse_loop/fuse_ring_channel.h"
 #include "transport/transport.h"
 #include "util/unique_fd.h"
@@ -114,8 +115,10 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   std::shared_ptr<DeviceCounters> counters_;
   std::unique_ptr<FuseDevChannel> channel_;
   std::unique_ptr<FuseRingChannel> ring_;
+  std::unique_ptr<FuseReadWorkers> bigReads_;  // io_uring only: reads of kBigReadBytes and more
   bool ioUring_ = false;
   static constexpr int kRingEntriesPerQueue = 16;
+  static constexpr uint64_t kBigReadBytes = 64 * 1024;
   UniqueFd fuseFd_;  // our duplicate of the connection
   bool mounted_ = false;
   Status resend_;
