@@ -172,4 +172,19 @@ describe('referrers: API first, referrers tag on 404', { timeout: 60_000 }, () =
     assert.equal(own.referrer, undefined);
     assert.ok(!reg.hits.some((h) => h.includes('/referrers/' + own.digest)), 'an overlaybd image needs no referrers');
   });
+
+  it('rpull resolution: when only the index has an overlaybd referrer (an index referrer), the platform is chosen from that index', async () => {
+    const amd64 = { os: 'linux', architecture: 'amd64' };
+    const plain = reg.put(image([plainLayer]), OCI_MANIFEST);
+    const plainIndex = reg.put(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ ...plain, platform: amd64 }] })), OCI_INDEX, 'v1');
+    const obd = reg.put(image([obdLayer]), OCI_MANIFEST);
+    const obdIndex = reg.put(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, artifactType: NATIVE,
+      manifests: [{ ...obd, platform: amd64 }], subject: plainIndex })), OCI_INDEX);
+    const r = await resolveOverlaybdImage(client, { host: reg.host, repo: 'lib/app', tag: 'v1' }, amd64);
+    assert.equal(r.digest, obd.digest);
+    assert.deepEqual(r.referrer, { subject: plainIndex.digest, via: 'api' });
+    assert.equal(r.index?.digest, obdIndex.digest);
+    const asked = reg.hits.filter((h) => h.includes('/referrers/')).map((h) => h.split('/referrers/')[1]);
+    assert.deepEqual(asked, [plain.digest, plainIndex.digest], 'the platform manifest first, then the index');
+  });
 });
