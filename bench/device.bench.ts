@@ -9,7 +9,8 @@
 // Every stack runs once per FUSE path: /dev/fuse read/write and FUSE over io_uring (the fuse
 // module's enable_uring is switched on for that part and restored afterwards).
 //
-// OBD_BENCH_SECONDS sets the fio runtime per case (default 5); OBD_BENCH_STACKS picks stacks by
+// OBD_BENCH_SECONDS sets the fio runtime per case and side (default 5), split over OBD_BENCH_ROUNDS
+// alternating baseline/obd rounds (default 3; medians are printed); OBD_BENCH_STACKS picks stacks by
 // name ("1-lsmt,10-lz4", default all); OBD_BENCH_FUSE_PATHS picks paths ("/dev/fuse,io_uring").
 import crypto from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -24,6 +25,10 @@ import { BenchRow, printTable } from './table';
 const MiB = 1 << 20;
 const VSIZE = 256 * MiB;
 const RUNTIME_S = Number(process.env.OBD_BENCH_SECONDS ?? 5);
+// Each case alternates baseline and obd runs this many times (RUNTIME_S split between them) and
+// takes the medians: a shared machine's load comes and goes within seconds.
+const ROUNDS = Math.max(1, Number(process.env.OBD_BENCH_ROUNDS ?? 3));
+const ROUND_MS = Math.max(500, Math.round((RUNTIME_S * 1000) / ROUNDS));
 const UPPER_LAYERS = 9; // on top of the full base layer: a 10-layer stack
 const EXTENTS_PER_LAYER = 1500;
 
@@ -45,7 +50,7 @@ function fio(dev: string, job: FioJob): { iops: number; mibs: number } {
       `--rw=${job.rw}`,
       `--bs=${job.bs}`,
       `--iodepth=${job.iodepth}`,
-      `--runtime=${RUNTIME_S}`,
+      `--runtime=${ROUND_MS}ms`,
       '--time_based',
       '--randrepeat=0',
       '--norandommap',
@@ -56,6 +61,11 @@ function fio(dev: string, job: FioJob): { iops: number; mibs: number } {
   const j = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
   const side = job.rw === 'randwrite' ? j.write : j.read;
   return { iops: side.iops, mibs: side.bw / 1024 };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 function rssMiB(pid: number): number {
@@ -180,19 +190,24 @@ async function runStacks(d: Deviced, tmp: TempDir, stacks: Stack[], baselines: M
     const rows: BenchRow[] = [];
     for (const [name, job, unit] of CASES) {
       const write = job.rw === 'randwrite';
-      // The baseline runs right before its obd case: the ratio compares two runs a few seconds apart
-      // (a shared machine drifts over the minutes the whole bench takes).
-      const baseline = fio(write ? base.rw : base.ro, job)[unit];
-      const cpu0 = cpuNs(pid);
-      const r = fio(write ? rw : ro, job);
-      const cpu = cpuNs(pid) - cpu0;
-      rows.push({ name, value: r[unit], baseline, unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
+      // Baseline and obd runs alternate, so both see the same moments of a shared machine's load.
+      const baselines: number[] = [];
+      const values: number[] = [];
+      let cpu = 0;
+      let ops = 0;
+      for (let i = 0; i < ROUNDS; i++) {
+        baselines.push(fio(write ? base.rw : base.ro, job)[unit]);
+        const cpu0 = cpuNs(pid);
+        const r = fio(write ? rw : ro, job);
+        cpu += cpuNs(pid) - cpu0;
+        ops += (r.iops * ROUND_MS) / 1000;
+        values.push(r[unit]);
+      }
+      rows.push({ name, value: median(values), baseline: median(baselines), unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
       // CPU time per request is what a lever changes most directly, and a shared machine's noise
       // moves it far less than it moves throughput.
-      if (name === '4k randread QD32' || write) {
-        const ops = r.iops * RUNTIME_S;
+      if (name === '4k randread QD32' || write)
         rows.push({ name: `deviced CPU per 100k 4k ${write ? 'writes' : 'reads'}`, value: (cpu / 1e6) * (100_000 / ops), unit: 'ms' });
-      }
     }
     printTable(`${s.name}: ${s.lowers.length}-layer ${s.name.endsWith('lz4') ? 'lz4 ZFile' : 'LSMT'} stack, fuse path ${fusePath}; ratio = obd / loop on a raw file`, rows);
     obd('device', 'detach', `${s.name}-rw`);
