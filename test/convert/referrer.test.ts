@@ -1,7 +1,8 @@
 // obdconv --referrer against the private docker-registry 2.8, which has no referrers API: the
 // overlaybd manifest is pushed by digest with `subject` = the source manifest and ACI's artifactType,
 // and listed under the referrers tag (read-modify-write, so earlier referrers stay); the source's tag
-// is untouched. `obd rpull` given the plain image's reference finds the overlaybd image there and
+// is untouched; TurboOCI referrers have their own artifactType. `obd rpull` given the plain image's
+// reference finds the overlaybd image there (a native one before a TurboOCI one) and
 // containerd runs it with the obd snapshotter; the same for a multi-platform index.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -60,6 +61,17 @@ describe('obdconv --referrer and rpull by referrer (registry without the referre
     referrerDigest = second;
   });
 
+  test('a TurboOCI referrer carries the turbo artifactType and joins the list', async () => {
+    const r = await convert(['--referrer', '--turbo-oci', srcRef]);
+    assert.equal(r.code, 0, r.stderr);
+    const turbo = JSON.parse(r.stdout).manifestDigest;
+    const m = (await getManifest(env.registry, 'ref/app', turbo))!.json;
+    assert.equal(m.artifactType, 'application/vnd.containerd.overlaybd.turbo.v1+json');
+    assert.equal(m.subject.digest, srcDigest);
+    const list = (await getManifest(env.registry, 'ref/app', referrersTag(srcDigest)))!.json;
+    assert.deepEqual(list.manifests.map((d: { artifactType: string }) => d.artifactType), [NATIVE, NATIVE, m.artifactType]);
+  });
+
   test('--referrer refuses another repository and SRC\'s own tag', async () => {
     const other = await convert(['--referrer', srcRef, `${env.registry.host}/ref/elsewhere:v1`]);
     assert.notEqual(other.code, 0);
@@ -69,7 +81,7 @@ describe('obdconv --referrer and rpull by referrer (registry without the referre
     assert.match(same.stderr, /would move SRC's own tag/);
   });
 
-  test('obd rpull of the plain image finds the overlaybd referrer and containerd runs it lazily', async () => {
+  test('obd rpull of the plain image finds the overlaybd referrer (native before TurboOCI) and containerd runs it lazily', async () => {
     assert.match(await env.rpull(srcRef), /done/);
     const images = (await env.containerd.ctr(['images', 'ls'])).stdout;
     assert.match(images, new RegExp(`${srcRef.replace(/[.]/g, '\\.')}\\s+\\S+\\s+${referrerDigest}`), images);
