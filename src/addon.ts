@@ -383,6 +383,10 @@ export interface BlockCache {
   stats(): BlockCacheStats;
   /** One user of the entry less (each RemoteFile opened on it is one); the last one closes its files. */
   release(digest: string, scope?: string): void;
+  /** Removes an entry that has no users, with its files (queued behind pending writes). */
+  drop(digest: string, scope?: string): void;
+  /** A new size limit; least recently used units are evicted down to it (queued behind pending writes). */
+  setCapacity(bytes: number): void;
   /** Resolves when every queued write/verification is done. */
   drain(): Promise<void>;
 }

@@ -140,6 +140,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 // JS API (typed wrappers in src/addon.ts, section "remote"):
 //   new BlockCache({dir, capacityBytes, unitSize?, sync?, minFreeBytes?})   .stats()  .drain(): Promise<void>
 //                           .release(digest, scope?): one user less (the last one closes the entry's files)
+//                           .drop(digest, scope?): removes an entry without users  .setCapacity(bytes)
 //   new RemoteFetcher(fn, limits?)  fn(digest, offset, length, done, kind) runs on the JS thread for
 //                           every fetch the scheduler starts (kind: demand|readahead|prefetch|background);
 //                           JS calls done(null, bytes) or done(err) exactly once.  .close()  .stats()
@@ -258,7 +259,8 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
     return DefineClass(env, "BlockCache", {InstanceMethod("stats", &CacheWrap::Stats), InstanceMethod("drain", &CacheWrap::Drain),
-                                           InstanceMethod("release", &CacheWrap::Release)});
+                                           InstanceMethod("release", &CacheWrap::Release), InstanceMethod("drop", &CacheWrap::Drop),
+                                           InstanceMethod("setCapacity", &CacheWrap::SetCapacity)});
   }
   explicit CacheWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CacheWrap>(info) {
     Napi::Env env = info.Env();
@@ -318,6 +320,25 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
     }
     std::string scope = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     cache->release(info[0].As<Napi::String>().Utf8Value(), scope);
+    return info.Env().Undefined();
+  }
+  // drop(digest, scope?): removes an entry without users and its files.
+  Napi::Value Drop(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsString()) {
+      common::fail(info.Env(), obd::InvalidArg("BlockCache.drop(digest, scope?)"));
+      return info.Env().Undefined();
+    }
+    std::string scope = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+    cache->drop(info[0].As<Napi::String>().Utf8Value(), scope);
+    return info.Env().Undefined();
+  }
+  // setCapacity(bytes): a new size limit; eviction runs on the cache's writer thread.
+  Napi::Value SetCapacity(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber() || info[0].As<Napi::Number>().DoubleValue() < 0) {
+      common::fail(info.Env(), obd::InvalidArg("BlockCache.setCapacity(bytes ≥ 0)"));
+      return info.Env().Undefined();
+    }
+    cache->setCapacity(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
     return info.Env().Undefined();
   }
   // Resolves once every queued cache write and verification is done (waits on the libuv pool).

@@ -7,8 +7,12 @@ export function cacheFamilies(remote: RemoteLowers): Array<{ render(): string[] 
   const one = (pick: (s: NonNullable<ReturnType<RemoteLowers['cacheStats']>>) => number) => () => [{ labels: {}, value: pick(remote.cacheStats()) }];
   const reads = () => remote.cacheReads();
   return [
-    new ComputedGauge('obd_cache_capacity_bytes', 'bound of the whole block cache (cacheConfig.cacheSizeGB)', one((s) => s.capacityBytes)),
-    new ComputedGauge('obd_cache_used_bytes', 'bytes of remote layers held in the block cache, every registry location together', one((s) => s.usedBytes)),
+    new ComputedGauge('obd_cache_capacity_bytes', 'bound of the whole cache: block cache and verified blobs (cacheConfig.cacheSizeGB)',
+      () => [{ labels: {}, value: remote.cacheCapacityBytes }]),
+    new ComputedGauge('obd_cache_used_bytes', 'bytes of remote layers held in the block cache (every registry location) and as verified blobs',
+      one((s) => s.usedBytes + remote.verifiedBytes())),
+    new ComputedGauge('obd_cache_verified_bytes', 'bytes of whole blobs whose sha256 was checked, read as local files (at most half the bound unless in use)',
+      () => [{ labels: {}, value: remote.verifiedBytes() }]),
     new ComputedGauge('obd_cache_blobs', 'blobs with an entry in the block cache', one((s) => s.blobs)),
     new ComputedGauge('obd_cache_open_blobs', 'cache entries an attached device reads (their files are open)', one((s) => s.openBlobs)),
     new ComputedCounter('obd_cache_hits_total', 'reads of remote layers answered without waiting for the registry', () => [{ labels: {}, value: reads().hits }]),

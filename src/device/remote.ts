@@ -7,9 +7,12 @@
 // them — (registry, repository, digest) — until the whole blob has been read and its sha256 matches
 // the digest; only then does it become shared: a verified copy under <cacheDir>/verified/ that every
 // image naming the digest reads as a local file, from any registry.
-//   <cacheDir>/locations/                                 one block cache, bounded by cacheSizeGB as a whole
+//   <cacheDir>/locations/                                 one block cache for every location
 //   <cacheDir>/locations/<hash of registry/repository>/   its scope for one location
 //   <cacheDir>/verified/sha256_<hex>                      whole blobs whose sha256 was checked
+// cacheSizeGB bounds both: the verified copies take at most half of it (verified-copies.ts), the
+// block cache gets what they leave; a location's entry of a blob that has a verified copy is removed
+// when its last device goes.
 // A blob's cache entry keeps its files open only while a device uses it (the cache's release()).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -25,6 +28,7 @@ import { registryOptionsFromConfig } from '../registry/from-config';
 import type { Logger } from '../log';
 import { DeviceError } from './errors';
 import { FETCH_KINDS, FETCH_SECONDS_BUCKETS, FetchCounters, type FetchTotals } from './fetch-counters';
+import { VerifiedCopies } from './verified-copies';
 import { fsyncPath as syncDir } from '../atomic-file';
 
 export interface RecordingSession {
@@ -126,7 +130,34 @@ export class RemoteLowers {
     return this.cfg.cacheConfig.cacheDir;
   }
   private verifiedPath(digest: string): string {
-    return path.join(this.cacheDir, 'verified', `sha256_${digest.slice(7)}`);
+    return this.verified().pathOf(digest);
+  }
+
+  private verifiedCopies?: VerifiedCopies;
+  private verified(): VerifiedCopies {
+    this.verifiedCopies ??= new VerifiedCopies(path.join(this.cacheDir, 'verified'), Math.floor(this.cacheBytes / 2));
+    return this.verifiedCopies;
+  }
+
+  /** cacheSizeGB in bytes: the bound of the block cache and the verified copies together. */
+  get cacheCapacityBytes(): number {
+    return this.cacheBytes;
+  }
+
+  private get cacheBytes(): number {
+    return Math.floor(this.cfg.cacheConfig.cacheSizeGB * 2 ** 30);
+  }
+
+  /** After the verified copies changed: unused ones beyond their budget go, the block cache gets the rest. */
+  private rebudget(): void {
+    const v = this.verified();
+    for (const digest of v.trim()) this.log.log('info', 'verified blob removed: beyond its share of cacheSizeGB, no device reads it', { digest });
+    this.blockCache?.setCapacity(Math.max(0, this.cacheBytes - v.bytes));
+  }
+
+  /** Bytes of the verified whole-blob copies. */
+  verifiedBytes(): number {
+    return this.verified().bytes;
   }
 
   /** Locations with a device using them (tests: pruned when the last user goes). */
@@ -193,8 +224,17 @@ export class RemoteLowers {
     if (!m) throw new DeviceError('InvalidArgument', `repoBlobUrl: ${url} is not of the form http(s)://host/v2/<repository>/blobs/sha256:<hex>`);
     const [, scheme, host, repo] = m;
     if (!size) throw new DeviceError('InvalidArgument', `lower ${digest}: "size" is required for a remote layer`);
-    const verified = this.verifiedPath(digest);
-    if (!recording && fileSize(verified) === size) return { kind: 'verified', path: verified, release: () => undefined };
+    const verified = recording ? undefined : this.verified().use(digest, size);
+    if (verified) {
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        this.verified().release(digest);
+        this.rebudget();
+      };
+      return { kind: 'verified', path: verified, release };
+    }
     const origin = `${scheme}://${host}`;
     if (recording) {
       const source = new BlobSource(this.clientFor(scheme, host), { onRetriedError: this.onFetchError });
@@ -301,6 +341,7 @@ export class RemoteLowers {
       this.retiredReads.hits += st.hits;
       this.stopDownload(loc, digest);
       loc.cache.release(digest, loc.scope); // no device reads it: its cache files are closed
+      if (this.verified().has(digest)) loc.cache.drop(digest, loc.scope); // the verified copy serves it now
     }
     if (--loc.users > 0) return;
     // The last device of this location is gone: its fetcher, cache and per-blob files go with it.
@@ -322,7 +363,8 @@ export class RemoteLowers {
     const c = this.cfg.cacheConfig;
     const dir = path.join(this.cacheDir, 'locations');
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    this.blockCache = addon.openBlockCache({ dir, capacityBytes: Math.floor(c.cacheSizeGB * 2 ** 30), unitSize: c.refillSize });
+    const capacityBytes = Math.max(0, this.cacheBytes - this.verified().bytes);
+    this.blockCache = addon.openBlockCache({ dir, capacityBytes, unitSize: c.refillSize });
     const st = this.blockCache.stats();
     this.log.log('info', 'block cache opened', { dir, sizeGB: c.cacheSizeGB, usedBytes: st.usedBytes, blobs: st.blobs });
     return this.blockCache;
@@ -417,7 +459,7 @@ export class RemoteLowers {
     const st = e.file.stats();
     if (st.presentUnits < st.units) return false;
     const final = this.verifiedPath(digest);
-    if (fileSize(final) === e.size) return false;
+    if (fileSize(final) === e.size || !this.verified().fits(e.size)) return false;
     fs.mkdirSync(path.dirname(final), { recursive: true, mode: 0o700 });
     const tmp = `${final}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
     const fd = fs.openSync(tmp, 'wx', 0o600);
@@ -444,6 +486,8 @@ export class RemoteLowers {
     if (!fs.existsSync(tmp)) return false;
     fs.renameSync(tmp, final);
     syncDir(path.dirname(final));
+    this.verified().add(digest, e.size);
+    this.rebudget();
     this.log.log('info', 'verified blob shared', { digest, from: loc.key, size: e.size });
     return true;
   }

@@ -50,7 +50,8 @@ describe('block cache of remote lowers: open files and size', { timeout: 120_000
     try {
       const a = open(r, 'cache/release', digest, blob.length);
       const b = open(r, 'cache/release', digest, blob.length);
-      assert.ok((await a.file.read(0, blob.length)).equals(blob));
+      // Three of its four units: a blob read whole would become a verified copy (another test).
+      assert.ok((await a.file.read(0, 3 * UNIT)).equals(blob.subarray(0, 3 * UNIT)));
       const files = fdsUnder('self', cacheDir);
       assert.deepEqual(files.map((f) => path.basename(f)).sort(), [`sha256_${digest.slice(7)}.bitmap`, `sha256_${digest.slice(7)}.data`]);
       a.release();
@@ -60,12 +61,12 @@ describe('block cache of remote lowers: open files and size', { timeout: 120_000
       assert.deepEqual(fdsUnder('self', cacheDir), [], 'no descriptor left into the cache');
       const st = r.cacheStats()!;
       assert.equal(st.openBlobs, 0);
-      assert.equal(st.usedBytes, blob.length, 'the cached units stay, and count against cacheSizeGB');
+      assert.equal(st.usedBytes, 3 * UNIT, 'the cached units stay, and count against cacheSizeGB');
 
       // The next device of the blob reads it from the cache without fetching.
       const before = r.totals().receivedBytes;
       const c = open(r, 'cache/release', digest, blob.length);
-      assert.ok((await c.file.read(0, blob.length)).equals(blob));
+      assert.ok((await c.file.read(0, 3 * UNIT)).equals(blob.subarray(0, 3 * UNIT)));
       assert.equal(r.totals().receivedBytes, before, 'served from the cache entry, reopened');
       c.release();
       assert.deepEqual(fdsUnder('self', cacheDir), []);
@@ -85,17 +86,17 @@ describe('block cache of remote lowers: open files and size', { timeout: 120_000
     const r = lowers(cacheDir, sizeGB);
     try {
       const a = open(r, 'cache/one', dOld, old.length);
-      assert.ok((await a.file.read(0, old.length)).equals(old));
+      assert.ok((await a.file.read(0, 11 * UNIT)).equals(old.subarray(0, 11 * UNIT))); // not whole: no verified copy
       await r.drainCache();
       const b = open(r, 'cache/two', dRecent, recent.length); // another location
-      assert.ok((await b.file.read(0, recent.length)).equals(recent));
+      assert.ok((await b.file.read(0, 11 * UNIT)).equals(recent.subarray(0, 11 * UNIT)));
       await r.drainCache();
       const st = r.cacheStats()!;
-      assert.ok(st.usedBytes <= capacity, `used ${st.usedBytes} of ${capacity} over two locations of 768 KiB each`);
-      assert.ok(st.evictedUnits >= 8, `evicted ${st.evictedUnits} units`);
-      // The older location's blob lost its units first: the recent one is whole in the cache.
-      assert.equal(b.file.stats().presentUnits, 12, 'the most recently read blob is whole');
-      assert.ok(a.file.stats().presentUnits < 12, 'the older blob gave up units');
+      assert.ok(st.usedBytes <= capacity, `used ${st.usedBytes} of ${capacity} over two locations of 704 KiB each`);
+      assert.ok(st.evictedUnits >= 6, `evicted ${st.evictedUnits} units`);
+      // The older location's blob lost its units first: the recent one is all in the cache.
+      assert.equal(b.file.stats().presentUnits, 11, 'the most recently read blob keeps every unit');
+      assert.ok(a.file.stats().presentUnits < 11, 'the older blob gave up units');
       a.release();
       b.release();
     } finally {
@@ -106,12 +107,59 @@ describe('block cache of remote lowers: open files and size', { timeout: 120_000
     const smaller = lowers(cacheDir, capacity / 2 / 2 ** 30);
     try {
       const c = open(smaller, 'cache/two', dRecent, recent.length);
+      await smaller.drainCache(); // eviction to the new size runs on the cache's writer
       const st = smaller.cacheStats()!;
       assert.ok(st.usedBytes <= capacity / 2, `used ${st.usedBytes} after opening with half the size`);
       assert.ok(st.blobs >= 2, 'entries of both locations are known');
       c.release();
     } finally {
       await smaller.close();
+    }
+  });
+
+  it('verified copies count against cacheSizeGB: at most half of it when unused, the block cache gets the rest, a location\'s entry of a verified blob goes with its device', async () => {
+    const capacity = 16 * UNIT;
+    const cacheDir = tmp.join('verified');
+    const r = lowers(cacheDir, capacity / 2 ** 30);
+    const blobs = await Promise.all(['a', 'b', 'c', 'd'].map(async (n) => {
+      const data = crypto.randomBytes(4 * UNIT);
+      return { data, digest: await registry.pushBlob(`cache/v${n}`, data), repo: `cache/v${n}` };
+    }));
+    const verifiedFile = (digest: string) => path.join(cacheDir, 'verified', `sha256_${digest.slice(7)}`);
+    /** Reads a blob whole through its location, shares it, and lets its device go. */
+    const share = async (i: number) => {
+      const { data, digest, repo } = blobs[i];
+      const o = open(r, repo, digest, data.length);
+      assert.ok((await o.file.read(0, data.length)).equals(data));
+      await r.drainCache();
+      assert.ok((await r.promoteComplete()) >= 1, `blob ${i} shared`);
+      o.release();
+      await r.drainCache();
+    };
+    try {
+      await share(0);
+      assert.ok(fs.existsSync(verifiedFile(blobs[0].digest)));
+      let st = r.cacheStats();
+      assert.equal(st.capacityBytes, capacity - 4 * UNIT, 'the block cache gets what the verified copy leaves');
+      assert.equal(st.usedBytes, 0, 'the location\'s entry of the verified blob is gone');
+      assert.deepEqual(fs.readdirSync(path.join(cacheDir, 'locations')).flatMap((d) => fs.readdirSync(path.join(cacheDir, 'locations', d))), []);
+
+      await share(1);
+      const inUse = r.open(`${registry.url}/v2/${blobs[1].repo}/blobs/${blobs[1].digest}`, blobs[1].digest, blobs[1].data.length);
+      assert.equal(inUse.kind, 'verified', 'a device of a verified blob reads the local copy');
+      await share(2); // three copies: 12 units > 8, the least recently used idle one (a) goes
+      assert.equal(fs.existsSync(verifiedFile(blobs[0].digest)), false, 'the oldest idle copy was removed');
+      assert.ok(fs.existsSync(verifiedFile(blobs[1].digest)) && fs.existsSync(verifiedFile(blobs[2].digest)));
+      await share(3); // b is in use: c goes, though b is older
+      assert.ok(fs.existsSync(verifiedFile(blobs[1].digest)), 'a copy a device reads is never removed');
+      assert.equal(fs.existsSync(verifiedFile(blobs[2].digest)), false);
+      assert.equal(r.verifiedBytes(), 8 * UNIT);
+      st = r.cacheStats();
+      assert.equal(st.capacityBytes, capacity - 8 * UNIT);
+      assert.ok(st.usedBytes + r.verifiedBytes() <= capacity);
+      inUse.release();
+    } finally {
+      await r.close();
     }
   });
 });

@@ -264,7 +264,7 @@ Status BlockCache::loadScope(const std::string& scope) {
       stats_.usedBytes += b->unitBytes(u);
     }
     // Complete but maybe never verified (a crash between the last write and the check).
-    if (b->presentCount_ == b->units_ && b->units_ > 0) queue_.push_back(Job{b, 0, nullptr, nullptr});
+    if (b->presentCount_ == b->units_ && b->units_ > 0) queue_.push_back(Job{b, 0, nullptr, nullptr, Job::Kind::kVerify});
     blobs_[entryKey(scope, digest)] = std::move(b);
   }
   return Status::Ok();
@@ -322,11 +322,55 @@ void BlockCache::release(const std::string& digest, const std::string& scope) {
 
 void BlockCache::persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const std::vector<uint8_t>> data,
                          std::function<void()> done) {
+  enqueue(Job{std::move(blob), firstUnit, std::move(data), std::move(done)});
+}
+
+void BlockCache::enqueue(Job job) {
   {
     std::lock_guard<std::mutex> g(qmu_);
-    queue_.push_back(Job{std::move(blob), firstUnit, std::move(data), std::move(done)});
+    queue_.push_back(std::move(job));
   }
   qcv_.notify_one();
+}
+
+void BlockCache::drop(const std::string& digest, const std::string& scope) {
+  std::shared_ptr<CachedBlob> b;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = blobs_.find(entryKey(scope, digest));
+    if (it == blobs_.end() || it->second->users_ > 0) return;
+    b = it->second;
+  }
+  enqueue(Job{std::move(b), 0, nullptr, nullptr, Job::Kind::kDrop});
+}
+
+void BlockCache::setCapacity(uint64_t bytes) {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    stats_.capacityBytes = bytes;
+  }
+  enqueue(Job{nullptr, 0, nullptr, nullptr, Job::Kind::kEvict});
+}
+
+void BlockCache::dropEntryNow(const std::shared_ptr<CachedBlob>& blob) {
+  std::unique_lock<std::shared_mutex> files(blob->filesMu_);
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = blobs_.find(entryKey(blob->scope_, blob->digest_));
+    if (it == blobs_.end() || it->second != blob || blob->users_ > 0) return;  // taken again meanwhile
+    for (uint64_t u = 0; u < blob->units_; u++) {
+      auto li = lruIndex_.find(UnitKey{blob.get(), u});
+      if (li == lruIndex_.end()) continue;
+      lru_.erase(li->second);
+      lruIndex_.erase(li);
+      stats_.usedBytes -= blob->unitBytes(u);
+    }
+    blobs_.erase(it);
+    stats_.blobs = blobs_.size();
+  }
+  blob->closeFiles();
+  ::unlink((blob->stem_ + ".bitmap").c_str());  // the bitmap first: without it the data file is not an entry
+  ::unlink((blob->stem_ + ".data").c_str());
 }
 
 void BlockCache::touch(CachedBlob* blob, uint64_t firstUnit, uint64_t lastUnit) {
@@ -362,8 +406,12 @@ void BlockCache::writerLoop() {
       queue_.pop_front();
       busy_ = true;
     }
-    if (job.data) persistNow(job.blob, job.firstUnit, *job.data);
-    else if (job.blob) verify(job.blob);
+    switch (job.kind) {
+      case Job::Kind::kPersist: persistNow(job.blob, job.firstUnit, *job.data); break;
+      case Job::Kind::kVerify: verify(job.blob); break;
+      case Job::Kind::kEvict: evictIfNeeded(); break;
+      case Job::Kind::kDrop: dropEntryNow(job.blob); break;
+    }
     if (job.done) job.done();
   }
 }
@@ -437,9 +485,10 @@ void BlockCache::evictIfNeeded(uint64_t extraBytes) {
     std::map<CachedBlob*, std::vector<uint64_t>> victims;
     {
       std::lock_guard<std::mutex> g(mu_);
-      if ((stats_.usedBytes <= opts_.capacityBytes && extraBytes == 0) || lru_.empty()) return;
-      uint64_t target = opts_.capacityBytes - opts_.capacityBytes / 20;
-      if (stats_.usedBytes <= opts_.capacityBytes) target = stats_.usedBytes;
+      const uint64_t capacity = stats_.capacityBytes;
+      if ((stats_.usedBytes <= capacity && extraBytes == 0) || lru_.empty()) return;
+      uint64_t target = capacity - capacity / 20;
+      if (stats_.usedBytes <= capacity) target = stats_.usedBytes;
       target = target > extraBytes ? target - extraBytes : 0;
       extraBytes = 0;
       while (stats_.usedBytes > target && !lru_.empty()) {

@@ -136,6 +136,10 @@ class BlockCache {
   Result<std::shared_ptr<CachedBlob>> blob(const std::string& digest, uint64_t size, const std::string& scope = "");
   // One user less; the last one closes the entry's files (its cached units stay, and still count).
   void release(const std::string& digest, const std::string& scope = "");
+  // Removes an entry without users and its files (its bytes are kept elsewhere now), on the writer thread.
+  void drop(const std::string& digest, const std::string& scope = "");
+  // A new size limit (the owner gives part of its budget to other files); evicts on the writer thread.
+  void setCapacity(uint64_t bytes);
   // Queues units [firstUnit, firstUnit + n) of `blob` whose bytes are `data` (exactly their length)
   // for writing; `done` runs on the writer thread once they are present (or failed to persist).
   void persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const std::vector<uint8_t>> data,
@@ -157,6 +161,7 @@ class BlockCache {
   bool makeRoomOnDisk(uint64_t bytes);  // the disk-free floor; false → do not write
   void verify(const std::shared_ptr<CachedBlob>& blob);
   void dropBlob(const std::shared_ptr<CachedBlob>& blob, const std::string& why);
+  void dropEntryNow(const std::shared_ptr<CachedBlob>& blob);
   void recordError(const std::string& msg, bool writeError);
 
   struct Job {
@@ -164,7 +169,9 @@ class BlockCache {
     uint64_t firstUnit = 0;
     std::shared_ptr<const std::vector<uint8_t>> data;  // null → verification job
     std::function<void()> done;
+    enum class Kind { kPersist, kVerify, kEvict, kDrop } kind = Kind::kPersist;
   };
+  void enqueue(Job job);
   struct UnitKey {
     CachedBlob* blob;
     uint64_t unit;
