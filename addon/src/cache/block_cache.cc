@@ -188,7 +188,7 @@ Result<std::shared_ptr<BlockCache>> BlockCache::open(const BlockCacheOptions& op
   std::shared_ptr<BlockCache> c(new BlockCache(opts));
   OBD_RETURN_IF_ERROR(c->load());
   c->writer_ = std::thread([raw = c.get()] { raw->writerLoop(); });
-  c->evictIfNeeded();
+  c->enqueue(Job{nullptr, 0, nullptr, nullptr, Job::Kind::kEvict});  // on the writer, like every file change
   return c;
 }
 
