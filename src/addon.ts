@@ -453,10 +453,11 @@ export interface RemoteFetcher {
  * Wraps `fn` for the addon. `timeoutMs` is a last-resort bound: if `fn` has not settled by then the
  * read fails with EIO (the registry client's own deadlines normally end it first). With `native`,
  * blobs given a route (setRoute) are fetched by libcurl on a native thread, and `fn` serves the
- * rest and every fetch whose native attempt failed (it resolves, retries and sets a new route).
+ * rest and every fetch whose native attempt failed (it resolves, retries and sets a new route);
+ * `native.onFetched` hears each digest a native fetch filled.
  */
 export function createRemoteFetcher(fn: BlobFetchFn,
-  opts: { timeoutMs?: number; limits?: FetchLimits; native?: { durationBoundsSec?: number[] } } = {}): RemoteFetcher {
+  opts: { timeoutMs?: number; limits?: FetchLimits; native?: { durationBoundsSec?: number[]; onFetched?: (digest: string) => void } } = {}): RemoteFetcher {
   const timeoutMs = opts.timeoutMs ?? 120_000;
   return new native.RemoteFetcher((digest: string, offset: number, length: number, done: (err: unknown, b?: Uint8Array) => void, kind: FetchKind) => {
     let settled = false;
@@ -473,7 +474,7 @@ export function createRemoteFetcher(fn: BlobFetchFn,
     } catch (e) {
       finish(e instanceof Error ? e : new Error(String(e)));
     }
-  }, opts.limits ?? {}, opts.native ? { native: { durationBoundsSec: opts.native.durationBoundsSec ?? [] } } : {});
+  }, opts.limits ?? {}, opts.native ? { native: { durationBoundsSec: opts.native.durationBoundsSec ?? [], onFetched: opts.native.onFetched } } : {});
 }
 
 export interface RemoteFileSpec {

@@ -144,7 +144,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 //   new RemoteFetcher(fn, limits?)  fn(digest, offset, length, done, kind) runs on the JS thread for
 //                           every fetch the scheduler starts (kind: demand|readahead|prefetch|background);
 //                           JS calls done(null, bytes) or done(err) exactly once.  .close()  .stats()
-//   new RemoteFetcher(fn, limits, {native: {durationBoundsSec}})  the same, and blobs given a route
+//   new RemoteFetcher(fn, limits, {native: {durationBoundsSec, onFetched?(digest)}})  the same, and blobs given a route
 //                           with .setRoute(digest, {url, headers, size, expiresInMs?}) are fetched with
 //                           libcurl (addon/src/net); a native failure drops the route and asks fn.
 //   new RemoteFile({digest, size, cache, fetcher, readAheadUnits?, maxFetchUnits?, readAheadStartBytes?,
@@ -393,19 +393,51 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
         for (uint32_t i = 0; i < a.Length(); i++)
           if (a.Get(i).IsNumber()) bounds.push_back(a.Get(i).As<Napi::Number>().DoubleValue());
       }
-      native = obd::NativeBlobFetcher::create(fetcher, bounds);
+      obd::NativeBlobFetcher::OnFetched onFetched;
+      if (n.Get("onFetched").IsFunction()) {
+        auto notify = std::make_shared<JsFetcher::Shared>();  // the same close-once guard as the fetcher's
+        auto* keepNotify = new std::shared_ptr<JsFetcher::Shared>(notify);
+        notify->tsfn = Napi::ThreadSafeFunction::New(env, n.Get("onFetched").As<Napi::Function>(), "obd-native-fetched", 0, 1, keepNotify,
+                                                     [](Napi::Env, std::shared_ptr<JsFetcher::Shared>* s) {
+                                                       {
+                                                         std::lock_guard<std::mutex> g((*s)->mu);
+                                                         (*s)->closed = true;
+                                                       }
+                                                       delete s;
+                                                     });
+        notify->tsfn.Unref(env);
+        notifier = notify;
+        onFetched = [notify](const std::string& digest) {
+          std::lock_guard<std::mutex> g(notify->mu);
+          if (notify->closed) return;
+          notify->tsfn.NonBlockingCall(new std::string(digest), [](Napi::Env e, Napi::Function fn, std::string* d) {
+            std::unique_ptr<std::string> owned(d);
+            if (e != nullptr && !fn.IsEmpty()) fn.Call({Napi::String::New(e, *owned)});
+            if (e != nullptr && e.IsExceptionPending()) e.GetAndClearPendingException();
+          });
+        };
+      }
+      native = obd::NativeBlobFetcher::create(fetcher, bounds, onFetched);
     }
     scheduler = native ? obd::FetchScheduler::create(native, limits) : obd::FetchScheduler::create(fetcher, limits);
     info.This().As<Napi::Object>().TypeTag(&kFetcherTag);
   }
   std::shared_ptr<JsFetcher> fetcher;
   std::shared_ptr<obd::NativeBlobFetcher> native;
+  std::shared_ptr<JsFetcher::Shared> notifier;  // native.onFetched
   std::shared_ptr<obd::FetchScheduler> scheduler;
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (native) native->close();
     if (fetcher) fetcher->close();
+    if (notifier) {
+      std::lock_guard<std::mutex> g(notifier->mu);
+      if (!notifier->closed) {
+        notifier->closed = true;
+        notifier->tsfn.Release();
+      }
+    }
     return info.Env().Undefined();
   }
   // setRoute(digest, {url, headers: string[], size, expiresInMs?}): later fetches of digest go natively.

@@ -61,12 +61,14 @@ export function warmLayerEnds(files: addon.RemoteFile[]): void {
  * mirrors, auth, redirects, retries) and hands its route to the addon, which fetches the blob's
  * later ranges with libcurl straight into the block cache; a native failure comes back to JS.
  */
-export function sourceFetcher(source: BlobSource, native: boolean, fetch: addon.BlobFetchFn = source.fetch): addon.RemoteFetcher {
+export function sourceFetcher(source: BlobSource, native: boolean, fetch: addon.BlobFetchFn = source.fetch,
+  onFetched?: (digest: string) => void): addon.RemoteFetcher {
   const fetcher: addon.RemoteFetcher = addon.createRemoteFetcher(async (digest, offset, length, kind) => {
     const data = await fetch(digest, offset, length, kind);
+    onFetched?.(digest);
     if (native) void source.route(digest).then((r) => r && fetcher.setRoute(digest, r), () => undefined);
     return data;
-  }, native ? { native: { durationBoundsSec: FETCH_SECONDS_BUCKETS } } : {});
+  }, native ? { native: { durationBoundsSec: FETCH_SECONDS_BUCKETS, onFetched } } : {});
   return fetcher;
 }
 
@@ -408,11 +410,8 @@ export class RemoteLowers {
       cache,
       files: new Map(),
       users: 0,
-      fetcher: sourceFetcher(source, this.cfg.nativeFetch, async (digest, offset, length, kind) => {
-        const data = await this.fetchFrom(source, digest, offset, length, kind);
-        this.schedulePromote(l, digest);
-        return data;
-      }),
+      fetcher: sourceFetcher(source, this.cfg.nativeFetch, (digest, offset, length, kind) => this.fetchFrom(source, digest, offset, length, kind),
+        (digest) => this.schedulePromote(l, digest)),
     };
     this.fetchers.add(l.fetcher);
     this.locations.set(key, l);

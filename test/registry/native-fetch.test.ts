@@ -31,10 +31,11 @@ function nativeFile(t: { after: (fn: () => void) => void }, client: RegistryClie
   const source = new BlobSource(client);
   source.add({ host, repo, digest, size });
   const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB, unitSize: UNIT, sync: false });
-  const fetcher = sourceFetcher(source, true);
+  const filled: string[] = [];
+  const fetcher = sourceFetcher(source, true, source.fetch, (d) => filled.push(d));
   t.after(() => fetcher.close());
   const file = openRemoteFile({ digest, size, cache, fetcher, readAheadUnits: 0 });
-  return { source, fetcher, file };
+  return { source, fetcher, file, filled };
 }
 
 async function readChecked(file: { read(o: number, l: number): Promise<Buffer> }, data: Buffer, unit: number): Promise<void> {
@@ -65,10 +66,12 @@ describe('native fetch path', () => {
     const client = new RegistryClient();
     t.after(() => client.close());
     proxy.clear();
-    const { source, fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    const { source, fetcher, file, filled } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
     await readChecked(file, data, 0);
     await settle();
     for (let u = 1; u < 8; u++) await readChecked(file, data, u);
+    await settle();
+    assert.deepEqual(filled, Array(8).fill(digest), 'the owner hears of every fetch, JS or native (it shares complete blobs)');
     const n = fetcher.stats().native!;
     assert.equal(source.fetches, 1, 'only the first fetch went through JS');
     assert.equal(n.fetches, 7);

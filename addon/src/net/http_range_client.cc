@@ -145,7 +145,7 @@ size_t HttpRangeClient::onHeader(char* p, size_t size, size_t n, void* ud) {
     if (t->answer.httpStatus >= 100 && t->answer.httpStatus < 200) return len;
     t->judgeHeaders();
     if (!t->refusal.empty()) return 0;  // stop a body we would throw away (a whole blob, say)
-    if (t->accepting) t->answer.body.resize(t->req.length);
+    if (t->accepting) t->answer.body.reserve(t->req.length);  // filled by appends: no zeroing first
   }
   return len;
 }
@@ -163,7 +163,7 @@ size_t HttpRangeClient::onBody(char* p, size_t size, size_t n, void* ud) {
     t->overflow = true;
     return 0;
   }
-  std::memcpy(t->answer.body.data() + t->got, p, len);
+  t->answer.body.insert(t->answer.body.end(), reinterpret_cast<uint8_t*>(p), reinterpret_cast<uint8_t*>(p) + len);
   t->got += len;
   return len;
 }

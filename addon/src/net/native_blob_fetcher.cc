@@ -2,12 +2,13 @@
 
 namespace obd {
 
-std::shared_ptr<NativeBlobFetcher> NativeBlobFetcher::create(std::shared_ptr<BlobFetcher> fallback, std::vector<double> durationBoundsSec) {
-  return std::shared_ptr<NativeBlobFetcher>(new NativeBlobFetcher(std::move(fallback), std::move(durationBoundsSec)));
+std::shared_ptr<NativeBlobFetcher> NativeBlobFetcher::create(std::shared_ptr<BlobFetcher> fallback, std::vector<double> durationBoundsSec,
+                                                             OnFetched onFetched) {
+  return std::shared_ptr<NativeBlobFetcher>(new NativeBlobFetcher(std::move(fallback), std::move(durationBoundsSec), std::move(onFetched)));
 }
 
-NativeBlobFetcher::NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds)
-    : fallback_(std::move(fallback)), client_(HttpRangeClient::create()), bounds_(std::move(bounds)) {
+NativeBlobFetcher::NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds, OnFetched onFetched)
+    : fallback_(std::move(fallback)), client_(HttpRangeClient::create()), bounds_(std::move(bounds)), onFetched_(std::move(onFetched)) {
   stats_.durationBuckets.assign(bounds_.size(), 0);
 }
 
@@ -83,6 +84,7 @@ void NativeBlobFetcher::answered(const std::string& digest, uint64_t generation,
         if (sec <= bounds_[i]) stats_.durationBuckets[i]++;
     }
     done(Status::Ok(), std::move(a.body));
+    if (onFetched_) onFetched_(digest);
     return;
   }
   {

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -42,8 +43,11 @@ struct NativeFetchStats {
 
 class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_this<NativeBlobFetcher> {
  public:
-  // durationBoundsSec: upper bounds of the fetch-duration histogram in stats().
-  static std::shared_ptr<NativeBlobFetcher> create(std::shared_ptr<BlobFetcher> fallback, std::vector<double> durationBoundsSec = {});
+  using OnFetched = std::function<void(const std::string& digest)>;
+  // durationBoundsSec: upper bounds of the fetch-duration histogram in stats(); onFetched runs (on
+  // the client's thread) after each fetch answered natively, so the owner still sees its blobs fill.
+  static std::shared_ptr<NativeBlobFetcher> create(std::shared_ptr<BlobFetcher> fallback, std::vector<double> durationBoundsSec = {},
+                                                   OnFetched onFetched = nullptr);
   ~NativeBlobFetcher() override;
   void fetch(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done) override;
   void setRoute(const std::string& digest, BlobRoute route);
@@ -52,7 +56,7 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
   NativeFetchStats stats() const;
 
  private:
-  NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds);
+  NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds, OnFetched onFetched);
   void answered(const std::string& digest, uint64_t generation, uint64_t offset, uint64_t length, FetchPriority priority,
                 std::chrono::steady_clock::time_point started, HttpRangeAnswer a, Done done);
 
@@ -63,6 +67,7 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
   const std::shared_ptr<BlobFetcher> fallback_;
   const std::shared_ptr<HttpRangeClient> client_;
   const std::vector<double> bounds_;
+  const OnFetched onFetched_;
   mutable std::mutex mu_;
   std::map<std::string, Entry> routes_;
   uint64_t generation_ = 0;
