@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from './log';
 
 function isListening(socket: string): Promise<boolean> {
@@ -62,11 +62,16 @@ export async function prepareSocketPath(address: string, log: Logger): Promise<v
   log.log('info', 'removed stale socket', { address });
 }
 
+/** Credentials of a local socket. grpc-js is loaded here, not at import: prepareSocketPath runs before it is needed. */
+function insecure(): grpc.ServerCredentials {
+  return (require('@grpc/grpc-js') as typeof grpc).ServerCredentials.createInsecure();
+}
+
 /** Binds `server` to the unix socket `address`, created 0600. */
 export function bindUnixSocket(server: grpc.Server, address: string): Promise<void> {
   const old = process.umask(0o177); // the socket is born 0600
   return new Promise<void>((resolve, reject) => {
-    server.bindAsync(`unix:${address}`, grpc.ServerCredentials.createInsecure(), (err) => {
+    server.bindAsync(`unix:${address}`, insecure(), (err) => {
       process.umask(old);
       if (err) reject(new Error(`listen on ${address}: ${err.message}`));
       else resolve();
@@ -93,7 +98,7 @@ export function takeInheritedListener(): number | undefined {
  * net.Server to stop accepting; never unlink the socket file.
  */
 export function serveInheritedListener(server: grpc.Server, fd: number): Promise<net.Server> {
-  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  const injector = server.createConnectionInjector(insecure());
   const listener = net.createServer((sock) => injector.injectConnection(sock));
   return new Promise((resolve, reject) => {
     listener.once('error', (err) => reject(new Error(`inherited socket (fd ${fd}): ${err.message}`)));

@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import { loadConfig, resolveConfigPath } from '../config';
 import { DeviceDaemon } from '../device/daemon';
 import type { DeviceInfo, DeviceStatsInfo } from '../device/manager';
-import { DeviceClient } from '../device/client';
+import type { DeviceClient } from '../device/client';
 import type { FetchTotalsInfo } from '../device/fetch-counters';
 import { serveUntilSignal } from './until-signal';
 
@@ -17,7 +17,8 @@ export async function runDeviced(configFlag?: string): Promise<void> {
 
 async function withClient<T>(opts: { config?: string }, fn: (c: DeviceClient) => Promise<T>): Promise<T> {
   const cfg = loadConfig(resolveConfigPath(opts.config));
-  const client = new DeviceClient(cfg.deviceAddress);
+  const { DeviceClient: Client } = require('../device/client') as typeof import('../device/client'); // grpc: not for deviced's start
+  const client = new Client(cfg.deviceAddress);
   try {
     return await fn(client);
   } finally {

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { ObdConfig } from '../config';
 import { bindUnixSocket, prepareSocketPath, shutdownServer } from '../grpc-socket';
 import type { Logger } from '../log';
@@ -12,7 +12,6 @@ import { renderMetrics } from './metrics';
 import { DevicedStateMetrics } from './state-metrics';
 import { renderFamilies, serveMetrics } from '../metrics/prometheus';
 import { RemoteLowers } from './remote';
-import { addDevicesService } from './service';
 
 /** deviced keeps its state next to the snapshotter's: <root>/deviced. */
 export function devicedStateDir(cfg: ObdConfig): string {
@@ -49,7 +48,10 @@ export class DeviceDaemon {
     stateMetrics.watchCache(remote);
     await mgr.recover();
     const recoveredMs = ms(process.uptime() * 1000);
-    const server = new grpc.Server();
+    // gRPC (and its proto loading) only now: the devices are served again before it loads.
+    const { Server } = require('@grpc/grpc-js') as typeof grpc;
+    const { addDevicesService } = require('./service') as typeof import('./service');
+    const server = new Server();
     addDevicesService(server, mgr);
     let metrics: http.Server | undefined;
     try {
