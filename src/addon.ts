@@ -554,21 +554,6 @@ export interface ApplyTarStats {
   firstWarning: string;
   /** TurboOCI: inodes whose preallocated extents ext4MarkExtentsWritten must mark written */
   preallocatedInodes?: number[];
-  /** TurboOCI (`input`): whether the blob was gzip, and the index built while it was inflated */
-  gzip?: boolean;
-  gzipIndex?: GzipIndexStats;
-}
-
-/**
- * TurboOCI input of convertApplyTar: the layer blob, read while a download may still be writing it
- * (`partialPath` until it is renamed to `path`, up to `size` bytes); a gzip blob is inflated once,
- * its gzip index (gzip.meta) written to `gzipIndexOut` from that same pass; zstd is refused.
- */
-export interface ApplyTarLayerInput {
-  path: string;
-  partialPath?: string;
-  size?: number;
-  gzipIndexOut?: string;
 }
 
 /**
@@ -576,11 +561,27 @@ export interface ApplyTarLayerInput {
  * semantics; chroot()s into root while extracting (default). Blocks: only for obdconv's apply child.
  */
 export function convertApplyTar(opts: {
-  inputFd?: number; input?: ApplyTarLayerInput; root: string; chroot?: boolean; limits?: ApplyTarLimits;
+  inputFd: number; root: string; chroot?: boolean; limits?: ApplyTarLimits;
+  /** the input is an uncompressed tar: no compression is looked for (TurboOCI offsets are of this stream) */
+  plainTar?: boolean;
   /** TurboOCI: write where each regular file's data sits on the device and in the tar (for commitLayer targetRuns). */
   targetRunsOut?: string;
 }): ApplyTarStats {
   return native.convertApplyTar(opts);
+}
+
+/**
+ * TurboOCI scan of a source layer blob, read while a download may still be writing it (`partialPath`
+ * until it is renamed to `path`, up to `size` bytes), on the libuv pool: a gzip blob is inflated once
+ * into `tarOut` with its gzip index (gzip.meta) written to `gzipIndexOut` from that same pass; a plain
+ * tar is read through (nothing written); zstd is refused.
+ */
+export async function turboScanLayer(opts: { path: string; partialPath?: string; size?: number; gzipIndexOut: string; tarOut: string }):
+  Promise<{ gzip: boolean; gzipIndex?: GzipIndexStats; waitedMs: number }> {
+  const b: Buffer = await native.turboScanLayer(opts);
+  const u = (i: number) => Number(b.readBigUInt64LE(8 * i));
+  const gzipIndex = { points: u(1), gzipSize: u(2), uncompressedSize: u(3), indexSize: u(4) };
+  return { gzip: u(0) === 1, ...(u(0) === 1 ? { gzipIndex } : {}), waitedMs: u(5) };
 }
 
 /**

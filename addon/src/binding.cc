@@ -32,6 +32,7 @@
 #include "util/crc32c.h"
 #include "transport/tcmu/kernel.h"
 #include "util/fd_passing.h"
+#include "convert/layer_input.h"
 #include "convert/tar_apply.h"
 #include "convert/ext4_unwritten.h"
 #include "format/gzindex/gz_file.h"
@@ -1832,31 +1833,17 @@ void registerAll(Napi::Env env, Napi::Object exports) {
 // child process (src/convert/apply-child.ts), which chroot()s into the mounted layer filesystem.
 namespace convert_binding {
 
-// convertApplyTar({inputFd | input: {path, partialPath?, size?, gzipIndexOut?}, root, chroot?,
-//   limits?: {maxEntries, maxEntrySize, maxTotalBytes}, targetRunsOut?}) → stats (with `input`: + gzip, gzipIndex?)
+// convertApplyTar({inputFd, root, chroot?, plainTar?, limits?: {maxEntries, maxEntrySize, maxTotalBytes},
+//   targetRunsOut?}) → stats
 Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return common::fail(env, obd::InvalidArg("convertApplyTar(options)"));
   Napi::Object o = info[0].As<Napi::Object>();
-  if (!(o.Get("inputFd").IsNumber() || o.Get("input").IsObject()) || !o.Get("root").IsString()) {
-    return common::fail(env, obd::InvalidArg("convertApplyTar: inputFd (or input) and root are required"));
+  if (!o.Get("inputFd").IsNumber() || !o.Get("root").IsString()) {
+    return common::fail(env, obd::InvalidArg("convertApplyTar: inputFd and root are required"));
   }
-  // TurboOCI: the layer blob as it arrives, gzip inflated once with its index built on the way.
-  std::unique_ptr<obd::convert::LayerInput> layer;
-  if (o.Get("input").IsObject()) {
-    Napi::Object i = o.Get("input").As<Napi::Object>();
-    obd::convert::LayerInputOptions lo;
-    if (!i.Get("path").IsString()) return common::fail(env, obd::InvalidArg("convertApplyTar: input.path is required"));
-    lo.path = i.Get("path").ToString().Utf8Value();
-    if (i.Get("partialPath").IsString()) lo.partialPath = i.Get("partialPath").ToString().Utf8Value();
-    if (i.Get("size").IsNumber()) lo.size = static_cast<uint64_t>(i.Get("size").ToNumber().Int64Value());
-    if (i.Get("gzipIndexOut").IsString()) lo.gzipIndexOut = i.Get("gzipIndexOut").ToString().Utf8Value();
-    lo.index.sync = false;  // a work file of obdconv: the meta blob made from it is what is kept
-    auto opened = obd::convert::LayerInput::open(lo);
-    if (!opened.ok()) return common::fail(env, opened.status());
-    layer = opened.take();
-  }
-  const int fd = layer ? -1 : o.Get("inputFd").ToNumber().Int32Value();
+  const int fd = o.Get("inputFd").ToNumber().Int32Value();
+  const bool plainTar = o.Get("plainTar").IsBoolean() && o.Get("plainTar").ToBoolean();
   const std::string root = o.Get("root").ToString().Utf8Value();
   const bool useChroot = !o.Get("chroot").IsBoolean() || o.Get("chroot").ToBoolean();
   obd::convert::ApplyLimits limits;
@@ -1872,9 +1859,7 @@ Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
   obd::convert::ApplyStats st;
   const std::string runsOut = o.Get("targetRunsOut").IsString() ? o.Get("targetRunsOut").ToString().Utf8Value() : std::string();
   obd::convert::TarMapping mapping;
-  obd::convert::TarMapping* map = runsOut.empty() ? nullptr : &mapping;
-  obd::Status s = layer ? obd::convert::applyTar(*layer, root, limits, useChroot, &st, map)
-                        : obd::convert::applyTar(fd, root, limits, useChroot, &st, map);
+  obd::Status s = obd::convert::applyTar(fd, root, limits, useChroot, &st, runsOut.empty() ? nullptr : &mapping, plainTar);
   if (!s.ok()) return common::fail(env, s);
   const std::vector<obd::convert::TarDataRun>& runs = mapping.runs;
   if (!runsOut.empty()) {
@@ -1910,17 +1895,6 @@ Napi::Value ApplyTar(const Napi::CallbackInfo& info) {
     inodes.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(mapping.preallocatedInodes[i])));
   }
   r.Set("preallocatedInodes", inodes);
-  if (layer) {
-    r.Set("gzip", Napi::Boolean::New(env, layer->gzip()));
-    if (layer->gzip()) {
-      Napi::Object ix = Napi::Object::New(env);
-      ix.Set("points", static_cast<double>(layer->indexStats().points));
-      ix.Set("gzipSize", static_cast<double>(layer->indexStats().gzipSize));
-      ix.Set("uncompressedSize", static_cast<double>(layer->indexStats().uncompressedSize));
-      ix.Set("indexSize", static_cast<double>(layer->indexStats().indexSize));
-      r.Set("gzipIndex", ix);
-    }
-  }
   return r;
 }
 
@@ -1939,8 +1913,36 @@ Napi::Value MarkExtentsWritten(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(r.value()));
 }
 
+// turboScanLayer({path, partialPath?, size?, gzipIndexOut, tarOut}): Promise<Buffer> on the libuv pool;
+// the buffer holds u64 LE: gzip (0/1), index points, gzip size, uncompressed size, index size, waited ms.
+Napi::Value ScanLayer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) return common::fail(env, obd::InvalidArg("turboScanLayer(options)"));
+  Napi::Object o = info[0].As<Napi::Object>();
+  if (!o.Get("path").IsString() || !o.Get("gzipIndexOut").IsString() || !o.Get("tarOut").IsString()) {
+    return common::fail(env, obd::InvalidArg("turboScanLayer: path, gzipIndexOut and tarOut are required"));
+  }
+  obd::convert::LayerInputOptions lo;
+  lo.path = o.Get("path").ToString().Utf8Value();
+  if (o.Get("partialPath").IsString()) lo.partialPath = o.Get("partialPath").ToString().Utf8Value();
+  if (o.Get("size").IsNumber()) lo.size = static_cast<uint64_t>(o.Get("size").ToNumber().Int64Value());
+  lo.gzipIndexOut = o.Get("gzipIndexOut").ToString().Utf8Value();
+  lo.index.sync = false;  // a work file of obdconv: the meta blob made from it is what is kept
+  const std::string tarOut = o.Get("tarOut").ToString().Utf8Value();
+  auto result = std::make_shared<std::vector<uint8_t>>(6 * 8);
+  return common::PromiseWorker::run(env, [lo, tarOut, result]() -> obd::Status {
+    auto r = obd::convert::scanLayer(lo, tarOut);
+    if (!r.ok()) return r.status();
+    const auto& v = r.value();
+    const uint64_t fields[6] = {v.gzip ? 1u : 0u, v.index.points, v.index.gzipSize, v.index.uncompressedSize, v.index.indexSize, v.waitedMs};
+    std::memcpy(result->data(), fields, sizeof fields);
+    return obd::Status::Ok();
+  }, result);
+}
+
 void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("convertApplyTar", Napi::Function::New(env, ApplyTar));
+  exports.Set("turboScanLayer", Napi::Function::New(env, ScanLayer));
   exports.Set("ext4MarkExtentsWritten", Napi::Function::New(env, MarkExtentsWritten));
 }
 

@@ -8,10 +8,11 @@ import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  commitLayer, createWritableLayer, deviceAttach, deviceDetach, type ApplyTarLayerInput, type ApplyTarLimits, type ApplyTarStats,
+  commitLayer, createWritableLayer, deviceAttach, deviceDetach, type ApplyTarLimits, type ApplyTarStats,
   type CommitResult, type WarpLower,
 } from '../addon';
-import type { ApplyChildPhases, ApplyChildRequest } from './apply-child';
+import type { ApplyChildRequest } from './apply-child';
+import { applyChildArgs, parseApplyReply, type ApplyReply, type ApplyWorker } from './apply-worker';
 import { ConvertOptionError, LayerBuildError } from './errors';
 
 export interface BuildLayerSpec {
@@ -28,8 +29,10 @@ export interface BuildLayerSpec {
   signal?: AbortSignal;
   /** TurboOCI meta layer: file data is mapped to the tar stream, not stored (needs tar). */
   turbo?: boolean;
-  /** TurboOCI: read `tar` while it is downloaded, gzip inflated once with its gzip index written on the way. */
-  tarInput?: Omit<ApplyTarLayerInput, 'path'>;
+  /** TurboOCI: `tar` is the uncompressed tar stream (its offsets are what the meta layer maps to). */
+  plainTar?: boolean;
+  /** Apply in this long-lived apply child instead of starting one for this layer. */
+  applier?: ApplyWorker;
 }
 
 export interface BuildLayerResult {
@@ -70,15 +73,15 @@ export async function buildLayer(spec: BuildLayerSpec): Promise<BuildLayerResult
       if (spec.mkfs) await runMkfs(dev.path, spec.mkfs.fstype, spec.mkfs.uuid, spec.signal);
       lap('mkfs');
       if (spec.tar) {
-        const child = await runApplyChild({
-          device: dev.path, mountpoint: mnt, input: spec.tar, layer: spec.tarInput, fstype: spec.fstype,
+        const req: ApplyChildRequest = {
+          device: dev.path, mountpoint: mnt, input: spec.tar, plainTar: spec.plainTar, fstype: spec.fstype,
           mountOptions: mountOptions(spec.fstype), limits: spec.limits, targetRunsOut: runs,
-        }, spec.signal);
+        };
+        const child = await (spec.applier ? spec.applier.apply(req, spec.signal) : runApplyChild(req, spec.signal));
         apply = child.stats;
         const inChild = child.phases.mount + child.phases.apply + child.phases.umount + child.phases.markWritten;
         phases.spawn = Date.now() - lapAt - inChild;
-        Object.assign(phases, { mount: child.phases.mount, apply: child.phases.apply, umount: child.phases.umount,
-          markWritten: child.phases.markWritten });
+        Object.assign(phases, child.phases);
         lapAt = Date.now();
       }
       await deviceDetach(dev.handle, false);
@@ -122,27 +125,21 @@ function runMkfs(device: string, fstype: string, uuid: string, signal?: AbortSig
   });
 }
 
-function runApplyChild(req: ApplyChildRequest, signal?: AbortSignal): Promise<{ stats: ApplyTarStats; phases: ApplyChildPhases }> {
-  const script = path.join(__dirname, 'apply-child.js');
+function runApplyChild(req: ApplyChildRequest, signal?: AbortSignal): Promise<ApplyReply> {
+  const [cmd, args] = applyChildArgs(JSON.stringify(req));
   return new Promise((resolve, reject) => {
-    const child = spawn('unshare', ['-m', '--propagation', 'private', process.execPath, script, JSON.stringify(req)], {
-      stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGKILL',
-    });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGKILL' });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
     child.on('error', reject);
     child.on('close', (code, sig) => {
-      const line = out.trim().split('\n').pop() ?? '';
-      let msg: { ok: boolean; stats?: ApplyTarStats; phases?: ApplyChildPhases; error?: string } | undefined;
       try {
-        msg = JSON.parse(line);
-      } catch {
-        msg = undefined;
+        resolve(parseApplyReply(out.trim().split('\n').pop() ?? '', `exited with ${sig ?? code}`, err));
+      } catch (e) {
+        reject(e);
       }
-      if (msg?.ok && msg.stats && msg.phases) return resolve({ stats: msg.stats, phases: msg.phases });
-      reject(new LayerBuildError(msg?.error ?? `apply child exited with ${sig ?? code}: ${err.trim().split('\n').slice(-3).join(' ')}`));
     });
   });
 }

@@ -2,23 +2,24 @@
 // whose file data maps to the layer's uncompressed tar stream, plus a gzip index for gzip layers);
 // the source layer blobs stay as they are and are only made present in DST's repository (already
 // there, cross-repository mount, or — other registry — copied unchanged). Layers are built in
-// order, each on the previous meta layers with their source blobs as targets. One pass over each
-// blob's bytes: the build reads it while it downloads (two downloads at a time, in layer order),
-// inflating it once for both the tar apply and the gzip index; making and pushing the meta blob
-// overlaps the next build.
+// order, each on the previous meta layers with their source blobs as targets. Each blob is read
+// once, while it downloads (two at a time, in layer order): one inflate gives its gzip index and
+// the uncompressed tar, off the chain of builds; a build applies only the tar's metadata (file data
+// is mapped, not read); making and pushing the meta blob overlaps the next build.
 import fs from 'node:fs';
 import path from 'node:path';
 import { zfileCompress, type WarpLower } from '../addon';
 import type { Descriptor } from '../registry';
 import { ConversionCache } from './cache';
 import type { ConvertEvent, ConvertOptions, ConvertResult, LayerReport } from './converter';
-import { buildLayer, type BuildLayerResult, type BuildLayerSpec } from './layer-builder';
+import { buildLayer } from './layer-builder';
 import { chainIds } from '../digest';
 import { pushConvertedImage, readSourceManifest } from './image-ends';
 import { Annotations, ArtifactTypes, checkSource, uuidFromChainId, type ImageConfigJson } from './manifest';
 import type { ImageStore } from './store';
+import { ApplyWorker } from './apply-worker';
 import { writeMetaBlob } from './turbo-blob';
-import { startLayerDownloads, type LayerDownload } from './turbo-downloads';
+import { dropScannedTar, startLayerSources } from './turbo-sources';
 import { TurboAnnotations, TurboMembers, TurboVersion, metaLayerMediaType, targetMediaType } from './turbo-format';
 
 export interface TurboLayerReport extends LayerReport {
@@ -26,7 +27,7 @@ export interface TurboLayerReport extends LayerReport {
   targetPush: 'present' | 'mounted' | 'uploaded';
   gzipIndexBytes: number;
   fsMetaBytes: number;
-  /** Where this layer's time went (ms): waiting for its blob, the build's phases, the meta blob, the upload. */
+  /** Where this layer's time went (ms): its scan (off the critical path), waiting for it, the build's phases, the meta blob, the upload. */
   phases: Record<string, number>;
 }
 
@@ -34,16 +35,21 @@ export interface TurboConvertResult extends ConvertResult {
   layers: TurboLayerReport[];
   /**
    * Wall-clock breakdown (ms) of the conversion's critical path: resolve (manifest + config),
-   * waitDownload (builds waiting for their blob to start arriving), build (the layer builds, one
-   * after another), tail (after the last build: meta blobs and uploads still running, config,
-   * manifest); with `build` split by phase, summed over layers, in `buildPhases`.
+   * waitSource (builds waiting for their blob to be downloaded and scanned), build (the layer
+   * builds, one after another), tail (after the last build: meta blobs and uploads still running,
+   * config, manifest); with `build` split by phase, summed over layers, in `buildPhases`.
    */
-  phases: { total: number; resolve: number; waitDownload: number; build: number; tail: number };
+  phases: { total: number; resolve: number; waitSource: number; build: number; tail: number };
   buildPhases: Record<string, number>;
 }
 
 // Blobs being downloaded at once, in layer order: the one the next build needs, and the one after.
-const downloadsInFlight = 2;
+// Each one's scan holds a libuv pool thread while it waits for bytes; the downloads' file writes
+// need the others (the pool has 4 unless UV_THREADPOOL_SIZE says otherwise).
+function downloadsInFlight(concurrency: number): number {
+  const pool = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  return Math.max(1, Math.min(2, concurrency, pool - 2));
+}
 
 export async function convertTurboImage(src: ImageStore, dst: ImageStore, opts: ConvertOptions): Promise<TurboConvertResult> {
   const t0 = Date.now();
@@ -65,11 +71,14 @@ export async function convertTurboImage(src: ImageStore, dst: ImageStore, opts: 
   const metaDescs: Descriptor[] = [];
   const metaDiffIds: string[] = [];
   const pending: Promise<void>[] = [];
-  const phases = { total: 0, resolve: Date.now() - t0, waitDownload: 0, build: 0, tail: 0 };
+  const phases = { total: 0, resolve: Date.now() - t0, waitSource: 0, build: 0, tail: 0 };
   const buildPhases: Record<string, number> = {};
-  const downloads = startLayerDownloads(src, layers, work, Math.min(downloadsInFlight, Math.max(1, opts.concurrency)), {
-    start: (i, total) => emit({ type: 'stage', layer: i, stage: 'download', state: 'start', bytes: 0, total }),
-    done: (i, bytes, ms) => emit({ type: 'stage', layer: i, stage: 'download', state: 'done', bytes, total: bytes, ms }),
+  const applier = ApplyWorker.start();
+  const dirs = layers.map((_, i) => path.join(work, `layer-${i}`));
+  for (const d of dirs) fs.mkdirSync(d);
+  const sources = startLayerSources(src, layers, dirs, downloadsInFlight(opts.concurrency), {
+    downloadStart: (i, total) => emit({ type: 'stage', layer: i, stage: 'download', state: 'start', bytes: 0, total }),
+    downloadDone: (i, bytes, ms) => emit({ type: 'stage', layer: i, stage: 'download', state: 'done', bytes, total: bytes, ms }),
   }, signal);
   try {
     let parentUuid: string | undefined;
@@ -77,46 +86,46 @@ export async function convertTurboImage(src: ImageStore, dst: ImageStore, opts: 
       signal?.throwIfAborted();
       const l = layers[i];
       const what = `layer ${i + 1}/${layers.length} (${l.digest})`;
-      const dl = downloads[i];
+      const dir = dirs[i];
       const tw = Date.now();
-      await dl.started.catch(async () => {
-        await dl.done; // throws the download's own error
+      const source = await sources[i].catch((err: Error) => {
+        throw new Error(`${what}: ${err.message}`);
       });
       const waited = Date.now() - tw;
-      phases.waitDownload += waited;
-      const dir = path.join(work, `layer-${i}`);
-      fs.mkdirSync(dir);
+      phases.waitSource += waited;
       const report: TurboLayerReport = { index: i, source: l.digest, chainId: chains[i], digest: '', size: 0, cached: false,
-        push: 'uploaded', sourceBytes: l.size, lsmtBytes: 0, ms: {}, target: l.digest, targetPush: 'present',
-        gzipIndexBytes: 0, fsMetaBytes: 0, phases: { waitDownload: waited } };
+        push: 'uploaded', sourceBytes: l.size, lsmtBytes: 0, ms: { download: source.downloadMs }, target: l.digest, targetPush: 'present',
+        gzipIndexBytes: source.indexStats?.indexSize ?? 0, fsMetaBytes: 0,
+        phases: { scan: source.scanMs, scanWaitingForDownload: source.scanWaitedMs, waitSource: waited } };
       reports.push(report);
       const ta = Date.now();
       emit({ type: 'stage', layer: i, stage: 'apply', state: 'start', bytes: 0 });
-      const built = await buildTurboLayer(dl, dir, {
-        sourceSize: l.size, lowers: [...lowers], vsize, uuid: uuidFromChainId(`turbo ${chains[i]}`), parentUuid,
+      const uuid = uuidFromChainId(`turbo ${chains[i]}`);
+      const lsmt = path.join(dir, 'fs.meta.lsmt');
+      const built = await buildLayer({
+        workDir: dir, lowers: [...lowers], vsize, uuid, parentUuid, tar: source.tar, plainTar: true, turbo: true,
         mkfs: i === 0 ? { fstype: opts.fstype, uuid: uuidFromChainId(`mkfs ${chains[0]}`).toLowerCase() } : undefined,
-        fstype: opts.fstype, limits: { maxEntrySize: vsize, maxTotalBytes: vsize, ...opts.limits }, signal,
+        fstype: opts.fstype, limits: { maxEntrySize: vsize, maxTotalBytes: vsize, ...opts.limits }, out: lsmt, applier, signal,
       }).catch((err: Error) => {
         throw new Error(`${what}: ${err.message}`);
       });
+      dropScannedTar(source);
       phases.build += Date.now() - ta;
       for (const [k, v] of Object.entries(built.phases)) buildPhases[k] = (buildPhases[k] ?? 0) + v;
       Object.assign(report.phases, built.phases);
-      report.ms.download = (await dl.done).ms;
-      report.gzipIndexBytes = built.apply?.gzipIndex?.indexSize ?? 0;
       report.apply = built.apply;
       report.ms.apply = Date.now() - ta - built.commitMs;
       report.ms.commit = built.commitMs;
       report.lsmtBytes = built.commit.bytes;
-      lowers.push({ meta: built.lsmt, target: dl.file, ...(built.gzipIndex ? { gzipIndex: built.gzipIndex } : {}) });
-      parentUuid = built.uuid;
+      lowers.push({ meta: lsmt, target: source.blob, ...(source.gzipIndex ? { gzipIndex: source.gzipIndex } : {}) });
+      parentUuid = uuid;
       emit({ type: 'stage', layer: i, stage: 'apply', state: 'done', bytes: built.apply?.bytes ?? 0, ms: Date.now() - ta });
       // The meta blob is made and pushed in the background: the next build needs only the LSMT.
       const desc: Descriptor = { mediaType: metaLayerMediaType(opts.manifestKind), digest: '', size: 0 };
       metaDescs.push(desc);
       const d = metaDiffIds.push('') - 1;
       pending.push((async () => {
-        const blob = await finishMetaBlob(built, dir, opts.fstype, report);
+        const blob = await finishMetaBlob(lsmt, source.gzipIndex, dir, opts.fstype, report);
         report.digest = blob.digest;
         report.size = blob.size;
         metaDiffIds[d] = blob.diffId;
@@ -124,14 +133,14 @@ export async function convertTurboImage(src: ImageStore, dst: ImageStore, opts: 
           digest: blob.digest, size: blob.size,
           annotations: {
             [Annotations.version]: TurboVersion, [Annotations.blobDigest]: blob.digest, [Annotations.blobSize]: String(blob.size),
-            [TurboAnnotations.targetDigest]: l.digest, [TurboAnnotations.targetMediaType]: targetMediaType(l.mediaType, !!built.gzipIndex),
+            [TurboAnnotations.targetDigest]: l.digest, [TurboAnnotations.targetMediaType]: targetMediaType(l.mediaType, !!source.gzipIndex),
           },
         });
         const tu = Date.now();
         emit({ type: 'stage', layer: i, stage: 'upload', state: 'start', bytes: 0, total: blob.size });
         report.push = (await dst.hasBlob(blob.digest, signal)) ? 'present' : 'uploaded';
         if (report.push === 'uploaded') await dst.pushBlobFile(blob.file, blob.digest, undefined, signal);
-        report.targetPush = await ensureTarget(src, dst, l, dl.file, signal);
+        report.targetPush = await ensureTarget(src, dst, l, source.blob, signal);
         report.ms.upload = report.phases.upload = Date.now() - tu;
         emit({ type: 'stage', layer: i, stage: 'upload', state: 'done', bytes: blob.size, total: blob.size, ms: report.ms.upload });
       })());
@@ -149,68 +158,23 @@ export async function convertTurboImage(src: ImageStore, dst: ImageStore, opts: 
     return { source: src.name, target: dst.name, manifestDigest: pushed.manifest.digest, manifest: pushed.manifest, configDigest: pushed.configDigest,
       layers: reports, seconds: (Date.now() - t0) / 1000, phases, buildPhases };
   } catch (err) {
-    await Promise.allSettled([...pending, ...downloads.map((d) => d.done)]);
+    await Promise.allSettled([...pending, ...sources]);
     throw err;
   } finally {
+    await applier.close();
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
 
-interface TurboLayerSpec {
-  sourceSize: number;    // the source blob's size (descriptor): the apply reads the download up to it
-  lowers: WarpLower[];
-  vsize: number;
-  uuid: string;
-  parentUuid?: string;
-  mkfs?: { fstype: string; uuid: string };
-  fstype: string;
-  limits: BuildLayerSpec['limits'];
-  signal?: AbortSignal;
-}
-
-interface BuiltTurboLayer extends BuildLayerResult {
-  uuid: string;
-  lsmt: string;          // the sealed meta LSMT (a lower of the next builds)
-  gzipIndex?: string;    // gzip.meta, for a gzip source
-}
-
-/**
- * One meta layer, built while its blob may still be arriving: the apply child reads the partial
- * download and writes the gzip index from the same inflate. A failed download kills the build.
- */
-async function buildTurboLayer(dl: LayerDownload, dir: string, spec: TurboLayerSpec): Promise<BuiltTurboLayer> {
-  const abort = new AbortController();
-  const onAbort = () => abort.abort(spec.signal?.reason);
-  spec.signal?.addEventListener('abort', onAbort, { once: true });
-  dl.done.catch(() => abort.abort());
-  const gzipIndex = path.join(dir, TurboMembers.gzipIndex);
-  const lsmt = path.join(dir, 'fs.meta.lsmt');
-  try {
-    const [built, download] = await Promise.allSettled([
-      buildLayer({
-        workDir: dir, lowers: spec.lowers, vsize: spec.vsize, uuid: spec.uuid, parentUuid: spec.parentUuid, tar: dl.file, turbo: true,
-        tarInput: { partialPath: dl.partialFile, size: spec.sourceSize, gzipIndexOut: gzipIndex },
-        mkfs: spec.mkfs, fstype: spec.fstype, limits: spec.limits, out: lsmt, signal: abort.signal,
-      }),
-      dl.done,
-    ]);
-    if (download.status === 'rejected') throw download.reason; // the build, if it failed, failed because of it
-    if (built.status === 'rejected') throw built.reason;
-    return { ...built.value, uuid: spec.uuid, lsmt, ...(built.value.apply?.gzip ? { gzipIndex } : {}) };
-  } finally {
-    spec.signal?.removeEventListener('abort', onAbort);
-  }
-}
-
 /** fs meta → ZFile (lz4, 4 KiB, as `overlaybd-commit -z`) → the meta blob (fs meta, marker, gzip index). */
-async function finishMetaBlob(built: BuiltTurboLayer, dir: string, fstype: string, report: TurboLayerReport) {
+async function finishMetaBlob(lsmt: string, gzipIndex: string | undefined, dir: string, fstype: string, report: TurboLayerReport) {
   const tc = Date.now();
   const fsMeta = path.join(dir, TurboMembers.fsMeta(fstype));
-  await zfileCompress(built.lsmt, fsMeta, { algorithm: 'lz4', blockSize: 4096, overwriteHeader: true });
+  await zfileCompress(lsmt, fsMeta, { algorithm: 'lz4', blockSize: 4096, overwriteHeader: true });
   report.fsMetaBytes = fs.statSync(fsMeta).size;
   const file = path.join(dir, 'turboOCIv1.tar.gz');
   const blob = await writeMetaBlob([{ name: TurboMembers.fsMeta(fstype), file: fsMeta }, { name: TurboMembers.marker },
-    ...(built.gzipIndex ? [{ name: TurboMembers.gzipIndex, file: built.gzipIndex }] : [])], file);
+    ...(gzipIndex ? [{ name: TurboMembers.gzipIndex, file: gzipIndex }] : [])], file);
   fs.rmSync(fsMeta, { force: true });
   report.ms.compress = report.phases.metaBlob = Date.now() - tc;
   return { ...blob, file };

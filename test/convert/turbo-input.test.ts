@@ -1,20 +1,21 @@
-// How `obdconv --turbo-oci` reads a source layer: the apply inflates a gzip blob once and writes
-// its gzip index from that same pass (the same bytes as the index built on its own), it can read
-// a blob that a download is still writing (a partial file renamed when complete), and it refuses
-// what cannot be served as TurboOCI by name. No device here: the tar is applied to a directory.
+// How `obdconv --turbo-oci` reads a source layer: one inflate of a gzip blob, while it downloads,
+// gives both the uncompressed tar that the build applies and the gzip index (the same bytes as the
+// index built on its own); a blob that a download is still writing (a partial file renamed when
+// complete) is read as it grows; what cannot be served as TurboOCI is refused by name. No device
+// here: the tar is applied to a directory.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
-import { convertApplyTar, gzipIndexBuild, type AddonError } from '../../src/addon';
+import { convertApplyTar, gzipIndexBuild, turboScanLayer } from '../../src/addon';
 import { makeTempDir, type TempDir } from '../helpers/tmp';
 import { makeStream } from '../formats/gzindex-support';
 import { tarTree } from './images';
-import { snapshotTree, diffTrees } from './tree';
+import { diffTrees, snapshotTree } from './tree';
 
-describe('TurboOCI layer input', () => {
+describe('TurboOCI layer scan', () => {
   let tmp: TempDir;
+  let tar: Buffer;
   let gz: Buffer;
   let tree: string;
 
@@ -25,55 +26,77 @@ describe('TurboOCI layer input', () => {
     fs.mkdirSync(`${tree}/usr/lib`, { recursive: true });
     fs.writeFileSync(`${tree}/etc/hosts`, '127.0.0.1 localhost\n');
     for (let i = 0; i < 6; i++) fs.writeFileSync(`${tree}/usr/lib/f${i}.bin`, makeStream((1 << 20) + i * 4099, 20 + i));
-    gz = zlib.gzipSync(fs.readFileSync(tarTree(tree, tmp.join('layer.tar'))));
+    tar = fs.readFileSync(tarTree(tree, tmp.join('layer.tar')));
+    gz = zlib.gzipSync(tar);
     fs.writeFileSync(tmp.join('layer.tar.gz'), gz);
   });
   after(() => tmp?.cleanup());
 
-  const apply = (name: string, input: Parameters<typeof convertApplyTar>[0]['input']) => {
+  const scan = (name: string, path: string, more: { partialPath?: string; size?: number } = {}) =>
+    turboScanLayer({ path, ...more, gzipIndexOut: tmp.join(`${name}.meta`), tarOut: tmp.join(`${name}.tar`) });
+
+  /** The tree that applying `file` (an uncompressed tar) gives. */
+  const applied = (name: string, file: string) => {
     const root = tmp.join(name);
     fs.mkdirSync(root);
-    return { root, stats: convertApplyTar({ input, root, chroot: false }) };
+    const fd = fs.openSync(file, 'r');
+    try {
+      convertApplyTar({ inputFd: fd, root, chroot: false, plainTar: true });
+    } finally {
+      fs.closeSync(fd);
+    }
+    return diffTrees(snapshotTree(tree), snapshotTree(root)).filter((l) => !l.startsWith('differs: .:'));
   };
 
-  test('one inflate gives the tree and the same gzip index as building the index alone', () => {
-    const { root, stats } = apply('once', { path: tmp.join('layer.tar.gz'), gzipIndexOut: tmp.join('once.meta') });
-    assert.equal(stats.gzip, true);
-    assert.equal(stats.inputBytes, gz.length);
+  test('one inflate gives the uncompressed tar and the same gzip index as building the index alone', async () => {
+    const r = await scan('once', tmp.join('layer.tar.gz'));
+    assert.equal(r.gzip, true);
+    assert.ok(fs.readFileSync(tmp.join('once.tar')).equals(tar));
     const alone = gzipIndexBuild(tmp.join('layer.tar.gz'), tmp.join('alone.meta'));
     assert.ok(fs.readFileSync(tmp.join('once.meta')).equals(fs.readFileSync(tmp.join('alone.meta'))));
-    assert.deepEqual(stats.gzipIndex, alone);
-    assert.deepEqual(diffTrees(snapshotTree(tree), snapshotTree(root)).filter((l) => !l.startsWith('differs: .:')), []);
+    assert.deepEqual(r.gzipIndex, alone);
+    assert.deepEqual(applied('once-root', tmp.join('once.tar')), []);
   });
 
-  test('a blob still being downloaded is read as it grows, up to its size', async () => {
-    // another process writes the partial file in pieces, then renames it (as the download does)
-    const part = tmp.join('dl.gz.part');
-    const writer = spawn(process.execPath, ['-e', `
-      const fs = require('fs'); const src = fs.readFileSync(${JSON.stringify(tmp.join('layer.tar.gz'))});
-      const fd = fs.openSync(${JSON.stringify(part)}, 'w'); let off = 0;
-      const step = () => { if (off >= src.length) { fs.closeSync(fd); fs.renameSync(${JSON.stringify(part)}, ${JSON.stringify(tmp.join('dl.gz'))}); return; }
-        const n = Math.min(200000, src.length - off); fs.writeSync(fd, src, off, n, off); off += n; setTimeout(step, 20); };
-      setTimeout(step, 100);`], { stdio: 'inherit' });
-    const exited = new Promise((r) => writer.on('exit', r));
-    const { root, stats } = apply('followed', { path: tmp.join('dl.gz'), partialPath: part, size: gz.length, gzipIndexOut: tmp.join('followed.meta') });
-    assert.equal(await exited, 0);
-    assert.equal(stats.inputBytes, gz.length);
-    assert.ok(fs.readFileSync(tmp.join('followed.meta')).equals(fs.readFileSync(tmp.join('once.meta'))));
-    assert.deepEqual(diffTrees(snapshotTree(tree), snapshotTree(root)).filter((l) => !l.startsWith('differs: .:')), []);
-  });
-
-  test('a plain tar needs no index; zstd, truncated and multi-member gzip blobs are refused by name', () => {
-    const plain = apply('plain', { path: tmp.join('layer.tar'), gzipIndexOut: tmp.join('plain.meta') });
-    assert.equal(plain.stats.gzip, false);
-    assert.ok(!fs.existsSync(tmp.join('plain.meta')));
-    const refuse = (name: string, bytes: Buffer, re: RegExp) => {
-      fs.writeFileSync(tmp.join(name), bytes);
-      assert.throws(() => apply(`${name}-root`, { path: tmp.join(name), gzipIndexOut: tmp.join(`${name}.meta`) }),
-        (e: AddonError) => re.test(e.message), name);
+  test('a blob still being downloaded is read as it grows, up to its size; an abandoned download ends the scan', async () => {
+    // the partial file is written in pieces, then renamed, as the download does
+    const write = async (part: string, final: string | undefined, upTo: number) => {
+      await new Promise((r) => setTimeout(r, 50));
+      const fd = fs.openSync(part, 'w');
+      for (let off = 0; off < upTo; off += 200_000) {
+        fs.writeSync(fd, gz, off, Math.min(200_000, upTo - off), off);
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      fs.closeSync(fd);
+      if (final) fs.renameSync(part, final);
+      else fs.rmSync(part);
     };
-    refuse('z.zst', Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(100)]), /zstd layers cannot be served as TurboOCI/);
-    refuse('cut.gz', gz.subarray(0, gz.length >> 1), /gzip stream ends early/);
-    refuse('two.gz', Buffer.concat([gz, zlib.gzipSync(Buffer.from('more'))]), /more than one gzip member/);
+    const [r] = await Promise.all([
+      scan('followed', tmp.join('dl.gz'), { partialPath: tmp.join('dl.gz.part'), size: gz.length }),
+      write(tmp.join('dl.gz.part'), tmp.join('dl.gz'), gz.length),
+    ]);
+    assert.ok(r.waitedMs > 0, 'it waited for the download');
+    assert.ok(fs.readFileSync(tmp.join('followed.tar')).equals(tar));
+    assert.ok(fs.readFileSync(tmp.join('followed.meta')).equals(fs.readFileSync(tmp.join('once.meta'))));
+    const [gone] = await Promise.allSettled([
+      scan('gone', tmp.join('gone.gz'), { partialPath: tmp.join('gone.gz.part'), size: gz.length }),
+      write(tmp.join('gone.gz.part'), undefined, gz.length >> 1),
+    ]);
+    assert.equal(gone.status, 'rejected');
+    assert.match((gone as PromiseRejectedResult).reason.message, /the download stopped at byte \d+ of \d+/);
+  });
+
+  test('a plain tar is its own tar; zstd, truncated and multi-member gzip blobs are refused by name', async () => {
+    const plain = await scan('plain', tmp.join('layer.tar'));
+    assert.equal(plain.gzip, false);
+    assert.ok(!fs.existsSync(tmp.join('plain.meta')) && !fs.existsSync(tmp.join('plain.tar')));
+    assert.deepEqual(applied('plain-root', tmp.join('layer.tar')), []);
+    const refuse = async (name: string, bytes: Buffer, re: RegExp) => {
+      fs.writeFileSync(tmp.join(name), bytes);
+      await assert.rejects(scan(name, tmp.join(name)), re, name);
+    };
+    await refuse('z.zst', Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(100)]), /zstd layers cannot be served as TurboOCI/);
+    await refuse('cut.gz', gz.subarray(0, gz.length >> 1), /gzip stream ends early/);
+    await refuse('two.gz', Buffer.concat([gz, zlib.gzipSync(Buffer.from('more'))]), /more than one gzip member/);
   });
 });

@@ -1,11 +1,14 @@
 #include "convert/layer_input.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <utility>
+
+#include "util/fd_io.h"
 
 namespace obd::convert {
 
@@ -72,13 +75,19 @@ Result<size_t> LayerInput::fill(uint8_t* buf, size_t cap) {
       return static_cast<size_t>(n);
     }
     if (!following_) return size_t{0};
-    // The download has not written this far yet (if it fails, the converter kills this process).
+    // The download has not written this far yet. A failed download removes its partial file.
+    struct stat st;
+    if (waitedMs % 100 == 0 && ::fstat(fd_.get(), &st) == 0 && st.st_nlink == 0) {
+      return IoError(opts_.path + ": the download stopped at byte " + std::to_string(off_) + " of " + std::to_string(opts_.size) +
+                     " (its partial file was removed)");
+    }
     if (waitedMs >= opts_.stallSeconds * 1000) {
       return IoError(opts_.path + ": download wrote nothing past byte " + std::to_string(off_) + " of " +
                      std::to_string(opts_.size) + " for " + std::to_string(opts_.stallSeconds) + " s");
     }
     sleepMs(2);
     waitedMs += 2;
+    waitedMs_ += 2;
   }
 }
 
@@ -132,6 +141,30 @@ Status LayerInput::finish() {
   if (!st.ok()) return st.status();
   indexStats_ = st.value();
   return Status::Ok();
+}
+
+Result<ScanResult> scanLayer(const LayerInputOptions& opts, const std::string& tarOut) {
+  auto opened = LayerInput::open(opts);
+  if (!opened.ok()) return opened.status();
+  LayerInput& in = *opened.value();
+  UniqueFd out;
+  if (in.gzip()) {
+    out.reset(::open(tarOut.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!out.valid()) return SysError(tarOut + ": create");
+  }
+  while (true) {
+    const void* buf = nullptr;
+    auto n = in.read(&buf);
+    if (!n.ok()) return n.status();
+    if (n.value() == 0) break;
+    if (out.valid()) OBD_RETURN_IF_ERROR(writeAll(out.get(), buf, n.value(), tarOut));
+  }
+  OBD_RETURN_IF_ERROR(in.finish());
+  ScanResult r;
+  r.gzip = in.gzip();
+  if (r.gzip) r.index = in.indexStats();
+  r.waitedMs = in.waitedMs();
+  return r;
 }
 
 }  // namespace obd::convert

@@ -1,7 +1,6 @@
-// What a TurboOCI apply reads: the source layer blob as it arrives (a file that a download is still
-// writing is followed up to its known size), and for a gzip blob the blob inflated exactly once,
-// its gzip index (gzip.meta) built from that same pass. The tar reader then sees the uncompressed
-// tar stream itself, so the data offsets it reports are the ones the meta layer maps to.
+// A TurboOCI source layer read as it arrives (a file that a download is still writing is followed up
+// to its known size), and for a gzip blob inflated exactly once, its gzip index (gzip.meta) built
+// from that same pass: the uncompressed stream is the one the meta layer's data offsets refer to.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +37,7 @@ class LayerInput {
 
   bool gzip() const { return index_ != nullptr; }
   uint64_t compressedBytes() const { return off_; }
+  uint64_t waitedMs() const { return waitedMs_; }  // time spent waiting for the download to write more
   const gzindex::BuildStats& indexStats() const { return indexStats_; }
   const std::string& name() const { return opts_.path; }
 
@@ -50,6 +50,7 @@ class LayerInput {
   UniqueFd fd_;
   bool following_ = false;  // reading the partial file of a running download
   uint64_t off_ = 0;  // raw bytes consumed from the blob
+  uint64_t waitedMs_ = 0;
   std::vector<uint8_t> raw_;
   const uint8_t* rawPos_ = nullptr;
   size_t rawLeft_ = 0;
@@ -57,5 +58,16 @@ class LayerInput {
   std::unique_ptr<gzindex::IndexBuilder> index_;
   gzindex::BuildStats indexStats_;
 };
+
+// TurboOCI scan of one source blob, as it arrives: a gzip blob is inflated once into `tarOut` (the
+// uncompressed tar, which the apply then reads skipping file data) with its gzip index written on
+// the way; a plain tar is only read through (it is its own tar). Runs off the critical path, while
+// the previous layer is built.
+struct ScanResult {
+  bool gzip = false;
+  gzindex::BuildStats index;
+  uint64_t waitedMs = 0;  // waiting for the download to write more
+};
+Result<ScanResult> scanLayer(const LayerInputOptions& opts, const std::string& tarOut);
 
 }  // namespace obd::convert

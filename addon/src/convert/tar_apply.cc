@@ -88,21 +88,13 @@ class Applier {
   Applier(const ApplyLimits& limits, ApplyStats* stats, TarMapping* mapping)
       : limits_(limits), stats_(stats), mapping_(mapping) {}
 
-  // Reads `inputFd` (any compression libarchive detects) or, TurboOCI, `layer` (a plain tar stream).
-  Status run(int inputFd, LayerInput* layer) {
+  Status run(int inputFd, bool plainTar) {
     ReadArchive in(archive_read_new());
     WriteArchive out(archive_write_disk_new());
     if (!in || !out) return Status(ENOMEM, "libarchive: out of memory");
+    if (!plainTar) archive_read_support_filter_all(in.get());
     archive_read_support_format_tar(in.get());
-    int opened;
-    if (layer) {
-      layer_ = layer;
-      opened = archive_read_open(in.get(), this, nullptr, &Applier::readLayer, nullptr);
-    } else {
-      archive_read_support_filter_all(in.get());
-      opened = archive_read_open_fd(in.get(), inputFd, 1 << 20);
-    }
-    if (opened != ARCHIVE_OK) return inputError(in.get(), "open input");
+    if (archive_read_open_fd(in.get(), inputFd, 1 << 20) != ARCHIVE_OK) return archiveError(in.get(), "open input");
     archive_write_disk_set_options(out.get(),
         ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
         ARCHIVE_EXTRACT_UNLINK | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
@@ -112,12 +104,11 @@ class Applier {
     while ((r = archive_read_next_header(in.get(), &e)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
       OBD_RETURN_IF_ERROR(entry(in.get(), out.get(), e));
     }
+    stats_->inputBytes = static_cast<uint64_t>(archive_filter_bytes(in.get(), -1));
     if (r != ARCHIVE_EOF) {
-      return inputError(in.get(), lastEntry_.empty() ? "reading archive" : "reading archive after entry " + lastEntry_);
+      return archiveError(in.get(), lastEntry_.empty() ? "reading archive" : "reading archive after entry " + lastEntry_);
     }
     if (archive_write_close(out.get()) != ARCHIVE_OK) return archiveError(out.get(), "finishing directories");
-    if (layer) OBD_RETURN_IF_ERROR(layer->finish());
-    stats_->inputBytes = layer ? layer->compressedBytes() : static_cast<uint64_t>(archive_filter_bytes(in.get(), -1));
     if (mapping_) return collectRuns();
     return Status::Ok();
   }
@@ -127,22 +118,6 @@ class Applier {
     const char* s = archive_error_string(a);
     int err = archive_errno(a);
     return Status(err > 0 ? err : EBADMSG, what + ": " + (s ? s : "libarchive error"));
-  }
-
-  // libarchive's read callback over the LayerInput; its error is kept to be reported as it is.
-  static la_ssize_t readLayer(archive* a, void* self, const void** buf) {
-    auto* me = static_cast<Applier*>(self);
-    auto n = me->layer_->read(buf);
-    if (n.ok()) return static_cast<la_ssize_t>(n.value());
-    me->inputStatus_ = n.status();
-    archive_set_error(a, n.status().code(), "%s", n.status().message().c_str());
-    return -1;
-  }
-
-  // A reading error: the LayerInput's own when it failed, else libarchive's.
-  Status inputError(archive* a, const std::string& what) {
-    if (!inputStatus_.ok()) return inputStatus_.wrap(what);
-    return archiveError(a, what);
   }
 
   void warn(const std::string& msg) {
@@ -445,8 +420,6 @@ class Applier {
   const ApplyLimits& limits_;
   ApplyStats* stats_;
   TarMapping* mapping_;
-  LayerInput* layer_ = nullptr;
-  Status inputStatus_;
   std::map<ino_t, FileData> files_;
   std::unordered_set<std::string> touched_;
   std::unordered_set<std::string> realDirs_;
@@ -504,10 +477,8 @@ std::string checkEntryName(const std::string& name, const ApplyLimits& limits, s
   return std::string();
 }
 
-namespace {
-
-Status applyUnder(int inputFd, LayerInput* layer, const std::string& root, const ApplyLimits& limits, bool useChroot,
-                  ApplyStats* stats, TarMapping* mapping) {
+Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
+                TarMapping* mapping, bool plainTar) {
   struct stat st;
   if (stat(root.c_str(), &st) != 0) return SysError("target root " + root);
   if (!S_ISDIR(st.st_mode)) return InvalidArg("target root " + root + " is not a directory");
@@ -518,19 +489,7 @@ Status applyUnder(int inputFd, LayerInput* layer, const std::string& root, const
     return SysError("chdir " + root);
   }
   Applier a(limits, stats, mapping);
-  return a.run(inputFd, layer);
-}
-
-}  // namespace
-
-Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
-                TarMapping* mapping) {
-  return applyUnder(inputFd, nullptr, root, limits, useChroot, stats, mapping);
-}
-
-Status applyTar(LayerInput& input, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
-                TarMapping* mapping) {
-  return applyUnder(-1, &input, root, limits, useChroot, stats, mapping);
+  return a.run(inputFd, plainTar);
 }
 
 }  // namespace obd::convert

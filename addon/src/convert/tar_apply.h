@@ -14,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "convert/layer_input.h"
 #include "util/status.h"
 
 namespace obd::convert {
@@ -64,14 +63,10 @@ struct TarMapping {
 // With `mapping` (TurboOCI), the data of regular files that can be mapped to the tar (not sparse,
 // 512-aligned in the stream) is not written: their blocks are preallocated, and after the apply
 // their extents (FIEMAP) are collected with their offsets in the uncompressed tar.
+// `plainTar`: the input is an uncompressed tar (TurboOCI: the offsets must be those of this very
+// stream), so no compression is looked for.
 Status applyTar(int inputFd, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
-                TarMapping* mapping = nullptr);
-
-// TurboOCI: the same, reading the layer through a LayerInput (opened before the chroot): libarchive
-// gets the uncompressed tar stream without any filter, and the input is read to its end afterwards
-// (LayerInput::finish, which writes the gzip index).
-Status applyTar(LayerInput& input, const std::string& root, const ApplyLimits& limits, bool useChroot, ApplyStats* stats,
-                TarMapping* mapping);
+                TarMapping* mapping = nullptr, bool plainTar = false);
 
 // Checks one tar entry name: empty result = acceptable; otherwise the reason. `cleaned` gets the
 // normalised relative path ("" for the root itself).
