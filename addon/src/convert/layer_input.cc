@@ -30,13 +30,15 @@ void sleepMs(int ms) {
 Result<std::unique_ptr<LayerInput>> LayerInput::open(const LayerInputOptions& opts) {
   std::unique_ptr<LayerInput> in(new LayerInput(opts));
   // The download renames its partial file to `path` when it is complete; both names lead to the
-  // same file, so whichever is found is read. Neither yet: the download is about to create it.
+  // same file, so whichever is found is read. Neither yet: the download (which has received bytes)
+  // is about to create it — unless it failed first, hence a short wait.
+  constexpr int kOpenWaitMs = 10'000;
   for (int waitedMs = 0; !in->fd_.valid(); waitedMs += 2) {
     in->fd_.reset(::open(opts.path.c_str(), O_RDONLY | O_CLOEXEC));
     if (in->fd_.valid() || errno != ENOENT || opts.partialPath.empty()) break;
     in->fd_.reset(::open(opts.partialPath.c_str(), O_RDONLY | O_CLOEXEC));
     if (in->fd_.valid()) in->following_ = opts.size > 0;
-    if (in->fd_.valid() || errno != ENOENT || waitedMs >= opts.stallSeconds * 1000) break;
+    if (in->fd_.valid() || errno != ENOENT || waitedMs >= kOpenWaitMs) break;
     sleepMs(2);
   }
   if (!in->fd_.valid()) return SysError(opts.path + ": open");
