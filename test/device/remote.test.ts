@@ -89,9 +89,7 @@ describe('deviced remote lowers', { timeout: 300_000 }, () => {
     assert.equal(d.obd('layer', 'commit', tmp.join('w.data'), tmp.join('w.index'), tmp.join('big.lsmt')).status, 0);
     const blob = fs.readFileSync(tmp.join('big.lsmt'));
     const digest = await registry.pushBlob('obd/big', blob);
-    const [host, port] = registry.host.split(':');
-    const proxy = new FaultProxy({ host, port: Number(port) });
-    await proxy.start();
+    const proxy = await FaultProxy.inFrontOf(registry.host);
     cleanup.add('stop proxy', () => void proxy.stop());
 
     const cfg = writeImageConfig(tmp, 'big.json', { repoBlobUrl: `http://${proxy.host}/v2/obd/big/blobs`, lowers: [{ digest, size: blob.length }] });

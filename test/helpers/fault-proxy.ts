@@ -42,6 +42,14 @@ export class FaultProxy {
 
   constructor(private readonly target: { host: string; port: number }) {}
 
+  /** A started proxy in front of the registry at `hostPort` (`127.0.0.1:5000`). */
+  static async inFrontOf(hostPort: string): Promise<FaultProxy> {
+    const [host, port] = hostPort.split(':');
+    const proxy = new FaultProxy({ host, port: Number(port) });
+    await proxy.start();
+    return proxy;
+  }
+
   get host(): string {
     return `127.0.0.1:${this.proxyPort}`;
   }

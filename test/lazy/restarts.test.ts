@@ -33,9 +33,7 @@ describe('deviced restarts under running containers', { timeout: 1_800_000 }, ()
 
   before(async () => {
     await registry.start();
-    const [host, port] = registry.host.split(':');
-    proxy = new FaultProxy({ host, port: Number(port) });
-    await proxy.start();
+    proxy = await FaultProxy.inFrontOf(registry.host);
     env = new LazyEnv({ registry });
     await env.start();
     const img = busyboxTestImage();

@@ -134,9 +134,7 @@ describe('deviced metrics move when the thing happens (remote lowers in this pro
   before(async () => {
     await registry.start();
     await liar.start();
-    const [h, p] = registry.host.split(':');
-    proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    proxy = await FaultProxy.inFrontOf(registry.host);
   });
   after(async () => {
     await proxy.stop();

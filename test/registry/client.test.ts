@@ -133,9 +133,7 @@ describe('registry client: htpasswd Basic auth', () => {
 
   it('follows a blob redirect to another host without sending the registry credentials there', async (t) => {
     const digest = await reg.pushBlob('team/redir', blob);
-    const [h, p] = reg.host.split(':');
-    const proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    const proxy = await FaultProxy.inFrontOf(reg.host);
     t.after(() => proxy.stop());
     proxy.storeAuth = 'Basic ' + Buffer.from('alice:right-pw').toString('base64'); // the store's own access
     const client = new RegistryClient({ credentials: new CredentialStore({ [proxy.host]: { username: 'alice', password: 'right-pw' } }) });
@@ -153,9 +151,7 @@ describe('registry client: htpasswd Basic auth', () => {
 
   it('keeps at most connectionsPerHost connections to one registry', async (t) => {
     const d = await reg.pushBlob('team/conn', blob);
-    const [h, p] = reg.host.split(':');
-    const proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    const proxy = await FaultProxy.inFrontOf(reg.host);
     t.after(() => proxy.stop());
     const client = new RegistryClient({ connectionsPerHost: 2,
       credentials: new CredentialStore({ [proxy.host]: { username: 'alice', password: 'right-pw' } }) });
@@ -187,9 +183,7 @@ describe('registry client: Bearer tokens', () => {
     reg = new TestRegistry({ token: { server: ts, user: 'bob', password: 'pw' } });
     await reg.start();
     digest = await reg.pushBlob('lib/tok', blob);
-    const [h, p] = reg.host.split(':');
-    proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    proxy = await FaultProxy.inFrontOf(reg.host);
   });
   after(async () => {
     await proxy?.stop();

@@ -20,9 +20,7 @@ describe('range reads under faults', () => {
   before(async () => {
     await reg.start();
     digest = await reg.pushBlob('lib/f', blob);
-    const [h, p] = reg.host.split(':');
-    proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    proxy = await FaultProxy.inFrontOf(reg.host);
   });
   after(async () => {
     await client?.close();

@@ -53,9 +53,7 @@ describe('native fetch path', () => {
   before(async () => {
     await reg.start();
     digest = await reg.pushBlob('lib/native', data);
-    const [h, p] = reg.host.split(':');
-    proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    proxy = await FaultProxy.inFrontOf(reg.host);
   });
   after(async () => {
     await proxy?.stop();
@@ -167,9 +165,7 @@ describe('native fetch path with bearer tokens', () => {
     reg = new TestRegistry({ token: { server: tokens, user: 'alice', password: 'secret' } });
     await reg.start();
     digest = await reg.pushBlob('private/native', data);
-    const [h, p] = reg.host.split(':');
-    proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    proxy = await FaultProxy.inFrontOf(reg.host);
     credFile = path.join(tokens.dir, 'config.json');
     fs.writeFileSync(credFile, JSON.stringify({ auths: { [proxy.host]: { auth: Buffer.from('alice:secret').toString('base64') } } }));
   });

@@ -57,9 +57,7 @@ describe('remote file through the block cache', () => {
   before(async () => {
     await reg.start();
     digest = await reg.pushBlob('lib/remote', data);
-    const [h, p] = reg.host.split(':');
-    proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    proxy = await FaultProxy.inFrontOf(reg.host);
   });
   after(async () => {
     await proxy?.stop();

@@ -38,9 +38,7 @@ describe('TurboOCI: random reads of a remote gzip layer', () => {
     const table = zlib.inflateSync(ix.subarray(Number(ix.readBigInt64LE(313))));
     for (let i = 0; i < table.length / 29; i++)
       points.push({ de: Number(table.readBigInt64LE(i * 29)), en: Number(table.readBigInt64LE(i * 29 + 8)) });
-    const [h, p] = reg.host.split(':');
-    proxy = new FaultProxy({ host: h, port: Number(p) });
-    await proxy.start();
+    proxy = await FaultProxy.inFrontOf(reg.host);
   });
   after(async () => {
     await proxy?.stop();
