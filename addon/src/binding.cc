@@ -314,23 +314,18 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
     return o;
   }
   // release(digest, scope?): one user of the entry less (each RemoteFile opened on it is one user).
-  Napi::Value Release(const Napi::CallbackInfo& info) {
-    if (info.Length() < 1 || !info[0].IsString()) {
-      common::fail(info.Env(), obd::InvalidArg("BlockCache.release(digest, scope?)"));
-      return info.Env().Undefined();
-    }
-    std::string scope = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
-    cache->release(info[0].As<Napi::String>().Utf8Value(), scope);
-    return info.Env().Undefined();
-  }
+  Napi::Value Release(const Napi::CallbackInfo& info) { return OnEntry(info, "BlockCache.release(digest, scope?)", &obd::BlockCache::release); }
   // drop(digest, scope?): removes an entry without users and its files.
-  Napi::Value Drop(const Napi::CallbackInfo& info) {
+  Napi::Value Drop(const Napi::CallbackInfo& info) { return OnEntry(info, "BlockCache.drop(digest, scope?)", &obd::BlockCache::drop); }
+  // The (digest, scope?) calls share their argument rules.
+  Napi::Value OnEntry(const Napi::CallbackInfo& info, const char* usage,
+                      void (obd::BlockCache::*op)(const std::string&, const std::string&)) {
     if (info.Length() < 1 || !info[0].IsString()) {
-      common::fail(info.Env(), obd::InvalidArg("BlockCache.drop(digest, scope?)"));
+      common::fail(info.Env(), obd::InvalidArg(usage));
       return info.Env().Undefined();
     }
     std::string scope = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
-    cache->drop(info[0].As<Napi::String>().Utf8Value(), scope);
+    ((*cache).*op)(info[0].As<Napi::String>().Utf8Value(), scope);
     return info.Env().Undefined();
   }
   // setCapacity(bytes): a new size limit; eviction runs on the cache's writer thread.
