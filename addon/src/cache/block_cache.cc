@@ -352,19 +352,27 @@ void BlockCache::setCapacity(uint64_t bytes) {
   enqueue(Job{nullptr, 0, nullptr, nullptr, Job::Kind::kEvict});
 }
 
+// Takes the blob's cached units out of the LRU and the used bytes (mu_ held); returns which they were.
+std::vector<uint64_t> BlockCache::forgetUnitsLocked(CachedBlob& blob) {
+  std::vector<uint64_t> units;
+  for (uint64_t u = 0; u < blob.units_; u++) {
+    auto it = lruIndex_.find(UnitKey{&blob, u});
+    if (it == lruIndex_.end()) continue;
+    lru_.erase(it->second);
+    lruIndex_.erase(it);
+    stats_.usedBytes -= blob.unitBytes(u);
+    units.push_back(u);
+  }
+  return units;
+}
+
 void BlockCache::dropEntryNow(const std::shared_ptr<CachedBlob>& blob) {
   std::unique_lock<std::shared_mutex> files(blob->filesMu_);
   {
     std::lock_guard<std::mutex> g(mu_);
     auto it = blobs_.find(entryKey(blob->scope_, blob->digest_));
     if (it == blobs_.end() || it->second != blob || blob->users_ > 0) return;  // taken again meanwhile
-    for (uint64_t u = 0; u < blob->units_; u++) {
-      auto li = lruIndex_.find(UnitKey{blob.get(), u});
-      if (li == lruIndex_.end()) continue;
-      lru_.erase(li->second);
-      lruIndex_.erase(li);
-      stats_.usedBytes -= blob->unitBytes(u);
-    }
+    forgetUnitsLocked(*blob);
     blobs_.erase(it);
     stats_.blobs = blobs_.size();
   }
@@ -565,14 +573,7 @@ void BlockCache::dropBlob(const std::shared_ptr<CachedBlob>& blob, const std::st
   std::vector<uint64_t> units;
   {
     std::lock_guard<std::mutex> g(mu_);
-    for (uint64_t u = 0; u < blob->units_; u++) {
-      auto it = lruIndex_.find(UnitKey{blob.get(), u});
-      if (it == lruIndex_.end()) continue;
-      lru_.erase(it->second);
-      lruIndex_.erase(it);
-      stats_.usedBytes -= blob->unitBytes(u);
-      units.push_back(u);
-    }
+    units = forgetUnitsLocked(*blob);
     stats_.verifyFailures++;
     stats_.lastError = why;
   }

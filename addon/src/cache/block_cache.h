@@ -162,6 +162,7 @@ class BlockCache {
   void verify(const std::shared_ptr<CachedBlob>& blob);
   void dropBlob(const std::shared_ptr<CachedBlob>& blob, const std::string& why);
   void dropEntryNow(const std::shared_ptr<CachedBlob>& blob);
+  std::vector<uint64_t> forgetUnitsLocked(CachedBlob& blob);
   void recordError(const std::string& msg, bool writeError);
 
   struct Job {
