@@ -12,6 +12,7 @@ import { RemoteLowers } from '../../src/device/remote';
 import { silentLogger } from '../../src/log';
 import { TestRegistry } from '../helpers/registry';
 import { fdsUnder } from '../helpers/proc-fds';
+import { openRemoteLower } from '../helpers/remote-lower';
 import { makeTempDir, TempDir } from '../helpers/tmp';
 
 const UNIT = 64 << 10;
@@ -35,12 +36,7 @@ describe('block cache of remote lowers: open files and size', { timeout: 120_000
     cfg.credentialFile = '';
     return new RemoteLowers(cfg, silentLogger);
   };
-  const open = (r: RemoteLowers, repo: string, digest: string, size: number) => {
-    const o = r.open(`${registry.url}/v2/${repo}/blobs/${digest}`, digest, size);
-    assert.equal(o.kind, 'remote');
-    if (o.kind !== 'remote') throw new Error('unreachable');
-    return o;
-  };
+  const open = (r: RemoteLowers, repo: string, digest: string, size: number) => openRemoteLower(r, registry.host, repo, digest, size);
 
   it('a blob\'s cache files are closed when the last device reading it releases it', async () => {
     const blob = crypto.randomBytes(4 * UNIT);

@@ -20,6 +20,7 @@ import {
 import { FaultProxy } from '../helpers/fault-proxy';
 import { LyingRegistry } from '../helpers/lying-registry';
 import { TestRegistry } from '../helpers/registry';
+import { openRemoteLower } from '../helpers/remote-lower';
 import { makeTempDir } from '../helpers/tmp';
 import { LazyEnv } from '../lazy/env';
 
@@ -153,19 +154,13 @@ describe('deviced metrics move when the thing happens (remote lowers in this pro
     metrics.watchCache(remote);
     return { remote, scrape: () => renderFamilies(metrics.families()) };
   };
-  const open = (r: RemoteLowers, host: string, repo: string, digest: string, size: number) => {
-    const o = r.open(`http://${host}/v2/${repo}/blobs/${digest}`, digest, size);
-    assert.equal(o.kind, 'remote');
-    if (o.kind !== 'remote') throw new Error('unreachable');
-    return o;
-  };
 
   it('a 5xx the retry gets past counts registry_errors{kind="5xx"}; a dropped connection counts "reset"; a missing blob "404"', async () => {
     const blob = crypto.randomBytes(4 * UNIT);
     const digest = await registry.pushBlob('metrics/faults', blob);
     const { remote, scrape } = deviced('faults');
     try {
-      const f = open(remote, proxy.host, 'metrics/faults', digest, blob.length);
+      const f = openRemoteLower(remote, proxy.host, 'metrics/faults', digest, blob.length);
       assert.equal(valueOr0(scrape(), 'obd_registry_errors_total{kind="5xx"}'), 0);
       proxy.inject({ kind: 'status', status: 503 }, 1);
       assert.ok((await f.file.read(0, 4096)).equals(blob.subarray(0, 4096)), 'the read succeeds on the retry');
@@ -176,7 +171,7 @@ describe('deviced metrics move when the thing happens (remote lowers in this pro
       assert.equal(value(scrape(), 'obd_registry_errors_total{kind="reset"}'), 1);
 
       const missing = 'sha256:' + 'cd'.repeat(32);
-      const m = open(remote, registry.host, 'metrics/faults', missing, UNIT);
+      const m = openRemoteLower(remote, registry.host, 'metrics/faults', missing, UNIT);
       await assert.rejects(m.file.read(0, 10));
       assert.equal(value(scrape(), 'obd_registry_errors_total{kind="404"}'), 1);
       f.release();
@@ -194,7 +189,7 @@ describe('deviced metrics move when the thing happens (remote lowers in this pro
     liar.blob('metrics/liar', digest, evil);
     const { remote, scrape } = deviced('liar');
     try {
-      const f = open(remote, liar.host, 'metrics/liar', digest, evil.length);
+      const f = openRemoteLower(remote, liar.host, 'metrics/liar', digest, evil.length);
       await f.file.read(0, evil.length); // the whole blob: the cache checks its sha256
       await remote.drainCache();
       assert.equal(value(scrape(), 'obd_registry_errors_total{kind="digest_mismatch"}'), 1);
@@ -209,7 +204,7 @@ describe('deviced metrics move when the thing happens (remote lowers in this pro
     const digest = await registry.pushBlob('metrics/evict', blob);
     const { remote, scrape } = deviced('evict', 4);
     try {
-      const f = open(remote, registry.host, 'metrics/evict', digest, blob.length);
+      const f = openRemoteLower(remote, registry.host, 'metrics/evict', digest, blob.length);
       await f.file.read(0, 4096);
       await remote.drainCache();
       let m = scrape();
