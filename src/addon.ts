@@ -189,7 +189,7 @@ export interface DeviceAttachOptions {
   upperIndex?: string;
   rawFile?: string; // serve a raw disk image instead of a stack (baseline/bench)
   rawWritable?: boolean;
-  loopDirectIo?: boolean; // default true
+  pageCache?: boolean; // fuse-loop: buffered loop device on the FUSE file's page cache (default: direct I/O)
   threads?: number; // FUSE reader threads, default 2
   fuseIoUring?: boolean; // fuse-loop: FUSE over io_uring when the kernel offers it
   transport?: 'fuse-loop' | 'tcmu'; // default fuse-loop
@@ -223,6 +223,8 @@ export interface AttachedDevice {
   directIo: boolean;
   backingFile?: string; // fuse-loop only
   fusePath?: string; // fuse-loop only: "/dev/fuse" or "io_uring"
+  pageCache?: boolean; // fuse-loop only: the device runs page-cached (else direct I/O)
+  bdiError?: string; // fuse-loop, page-cached: why the FUSE bdi's dirty limits could not be raised
   handover?: FuseTakeover; // fuse-loop: what the fd store keeps (descriptors borrowed from the device)
   tookOver?: boolean; // fuse-loop: served the live device a previous deviced left
   resendError?: string | null; // after a takeover: why FUSE_NOTIFY_RESEND failed (null: it worked)

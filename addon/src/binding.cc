@@ -1444,9 +1444,10 @@ struct Handle {
 using common::getString;
 
 // deviceAttach({id, mountDir, lowers: [path | RemoteFile…], upperData, upperIndex, rawFile, rawWritable,
-//               loopDirectIo, threads, fuseIoUring, transport: "fuse-loop" | "tcmu",
+//               pageCache, threads, fuseIoUring, transport: "fuse-loop" | "tcmu",
 //               tcmu: {hba, name, cfgString, loopbackId, adoptExisting}})
-//   → Promise<{handle, path, major, minor, size, readOnly, directIo; fuse-loop: loopIndex, backingFile}>
+//   → Promise<{handle, path, major, minor, size, readOnly, directIo; fuse-loop: loopIndex, backingFile,
+//              pageCache, bdiError}>
 Napi::Value Attach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto reject = [env](const Status& st) { return common::rejected(env, st); };
@@ -1474,7 +1475,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   } else if (opts.id.empty() || opts.mountDir.empty()) {
     return reject(obd::InvalidArg("deviceAttach: id and mountDir are required"));
   }
-  if (o.Get("loopDirectIo").IsBoolean()) opts.loopDirectIo = o.Get("loopDirectIo").ToBoolean();
+  if (o.Get("pageCache").IsBoolean()) opts.pageCache = o.Get("pageCache").ToBoolean();
   if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").ToNumber().Int32Value();
   if (o.Get("fuseIoUring").IsBoolean()) opts.fuseIoUring = o.Get("fuseIoUring").ToBoolean();
   if (o.Get("takeover").IsObject()) {
@@ -1562,6 +1563,8 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
           r.Set("directIo", fl->directIo());
           r.Set("backingFile", fl->backingFile());
           r.Set("fusePath", fl->fusePath());
+          r.Set("pageCache", fl->pageCache());
+          if (!fl->bdiError().empty()) r.Set("bdiError", fl->bdiError());
           // For the fd store: the descriptors (ours, valid while attached) and the INIT a successor replays.
           Napi::Object h = Napi::Object::New(env);
           h.Set("fuseFd", fl->fuseFd());

@@ -43,8 +43,8 @@ function table(head: string[], rows: string[][]): string {
 
 function lsTable(devs: DeviceInfo[]): string {
   return table(
-    ['ID', 'DEVICE', 'MODE', 'SIZE', 'TRANSPORT', 'MOUNTED'],
-    devs.map((d) => [d.id, d.path, d.readOnly ? 'ro' : 'rw', human(d.size), d.fusePath ? `${d.transport} (${d.fusePath})` : d.transport, d.mountedAt.join(',') || '-']),
+    ['ID', 'DEVICE', 'MODE', 'SIZE', 'TRANSPORT', 'CACHE', 'MOUNTED'],
+    devs.map((d) => [d.id, d.path, d.readOnly ? 'ro' : 'rw', human(d.size), d.fusePath ? `${d.transport} (${d.fusePath})` : d.transport, d.cache || '-', d.mountedAt.join(',') || '-']),
   );
 }
 

@@ -12,6 +12,8 @@ export const CONFIG_ENV = 'OBD_CONFIG';
 
 export type RwMode = 'overlayfs' | 'dir' | 'dev';
 export type Transport = 'auto' | 'tcmu' | 'fuse-loop';
+/** fuse-loop: page = the FUSE file's page cache serves the loop device; direct = no cache between them. */
+export type DeviceCache = 'auto' | 'page' | 'direct';
 
 export interface MirrorRegistry {
   host: string;
@@ -40,6 +42,8 @@ export interface ObdConfig {
   transport: Transport;
   /** fuse-loop: serve requests through FUSE over io_uring when the kernel offers it (opt-in: restarts). */
   fuseIoUring: boolean;
+  /** fuse-loop: how a device's loop device reaches deviced; auto = page when all its lowers are local. */
+  deviceCache: DeviceCache;
   /** deviced: range GETs of remote blobs with libcurl on a native thread once JS resolved the blob. */
   nativeFetch: boolean;
   cacheConfig: { cacheDir: string; cacheSizeGB: number; refillSize: number; blockSize: number; readAheadSize: number };
@@ -116,6 +120,7 @@ const SCHEMA: Schema = {
   deviceAddress: { type: 'string', default: '/run/obd/deviced.sock', check: absolutePath },
   transport: { type: 'string', default: 'auto', check: oneOf('auto', 'tcmu', 'fuse-loop') },
   fuseIoUring: { type: 'boolean', default: false },
+  deviceCache: { type: 'string', default: 'direct', check: oneOf('auto', 'page', 'direct') },
   nativeFetch: { type: 'boolean', default: false },
   cacheConfig: {
     type: 'object',

@@ -43,7 +43,7 @@ export class DeviceDaemon {
     const stateDir = devicedStateDir(cfg);
     fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const fdStore = openDeviceFdStore(stateDir, log);
-    const mgr = new DeviceManager(stateDir, transport, log, remote, tcmuHba(cfg.tenant), fdStore, cfg.fuseIoUring);
+    const mgr = new DeviceManager(stateDir, transport, log, remote, tcmuHba(cfg.tenant), fdStore, cfg.fuseIoUring, cfg.deviceCache);
     stateMetrics.watch(mgr);
     stateMetrics.watchCache(remote);
     await mgr.recover();

@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as addon from '../addon';
 import { writeFileAtomic } from '../atomic-file';
+import type { DeviceCache } from '../config';
 import type { Logger } from '../log';
 import { DeviceError, fromAddonError } from './errors';
 import { closeLowers, ImageConfig, parseImageConfig, ResolvedLower, resolveLowers, writeResultFile } from './image-config';
@@ -40,6 +41,7 @@ export interface DeviceInfo {
   transport: TransportName;
   directIo: boolean;
   fusePath: string; // fuse-loop: "/dev/fuse" or "io_uring"; "" for tcmu
+  cache: 'page' | 'direct' | ''; // fuse-loop: page-cached or direct I/O; "" for tcmu
   attachedAtMs: number;
   mountedAt: string[];
 }
@@ -80,6 +82,10 @@ interface AttachmentRecord {
   attachedAt: number;
 }
 
+function cacheOf(dev: addon.AttachedDevice): DeviceInfo['cache'] {
+  return dev.pageCache === undefined ? '' : dev.pageCache ? 'page' : 'direct';
+}
+
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 export interface TransportDecision {
@@ -104,6 +110,15 @@ export function chooseTransport(wanted: 'auto' | 'tcmu' | 'fuse-loop', log: Logg
   if (!d.transport) throw new DeviceError('FailedPrecondition', d.reason);
   if (wanted === 'auto') log.log('info', 'transport chosen', { transport: d.transport, reason: d.reason });
   return d.transport;
+}
+
+/**
+ * Whether a new fuse-loop device runs page-cached. auto: only when every lower is local (layer files,
+ * fully downloaded blobs); a lazy device stays direct, so its remote misses overlap (see
+ * docs/architecture.md "The fuse-loop data path").
+ */
+export function pageCached(mode: DeviceCache, remoteLowers: number): boolean {
+  return mode === 'page' || (mode === 'auto' && remoteLowers === 0);
 }
 
 /** The TCMU HBA (core/user_<hba>): the config's tenant, else accelerated-container-image's. */
@@ -132,6 +147,7 @@ export class DeviceManager {
     private readonly hba = addon.TCMU_DEFAULT_HBA,
     private readonly fdStore?: DeviceFdStore,
     private readonly fuseIoUring = false,
+    private readonly deviceCache: DeviceCache = 'direct',
   ) {
     this.devicesDir = path.join(stateDir, 'devices');
     this.mntDir = path.join(stateDir, 'mnt');
@@ -360,6 +376,7 @@ export class DeviceManager {
       if (cfg.rawImage) {
         opts.rawFile = cfg.rawImage.file;
         opts.rawWritable = !!cfg.rawImage.writable;
+        opts.pageCache = pageCached(this.deviceCache, 0);
       } else {
         // TurboOCI targets get no background download (as overlaybd): their reads are spans, the meta is local.
         const openRemote = (url: string, digest: string, size: number, download = true): string | addon.RemoteFile => {
@@ -384,6 +401,7 @@ export class DeviceManager {
           else lowers.push(await this.turboLower(l, openRemote));
         }
         opts.lowers = lowers;
+        opts.pageCache = pageCached(this.deviceCache, remotes.length);
         if (cfg.upper?.data) {
           opts.upperData = cfg.upper.data;
           opts.upperIndex = cfg.upper.index;
@@ -408,13 +426,15 @@ export class DeviceManager {
         addon.closeFd(takeover.fuseFd); // the device serves its own duplicates
         addon.closeFd(takeover.loopFd);
       }
+      if (dev.bdiError)
+        this.log.log('warn', 'page-cached device keeps the kernel\'s FUSE dirty limits: its writes are throttled to FUSE_WRITE round trips', { id, err: dev.bdiError });
       a.held = await this.holdDescriptors(id, dev);
       if (trace === 'replay') a.prefetch = this.startPrefetch(id, cfg.recordTracePath!, byDigest);
       if (recording) this.log.log('info', 'recording a trace', { id, trace: cfg.recordTracePath });
       this.devices.set(id, a);
       writeFileAtomic(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n', 0o600);
       writeResultFile(cfg);
-      this.log.log('info', 'attached device', { id, device: dev.path, transport: this.transport, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo, fusePath: dev.fusePath });
+      this.log.log('info', 'attached device', { id, device: dev.path, transport: this.transport, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo, fusePath: dev.fusePath, cache: cacheOf(dev) });
       return a;
     } catch (err) {
       if (!this.devices.has(id)) {
@@ -593,6 +613,7 @@ export class DeviceManager {
       transport: this.transport,
       directIo: a.dev.directIo,
       fusePath: a.dev.fusePath ?? '',
+      cache: cacheOf(a.dev),
       attachedAtMs: a.attachedAtMs,
       mountedAt: mountPointsOf(a.dev.major, a.dev.minor, mounts),
     };

@@ -5,7 +5,9 @@
 // and attached again (the writable layer's index log is replayed) and both halves are verified once
 // more, and the device ls must name the FUSE path it ran on. Run once per FUSE path: /dev/fuse
 // read/write, and FUSE over io_uring (the fuse module's enable_uring is switched on for that run and
-// restored afterwards).
+// restored afterwards), and once per device cache mode: page-cached (the FUSE file's page cache and its
+// writeback cache between the loop device and deviced; detach without a sync must write it back)
+// and direct.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -43,9 +45,9 @@ function obdOk(d: Deviced, ...args: string[]): string {
   return r.stdout;
 }
 
-async function stressRun(path: '/dev/fuse' | 'io_uring'): Promise<void> {
+async function stressRun(path: '/dev/fuse' | 'io_uring', cache: 'page' | 'direct'): Promise<void> {
   if (path === 'io_uring') enableFuseIoUring(cleanup);
-  const d = await startDeviced(tmp, cleanup, { fuseIoUring: path === 'io_uring' });
+  const d = await startDeviced(tmp, cleanup, { fuseIoUring: path === 'io_uring', deviceCache: cache });
   // Phase 1: the lower layer, written through a writable device and committed.
   obdOk(d, 'layer', 'create', '--vsize', '64M', tmp.join('l.data'), tmp.join('l.index'));
   const fill = d.attach(writeImageConfig(tmp, 'fill.json', { upper: { data: tmp.join('l.data'), index: tmp.join('l.index') } }), 'fill');
@@ -54,10 +56,14 @@ async function stressRun(path: '/dev/fuse' | 'io_uring'): Promise<void> {
   obdOk(d, 'layer', 'commit', tmp.join('l.data'), tmp.join('l.index'), tmp.join('l.lsmt'));
 
   const fusePaths = new Set<string>();
+  const caches = new Set<string>();
   obdOk(d, 'layer', 'create', '--vsize', '64M', tmp.join('u.data'), tmp.join('u.index'));
   const cfg = writeImageConfig(tmp, 'rw.json', { lowers: [{ file: tmp.join('l.lsmt') }], upper: { data: tmp.join('u.data'), index: tmp.join('u.index') } });
   const dev = d.attach(cfg, 'rw');
-  for (const x of JSON.parse(obdOk(d, 'device', 'ls', '--json'))) fusePaths.add(x.fusePath);
+  for (const x of JSON.parse(obdOk(d, 'device', 'ls', '--json'))) {
+    fusePaths.add(x.fusePath);
+    caches.add(x.cache);
+  }
   // Phase 2: both at once, QD16 each, the reader several passes over its half.
   fio(
     dev,
@@ -79,10 +85,13 @@ async function stressRun(path: '/dev/fuse' | 'io_uring'): Promise<void> {
   assert.equal(stats.errors, 0, 'the device reported I/O errors');
   await d.detach('rw2');
   assert.deepEqual([...fusePaths], [path], `device ls names the FUSE path the devices ran on`);
+  assert.deepEqual([...caches], [cache], `device ls names the cache mode the devices ran in`);
   await d.stop();
 }
 
 describe('device stress: concurrent verified reads and writes', { timeout: 600_000 }, () => {
-  it('/dev/fuse: every block reads back as written, during the run and after re-attach', () => stressRun('/dev/fuse'));
-  it('io_uring: every block reads back as written, during the run and after re-attach', () => stressRun('io_uring'));
+  for (const cache of ['page', 'direct'] as const) {
+    it(`/dev/fuse, ${cache}: every block reads back as written, during the run and after re-attach`, () => stressRun('/dev/fuse', cache));
+    it(`io_uring, ${cache}: every block reads back as written, during the run and after re-attach`, () => stressRun('io_uring', cache));
+  }
 });

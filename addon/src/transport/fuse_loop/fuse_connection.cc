@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "transport/fuse_loop/fuse_protocol.h"
+
 namespace obd {
 
 namespace {
@@ -35,6 +37,22 @@ Status notifyResend(int fuseFd) {
   for (;;) {
     if (::write(fuseFd, &out, sizeof out) == static_cast<ssize_t>(sizeof out)) return Status::Ok();
     if (errno != EINTR) return SysError("FUSE_NOTIFY_RESEND");
+  }
+}
+
+Status notifyInvalInode(int fuseFd, uint64_t ino) {
+  struct {
+    fuse_out_header h;
+    fuse_notify_inval_inode_out arg;
+  } out{};
+  out.h.len = sizeof out;
+  out.h.error = FUSE_NOTIFY_INVAL_INODE;
+  out.arg.ino = ino;
+  out.arg.off = 0;
+  out.arg.len = -1;  // to the end of the file
+  for (;;) {
+    if (::write(fuseFd, &out, sizeof out) == static_cast<ssize_t>(sizeof out)) return Status::Ok();
+    if (errno != EINTR) return SysError("FUSE_NOTIFY_INVAL_INODE");
   }
 }
 

@@ -24,6 +24,10 @@ Result<UniqueFd> mountFuse(const std::string& dir, const std::string& source, co
 // failure (EINVAL) means the kernel predates FUSE_NOTIFY_RESEND; the caller logs what that costs.
 Status notifyResend(int fuseFd);
 
+// Drops the kernel's cached pages of inode `ino` (FUSE_NOTIFY_INVAL_INODE, whole file). Dirty pages
+// are written back first through this connection, so its server must still be serving.
+Status notifyInvalInode(int fuseFd, uint64_t ino);
+
 // FUSE_INIT's opcode and where its `unique` sits in the request header (UAPI fuse_in_header).
 constexpr uint32_t kFuseInitOpcode = 26;
 constexpr size_t kFuseInHeaderSize = 40;

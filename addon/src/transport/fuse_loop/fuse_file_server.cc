@@ -24,6 +24,13 @@ constexpr const char* kDiskName = "disk";
 constexpr uint64_t kAttrTimeout = 86400;  // the file never changes size or identity while mounted
 constexpr uint64_t kSector = 512;
 
+FuseInitWishes wishesOf(const FuseServerOptions& opts) {
+  FuseInitWishes w;
+  w.ring = opts.ioUring;
+  w.writebackCache = opts.writebackCache;
+  return w;
+}
+
 int errOf(const Status& st) { return st.code() > 0 ? st.code() : EIO; }
 
 // Reads the fixed-size argument T at the start of `arg`; false if the request is too short for it.
@@ -99,7 +106,7 @@ void FuseFileServer::handle(const FuseRequest& r) {
 }
 
 void FuseFileServer::handleInit(const FuseReplyTarget& to, const char* msg, size_t len) {
-  auto r = negotiateInit(msg, len, ioUring_);
+  auto r = negotiateInit(msg, len, wishes_);
   if (!r.ok()) return sendFuseReply(to, EPROTO);
   if (r.value().error) return sendFuseReply(to, r.value().error);
   {
@@ -108,7 +115,11 @@ void FuseFileServer::handleInit(const FuseReplyTarget& to, const char* msg, size
   }
   haveInit_ = true;
   // The rings must be ready before a reply that negotiates them (the kernel then waits for them).
-  if (r.value().ring && !prepareRing()) r = negotiateInit(msg, len, false);
+  if (r.value().ring && !prepareRing()) {
+    FuseInitWishes noRing = wishes_;
+    noRing.ring = false;
+    r = negotiateInit(msg, len, noRing);
+  }
   replyWith(to, r.value().out, r.value().size);
   if (ring_) ring_->registerEntries();
 }
@@ -136,7 +147,8 @@ void FuseFileServer::handleLookup(const FuseRequest& r) {
   replyWith(to, e);
 }
 
-// chmod/utimes are accepted and ignored; the size of a disk is fixed.
+// chmod/utimes, and the mtime/ctime a writeback cache sends back, are accepted and ignored; the size
+// of a disk is fixed.
 void FuseFileServer::handleAttr(const FuseReplyTarget& to, uint64_t ino, const char* arg, size_t len, bool set) {
   if (ino != kRootIno && ino != kDiskIno) return sendFuseReply(to, ENOENT);
   if (set) {
@@ -157,10 +169,11 @@ void FuseFileServer::handleOpen(const FuseReplyTarget& to, uint64_t ino, const c
   if (!dir && (in.flags & O_ACCMODE) != O_RDONLY && dev_->readOnly()) return sendFuseReply(to, EROFS);
   if (in.flags & O_TRUNC) return sendFuseReply(to, EPERM);
   fuse_open_out out{};
-  // Every request reaches us at the size the loop device issued it; nothing is cached twice.
-  // Parallel direct writes: the kernel takes the file's lock shared, not exclusive, to send a write
-  // (the device's size never changes, so no write extends the file).
-  if (!dir) out.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+  // O_DIRECT (a direct-mode loop device): every request reaches us at the size the loop device issued
+  // it. Parallel direct writes: the kernel takes the file's lock shared, not exclusive, to send a
+  // write (the device's size never changes, so no write extends the file).
+  // Otherwise the page cache: KEEP_CACHE, as the file's bytes change only through this kernel's writes.
+  if (!dir) out.open_flags = (in.flags & O_DIRECT) ? FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES : FOPEN_KEEP_CACHE;
   replyWith(to, out);
 }
 
@@ -262,7 +275,7 @@ Result<std::shared_ptr<FuseFileServer>> FuseFileServer::adopt(std::shared_ptr<Bl
                                                               std::shared_ptr<DeviceCounters> counters) {
   if (initRequest.size() < kFuseInHeaderSize) return InvalidArg(mountDir + ": no recorded FUSE_INIT to take the session over with");
   // Our INIT answer is a function of the request alone: checking it parses is all a successor needs.
-  auto init = negotiateInit(initRequest.data(), initRequest.size(), opts.ioUring);
+  auto init = negotiateInit(initRequest.data(), initRequest.size(), wishesOf(opts));
   if (!init.ok()) return init.status().wrap(mountDir + ": the recorded FUSE_INIT");
   return serve(std::move(dev), mountDir, std::move(fuseFd), initRequest, opts, std::move(counters));
 }
@@ -274,12 +287,12 @@ Result<std::shared_ptr<FuseFileServer>> FuseFileServer::serve(std::shared_ptr<Bl
   std::shared_ptr<FuseFileServer> s(new FuseFileServer(std::move(dev), mountDir, std::move(counters)));
   s->fuseFd_ = std::move(fuseFd);
   s->mounted_ = true;
-  s->ioUring_ = opts.ioUring;
+  s->wishes_ = wishesOf(opts);
   if (!recordedInit.empty()) {
     s->initRequest_ = recordedInit;
     s->haveInit_ = true;
     // A connection in io_uring mode stays in it: the new rings replace the dead server's.
-    auto init = negotiateInit(recordedInit.data(), recordedInit.size(), opts.ioUring);
+    auto init = negotiateInit(recordedInit.data(), recordedInit.size(), s->wishes_);
     if (init.ok() && init.value().ring) {
       if (!s->prepareRing()) return IoError(mountDir + ": the connection uses io_uring and no ring could be set up");
       s->ring_->registerEntries();
@@ -314,6 +327,9 @@ void FuseFileServer::stopThreads() {
 }
 
 void FuseFileServer::stop() {
+  // A page-cached file's pages would keep answering reads after the connection is gone (a force
+  // detach under a mount): drop them while our threads can still write back whatever is dirty.
+  if (mounted_ && haveInit_) (void)notifyInvalInode(fuseFd_.get(), kDiskIno);
   stopThreads();
   if (!mounted_) return;
   mounted_ = false;

@@ -8,8 +8,10 @@
 // parked per I/O. Reads that fall inside a read already in flight wait for it instead of reaching the
 // stack twice. write / fallocate(PUNCH_HOLE|ZERO_RANGE) / fsync map to write / discard / flush.
 //
-// The file is opened with FOPEN_DIRECT_IO (no page cache for it in the kernel; the loop device on top
-// and the filesystem on the loop device already cache), and keep_cache is off for the same reason.
+// Each open of the file chooses its caching by its own flags: an O_DIRECT open is answered with
+// FOPEN_DIRECT_IO (every request reaches us at the size the loop device issued it, nothing cached in
+// the kernel), any other with FOPEN_KEEP_CACHE (the file's page cache serves repeated reads and, with
+// the writeback cache negotiated, gathers writes). FuseLoopDevice opens it one way or the other.
 //
 // Lifecycle: start() mounts a new connection; adopt() serves a live one a previous process left (its
 // /dev/fuse descriptor came from the fd store); release() stops at a request boundary and leaves the
@@ -49,6 +51,7 @@ struct FuseServerOptions {
   int threads = 2;             // reader threads on /dev/fuse
   bool cloneFds = false;       // one cloned /dev/fuse descriptor per reader (see fuse_dev_channel.h)
   bool ioUring = false;        // serve requests through io_uring when the kernel offers it (fuse_ring_channel.h)
+  bool writebackCache = false; // negotiate FUSE_WRITEBACK_CACHE (a writable, page-cached device)
 };
 
 class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
@@ -116,7 +119,7 @@ class FuseFileServer : public std::enable_shared_from_this<FuseFileServer> {
   std::unique_ptr<FuseDevChannel> channel_;
   std::unique_ptr<FuseRingChannel> ring_;
   std::unique_ptr<FuseReadWorkers> bigReads_;  // io_uring only: reads of kBigReadBytes and more
-  bool ioUring_ = false;
+  FuseInitWishes wishes_;
   static constexpr int kRingEntriesPerQueue = 16;
   static constexpr uint64_t kBigReadBytes = 64 * 1024;
   UniqueFd fuseFd_;  // our duplicate of the connection

@@ -6,6 +6,7 @@
 
 #include <fstream>
 
+#include "transport/fuse_loop/fuse_bdi.h"
 #include "util/unique_fd.h"
 
 namespace obd {
@@ -25,6 +26,7 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<B
   so.fsName = "obd:" + opts.id;
   so.threads = opts.threads;
   so.ioUring = opts.fuseIoUring;
+  so.writebackCache = opts.pageCache && !d->readOnly_;
   if (opts.takeover) return takeOver(std::move(d), std::move(dev), opts, so);
   auto server = FuseFileServer::start(std::move(dev), opts.mountDir, so, d->counters_);
   if (!server.ok()) return server.status().wrap("device " + opts.id);
@@ -32,11 +34,18 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<B
   d->backingFile_ = d->server_->filePath();
 
   // This open (LOOKUP + OPEN) is answered by our session threads, which never need the JS thread.
-  UniqueFd file(::open(d->backingFile_.c_str(), (d->readOnly_ ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+  // Its O_DIRECT flag is what makes the server answer FOPEN_DIRECT_IO rather than KEEP_CACHE.
+  const int mode = (d->readOnly_ ? O_RDONLY : O_RDWR) | O_CLOEXEC | (opts.pageCache ? 0 : O_DIRECT);
+  UniqueFd file(::open(d->backingFile_.c_str(), mode));
   if (!file.valid()) return SysError("device " + opts.id + ": open " + d->backingFile_);
+  if (opts.pageCache) {
+    struct stat st;
+    Status bdi = ::fstat(file.get(), &st) == 0 ? applyBdiSettings(st.st_dev, FuseBdiSettings{}) : SysError(d->backingFile_ + ": fstat");
+    if (!bdi.ok()) d->bdiError_ = bdi.message();
+  }
   LoopOptions lo;
   lo.readOnly = d->readOnly_;
-  lo.directIo = opts.loopDirectIo;
+  lo.directIo = !opts.pageCache;
   auto loop = LoopDevice::attach(file.get(), "obd:" + opts.id, lo);
   if (!loop.ok()) return loop.status().wrap("device " + opts.id);
   d->loop_ = loop.take();
@@ -84,8 +93,20 @@ void FuseLoopDevice::release(bool handOver) {
 
 FuseLoopDevice::~FuseLoopDevice() { (void)close(true); }
 
+// The loop device's unbind drops the file at its last close, possibly later and from another context,
+// and our server stops right after: dirty pages still in the FUSE file's page cache would be lost.
+// fsync of the loop device writes its own dirty buffers, then its flush reaches the file's fsync:
+// the writeback cache goes out as FUSE_WRITEs and FUSE_FSYNC makes our layer files durable.
+Status FuseLoopDevice::flushDirtyPages() {
+  if (readOnly_ || directIo_ || !loop_.attached()) return Status::Ok();
+  if (::fsync(loop_.fd()) != 0) return SysError(path_ + ": fsync before detach");
+  return Status::Ok();
+}
+
 Status FuseLoopDevice::close(bool force) {
   std::lock_guard<std::mutex> lk(mu_);
+  Status flushed = flushDirtyPages();
+  if (!flushed.ok() && !force) return flushed;
   OBD_RETURN_IF_ERROR(loop_.detach(force));
   if (server_) {
     server_->stop();

@@ -1,8 +1,9 @@
 // The fuse-loop transport: a BlockDevice served as a file on a private FUSE mount, with a loop
 // device on top of that file. The loop device is what the kernel and users see (/dev/loopN).
 //
-// Teardown order matters: the loop device is unbound first (it drains its I/O through our still
-// running FUSE threads), then the FUSE mount goes.
+// Teardown order matters: dirty pages of a page-cached device are written back first (fsync of the
+// loop device reaches the FUSE file and our flush), then the loop device is unbound (it drains its I/O
+// through our still running FUSE threads), then the FUSE mount goes.
 //
 // Restarts: deviced keeps both descriptors (/dev/fuse and /dev/loopN) in an fd store outside itself,
 // so a killed deviced leaves the connection alive with its requests queued, the loop device bound and
@@ -35,7 +36,10 @@ struct FuseTakeover {
 struct FuseLoopOptions {
   std::string id;        // device id, shown as the FUSE source "obd:<id>" and the loop file name
   std::string mountDir;  // private, empty directory for the FUSE mount (created if missing)
-  bool loopDirectIo = true;
+  // Page-cached (buffered loop device on a KEEP_CACHE open, writeback cache for a writable device, the
+  // bdi's limits raised) or direct (loop direct I/O on a FOPEN_DIRECT_IO open, nothing cached between
+  // the loop device and us). See docs/architecture.md "The fuse-loop data path".
+  bool pageCache = false;
   int threads = 2;
   bool fuseIoUring = false;  // FUSE over io_uring when the kernel offers it (opt-in: see fuse_ring_channel.h)
   std::optional<FuseTakeover> takeover;
@@ -63,6 +67,10 @@ class FuseLoopDevice : public ServedDevice {
   int loopIndex() const { return loopIndex_; }
   dev_t rdev() const override { return rdev_; }
   bool directIo() const { return directIo_; }
+  // Buffered loop device on the FUSE file's page cache (read from the kernel, so a successor knows too).
+  bool pageCache() const { return !directIo_; }
+  // Page-cached device whose bdi limits could not be raised: why (writes then run at FUSE_WRITE speed).
+  const std::string& bdiError() const { return bdiError_; }
   const std::string& backingFile() const { return backingFile_; }
   // How the kernel's requests reach us: "/dev/fuse" (read/write on cloned descriptors) or "io_uring".
   std::string fusePath() const { return server_ ? server_->fusePath() : "/dev/fuse"; }
@@ -78,7 +86,8 @@ class FuseLoopDevice : public ServedDevice {
   std::shared_ptr<DeviceCounters> counters_ = std::make_shared<DeviceCounters>();
   std::shared_ptr<FuseFileServer> server_;
   LoopDevice loop_;
-  std::string path_, backingFile_, mountDir_;
+  Status flushDirtyPages();
+  std::string path_, backingFile_, mountDir_, bdiError_;
   int loopIndex_ = -1;
   dev_t rdev_ = 0;
   bool directIo_ = false, readOnly_ = true, tookOver_ = false;

@@ -18,7 +18,9 @@ constexpr int32_t kFuseNotifyResend = 7;          // enum fuse_notify_code, prot
 constexpr uint64_t kFuseUniqueResend = 1ull << 63;  // set by the kernel on a resent request's unique
 
 // What we ask for: requests of up to 1 MiB (256 pages) in both directions, and async direct I/O so
-// the loop device keeps many requests in flight on one open file.
+// the loop device keeps many requests in flight on one open file. max_readahead in the reply can only
+// lower the kernel's offer (the bdi's read_ahead_kb at mount time); a page-cached device raises it
+// through sysfs instead (fuse_bdi.h).
 constexpr uint32_t kFuseMaxWrite = 1u << 20;
 constexpr uint16_t kFuseMaxPages = 256;
 // Bounds the kernel's outstanding async requests, hence our read buffers (memory stays bounded).
@@ -34,8 +36,14 @@ struct FuseInitReply {
   bool ring = false;  // the reply turns on FUSE over io_uring
 };
 
+// What the server asks for beyond the fixed set; both are the device's configuration, so a successor
+// that has the same configuration and the recorded INIT arrives at the same reply.
+struct FuseInitWishes {
+  bool ring = false;            // take FUSE over io_uring when the kernel offers it (FUSE_OVER_IO_URING in flags2, 7.42)
+  bool writebackCache = false;  // page-cached writable device: writes are gathered in the file's page cache
+};
+
 // The reply to the INIT request `msg` (header included); errors name what is wrong with it.
-// `offerRing`: take io_uring when the kernel offers it (FUSE_OVER_IO_URING in flags2, 7.42).
-Result<FuseInitReply> negotiateInit(const char* msg, size_t len, bool offerRing);
+Result<FuseInitReply> negotiateInit(const char* msg, size_t len, const FuseInitWishes& wishes);
 
 }  // namespace obd
