@@ -511,6 +511,8 @@ export interface RemoteFile {
   readonly size: number;
   /** kind: 'demand' (default) is seen by read-ahead; 'prefetch' and 'background' are fetched at their priority. */
   read(offset: number, length: number, kind?: 'demand' | 'prefetch' | 'background'): Promise<Buffer>;
+  /** The same into the caller's buffer of exactly `length` bytes (resolves to it): no allocation per read. */
+  read(offset: number, length: number, kind: 'demand' | 'prefetch' | 'background' | undefined, into: Buffer): Promise<Buffer>;
   stats(): RemoteFileStats;
   /** Offset of the first unit at or after `offset` neither cached nor being fetched; size when none. */
   nextMissing(offset: number): number;

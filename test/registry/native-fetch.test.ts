@@ -14,6 +14,7 @@ import { sourceFetcher } from '../../src/device/remote';
 import { BlobSource, CredentialStore, RegistryClient } from '../../src/registry';
 import { FaultProxy, type Fault } from '../helpers/fault-proxy';
 import { TestRegistry } from '../helpers/registry';
+import { ThrottleProxy } from '../helpers/throttle-proxy';
 import { TokenServer } from '../helpers/token-server';
 
 const KiB = 1024;
@@ -150,6 +151,41 @@ describe('native fetch path', () => {
     await readChecked(file, data, 1);
     assert.ok(proxy.seen.filter((s) => s.server === 'proxy' && s.method === 'GET').length >= 2, 'the registry was asked again');
     assert.ok(fetcher.stats().native!.routes <= 1);
+  });
+});
+
+describe('native fetch path on a slow link', () => {
+  const reg = new TestRegistry();
+  const data = crypto.randomBytes(32 * UNIT);
+  let digest = '';
+  let proxy: ThrottleProxy;
+  before(async () => {
+    await reg.start();
+    digest = await reg.pushBlob('lib/slow', data);
+    const [host, port] = reg.host.split(':');
+    proxy = new ThrottleProxy({ host, port: Number(port) }, 2 * MiB, 0);
+    await proxy.start();
+  });
+  after(async () => {
+    await proxy?.stop();
+    await reg.stop();
+  });
+
+  it('hands each unit of a large GET to its readers as it arrives, not when the whole GET ends', async (t) => {
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    const { fetcher, file } = nativeFile(t, client, proxy.host, 'lib/slow', digest, data.length);
+    await readChecked(file, data, 31);
+    await settle();
+    // One GET of 16 units (4 MiB, ~2 s at 2 MiB/s); the reader of its first unit must not wait for the rest.
+    const t0 = Date.now();
+    const whole = file.read(0, 16 * UNIT).then((b) => ({ b, ms: Date.now() - t0 }));
+    const first = file.read(0, 4096).then((b) => ({ b, ms: Date.now() - t0 }));
+    const [w, f] = await Promise.all([whole, first]);
+    assert.ok(w.b.equals(data.subarray(0, 16 * UNIT)), 'bytes of the large read');
+    assert.ok(f.b.equals(data.subarray(0, 4096)), 'bytes of the first unit');
+    assert.equal(fetcher.stats().native!.fetches, 1, 'both reads were served by one native GET');
+    assert.ok(f.ms < w.ms / 3, `the first unit came after ${f.ms} ms, the whole GET after ${w.ms} ms`);
   });
 });
 

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "remote/fetch_buffer_pool.h"
+
 namespace obd {
 
 namespace {
@@ -50,6 +52,7 @@ struct HttpRangeClient::Transfer {
   bool accepting = false;   // the answer's headers matched the request: its body is ours
   std::string refusal;      // why the headers did not match (the transfer is aborted)
   uint64_t got = 0;
+  uint64_t reported = 0;    // progress steps reported so far
   uint64_t errorBody = 0;
   bool overflow = false;
 
@@ -145,7 +148,7 @@ size_t HttpRangeClient::onHeader(char* p, size_t size, size_t n, void* ud) {
     if (t->answer.httpStatus >= 100 && t->answer.httpStatus < 200) return len;
     t->judgeHeaders();
     if (!t->refusal.empty()) return 0;  // stop a body we would throw away (a whole blob, say)
-    if (t->accepting) t->answer.body.reserve(t->req.length);  // filled by appends: no zeroing first
+    if (t->accepting) t->answer.body = FetchBufferPool::shared().take(t->req.length);  // filled by appends: no zeroing first
   }
   return len;
 }
@@ -165,6 +168,13 @@ size_t HttpRangeClient::onBody(char* p, size_t size, size_t n, void* ud) {
   }
   t->answer.body.insert(t->answer.body.end(), reinterpret_cast<uint8_t*>(p), reinterpret_cast<uint8_t*>(p) + len);
   t->got += len;
+  if (t->req.onProgress && t->got < t->req.length) {  // the whole body goes to `done` instead
+    uint64_t steps = t->got / std::max<uint64_t>(1, t->req.progressStep);
+    if (steps > t->reported) {
+      t->reported = steps;
+      t->req.onProgress(t->answer.body.data(), t->got);
+    }
+  }
   return len;
 }
 

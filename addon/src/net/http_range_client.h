@@ -30,6 +30,10 @@ struct HttpRangeRequest {
   uint64_t offset = 0;
   uint64_t length = 0;               // > 0
   uint64_t blobSize = 0;             // expected total size in Content-Range (0: not checked)
+  // Called on the client's thread with the body received so far (from `offset`), each time another
+  // `progressStep` bytes have arrived; the bytes stay valid only during the call.
+  std::function<void(const uint8_t* data, uint64_t arrived)> onProgress;
+  uint64_t progressStep = 256 << 10;
 };
 
 struct HttpRangeAnswer {

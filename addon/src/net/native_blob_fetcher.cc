@@ -41,6 +41,11 @@ NativeFetchStats NativeBlobFetcher::stats() const {
 }
 
 void NativeBlobFetcher::fetch(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done) {
+  fetchStreaming(digest, offset, length, priority, std::move(done), nullptr);
+}
+
+void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done,
+                                       Progress progress) {
   HttpRangeRequest req;
   uint64_t generation = 0;
   {
@@ -63,6 +68,7 @@ void NativeBlobFetcher::fetch(const std::string& digest, uint64_t offset, uint64
   }
   req.offset = offset;
   req.length = length;
+  req.onProgress = std::move(progress);
   auto self = shared_from_this();
   auto started = std::chrono::steady_clock::now();
   client_->get(std::move(req), [self, digest, generation, offset, length, priority, started, done = std::move(done)](HttpRangeAnswer a) mutable {

@@ -50,6 +50,9 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
                                                    OnFetched onFetched = nullptr);
   ~NativeBlobFetcher() override;
   void fetch(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done) override;
+  // Native fetches report their bytes as they arrive (every 256 KiB, the default refill unit); fallback ones do not.
+  void fetchStreaming(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done,
+                      Progress progress) override;
   void setRoute(const std::string& digest, BlobRoute route);
   void dropRoute(const std::string& digest);
   void close();

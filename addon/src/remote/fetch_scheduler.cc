@@ -26,6 +26,7 @@ struct FetchScheduler::Ticket {
   FetchPriority priority = FetchPriority::kDemand;
   bool started = false;
   BlobFetcher::Done done;
+  BlobFetcher::Progress progress;
 };
 
 std::shared_ptr<FetchScheduler> FetchScheduler::create(std::shared_ptr<BlobFetcher> fetcher, FetchSchedulerLimits limits) {
@@ -67,13 +68,15 @@ void FetchScheduler::takeStartable(std::vector<std::shared_ptr<Ticket>>* out) {
 }
 
 std::shared_ptr<FetchScheduler::Ticket> FetchScheduler::submit(const std::string& digest, uint64_t offset, uint64_t length,
-                                                               FetchPriority priority, BlobFetcher::Done done) {
+                                                               FetchPriority priority, BlobFetcher::Done done,
+                                                               BlobFetcher::Progress progress) {
   auto t = std::make_shared<Ticket>();
   t->digest = digest;
   t->offset = offset;
   t->length = length;
   t->priority = priority;
   t->done = std::move(done);
+  t->progress = std::move(progress);
   std::vector<std::shared_ptr<Ticket>> go;
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -108,11 +111,14 @@ void FetchScheduler::promote(const std::shared_ptr<Ticket>& t) {
 void FetchScheduler::start(const std::vector<std::shared_ptr<Ticket>>& ts) {
   auto self = shared_from_this();
   for (const auto& t : ts) {
-    fetcher_->fetch(t->digest, t->offset, t->length, t->priority, [self, t](Status st, std::vector<uint8_t> data) {
+    auto done = [self, t](Status st, std::vector<uint8_t> data) {
       self->finished(t, st.ok(), st.ok() ? data.size() : 0);
       BlobFetcher::Done d = std::move(t->done);
+      t->progress = nullptr;
       d(std::move(st), std::move(data));
-    });
+    };
+    if (t->progress) fetcher_->fetchStreaming(t->digest, t->offset, t->length, t->priority, std::move(done), t->progress);
+    else fetcher_->fetch(t->digest, t->offset, t->length, t->priority, std::move(done));
   }
 }
 

@@ -30,8 +30,18 @@ const char* fetchPriorityName(FetchPriority p);
 class BlobFetcher {
  public:
   using Done = std::function<void(Status, std::vector<uint8_t>)>;
+  // The bytes received so far: `arrived` bytes from the requested offset at `data`, valid only
+  // during the call (a large GET hands its first units to readers long before it ends).
+  using Progress = std::function<void(const uint8_t* data, uint64_t arrived)>;
   virtual ~BlobFetcher() = default;
   virtual void fetch(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done) = 0;
+  // fetch(), reporting the bytes as they arrive, in order, to `progress` (on any thread, never after
+  // `done`) when the fetcher can; the default cannot, and only calls `done`.
+  virtual void fetchStreaming(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done,
+                              Progress progress) {
+    (void)progress;
+    fetch(digest, offset, length, priority, std::move(done));
+  }
 };
 
 struct FetchSchedulerLimits {
@@ -55,7 +65,7 @@ class FetchScheduler : public std::enable_shared_from_this<FetchScheduler> {
   struct Ticket;
   static std::shared_ptr<FetchScheduler> create(std::shared_ptr<BlobFetcher> fetcher, FetchSchedulerLimits limits = {});
   std::shared_ptr<Ticket> submit(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority,
-                                 BlobFetcher::Done done);
+                                 BlobFetcher::Done done, BlobFetcher::Progress progress = nullptr);
   // Makes a queued fetch a demand fetch and starts it (no-op once started).
   void promote(const std::shared_ptr<Ticket>& t);
   double linkBytesPerSec() const;

@@ -1,5 +1,7 @@
 #include "remote/remote_file.h"
 
+#include "remote/fetch_buffer_pool.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -45,6 +47,7 @@ struct RemoteFile::Fetch {
   uint64_t off = 0;
   uint64_t len = 0;
   FetchPriority priority = FetchPriority::kDemand;
+  uint64_t arrived = 0;  // bytes received so far (a fetcher that streams reports them before the end)
   bool landed = false;
   std::shared_ptr<FetchScheduler::Ticket> ticket;
   std::shared_ptr<const std::vector<uint8_t>> data;
@@ -225,8 +228,10 @@ void RemoteFile::startFetch(const std::shared_ptr<Fetch>& f) {
     priority = f->priority;
   }
   auto self = shared_from_this();  // alive until the fetcher answers
-  auto ticket = fetcher_->submit(blob_->digest(), f->off, f->len, priority,
-                                 [self, f](Status st, std::vector<uint8_t> data) { self->onFetched(f, std::move(st), std::move(data)); });
+  auto ticket = fetcher_->submit(
+      blob_->digest(), f->off, f->len, priority,
+      [self, f](Status st, std::vector<uint8_t> data) { self->onFetched(f, std::move(st), std::move(data)); },
+      [self, f](const uint8_t* data, uint64_t arrived) { self->onArrived(f, data, arrived); });
   bool promote;
   {
     std::lock_guard<std::mutex> g(mu_);
@@ -234,6 +239,23 @@ void RemoteFile::startFetch(const std::shared_ptr<Fetch>& f) {
     promote = f->priority != priority;  // a demand read came to wait on it meanwhile
   }
   if (promote) fetcher_->promote(ticket);
+}
+
+// Part of a fetch has arrived: the readers whose part of it is complete need not wait for the rest.
+void RemoteFile::onArrived(const std::shared_ptr<Fetch>& f, const uint8_t* data, uint64_t arrived) {
+  std::vector<std::shared_ptr<ReadOp>> ready;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    f->arrived = std::max(f->arrived, arrived);
+    auto complete = [&](const std::shared_ptr<ReadOp>& w) { return std::min(w->off + w->n, f->off + f->len) <= f->off + arrived; };
+    auto split = std::stable_partition(f->waiters.begin(), f->waiters.end(), [&](const auto& w) { return !complete(w); });
+    ready.assign(std::make_move_iterator(split), std::make_move_iterator(f->waiters.end()));
+    f->waiters.erase(split, f->waiters.end());
+  }
+  for (auto& w : ready) {
+    w->copyFrom(f->off, data, arrived);
+    w->release(Status::Ok());
+  }
 }
 
 void RemoteFile::onFetched(const std::shared_ptr<Fetch>& f, Status st, std::vector<uint8_t> data) {
@@ -255,7 +277,7 @@ void RemoteFile::onFetched(const std::shared_ptr<Fetch>& f, Status st, std::vect
     for (auto& w : waiters) w->release(err);
     return;
   }
-  auto d = std::make_shared<const std::vector<uint8_t>>(std::move(data));
+  auto d = FetchBufferPool::shared().share(std::move(data));
   {
     std::lock_guard<std::mutex> g(mu_);
     f->data = d;
