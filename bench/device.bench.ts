@@ -11,7 +11,10 @@
 //
 // OBD_BENCH_SECONDS sets the fio runtime per case and side (default 5), split over OBD_BENCH_ROUNDS
 // alternating baseline/obd rounds (default 3; medians are printed); OBD_BENCH_STACKS picks stacks by
-// name ("1-lsmt,10-lz4", default all); OBD_BENCH_FUSE_PATHS picks paths ("/dev/fuse,io_uring").
+// name ("1-lsmt,10-lz4", default all); OBD_BENCH_FUSE_PATHS picks paths ("/dev/fuse,io_uring");
+// OBD_BENCH_DEVICE_CACHE sets deviced's deviceCache ("page", "direct"; default: the config's default).
+// Each table names the cache mode its devices ran in. Both sides are warmed the same way: every
+// device, obd's and the baseline's, is read once before it is measured.
 import crypto from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -173,19 +176,22 @@ async function runStacks(d: Deviced, tmp: TempDir, stacks: Stack[], baselines: M
     if (r.status !== 0) throw new Error(`obd ${a.join(' ')}: ${r.stderr}`);
     return r.stdout;
   };
-  let fusePath = '';
   for (const s of stacks) {
     const base = baselines.get(s.content)!;
     const lowers = s.lowers.map((file) => ({ file }));
     const ro = d.attach(writeImageConfig(tmp, `${s.name}-ro.json`, { lowers }), `${s.name}-ro`);
-    fusePath = JSON.parse(obd('device', 'ls', '--json')).find((x: { id: string }) => x.id === `${s.name}-ro`)?.fusePath ?? '?';
-    sh('dd', [`if=${ro}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']); // warm the layer files
+    const info = JSON.parse(obd('device', 'ls', '--json')).find((x: { id: string }) => x.id === `${s.name}-ro`) ?? {};
+    const fusePath: string = info.fusePath ?? '?';
+    const cache: string = info.cache ?? '?';
+    // Warm: the layer files, and a page-cached device's own cache (as the baseline's raw files are).
+    sh('dd', [`if=${ro}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']);
     if (sh('cmp', [base.ro, ro]) !== '') throw new Error(`${s.name}: device and baseline differ`);
     // One fresh upper per stack and FUSE path: the random writes of an earlier run stay out of it.
     const upperData = tmp.join(`${s.name}-${pathTag}-u.data`);
     const upperIndex = tmp.join(`${s.name}-${pathTag}-u.index`);
     obd('layer', 'create', '--vsize', `${VSIZE / MiB}M`, upperData, upperIndex);
     const rw = d.attach(writeImageConfig(tmp, `${s.name}-rw.json`, { lowers, upper: { data: upperData, index: upperIndex } }), `${s.name}-rw`);
+    sh('dd', [`if=${rw}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']);
 
     const rows: BenchRow[] = [];
     for (const [name, job, unit] of CASES) {
@@ -209,7 +215,7 @@ async function runStacks(d: Deviced, tmp: TempDir, stacks: Stack[], baselines: M
       if (name === '4k randread QD32' || write)
         rows.push({ name: `deviced CPU per 100k 4k ${write ? 'writes' : 'reads'}`, value: (cpu / 1e6) * (100_000 / ops), unit: 'ms' });
     }
-    printTable(`${s.name}: ${s.lowers.length}-layer ${s.name.endsWith('lz4') ? 'lz4 ZFile' : 'LSMT'} stack, fuse path ${fusePath}; ratio = obd / loop on a raw file`, rows);
+    printTable(`${s.name}: ${s.lowers.length}-layer ${s.name.endsWith('lz4') ? 'lz4 ZFile' : 'LSMT'} stack, fuse path ${fusePath}, cache ${cache}; ratio = obd / loop on a raw file`, rows);
     obd('device', 'detach', `${s.name}-rw`);
     obd('device', 'detach', `${s.name}-ro`);
   }
@@ -235,7 +241,8 @@ async function main(): Promise<void> {
     let d: Deviced | undefined;
     for (const wanted of paths) {
       if (wanted === 'io_uring') enableFuseIoUring(cleanup);
-      d = await startDeviced(tmp, cleanup, { fuseIoUring: wanted === 'io_uring' });
+      const cache = process.env.OBD_BENCH_DEVICE_CACHE ? { deviceCache: process.env.OBD_BENCH_DEVICE_CACHE } : {};
+      d = await startDeviced(tmp, cleanup, { fuseIoUring: wanted === 'io_uring', ...cache });
       await runStacks(d, tmp, stacks, baselines, wanted === 'io_uring' ? 'uring' : 'dev');
       if (wanted !== paths[paths.length - 1]) await d.stop();
     }
@@ -260,7 +267,7 @@ async function main(): Promise<void> {
       { name: 'deviced RSS, 20 devices', value: rss20, baseline: rss1, unit: 'MiB' },
     ]);
     const stats = JSON.parse(obd('device', 'stats', '--json', 'm0'))[0];
-    console.log(`m0: ${stats.readOps} reads, ${stats.coalescedReads} coalesced, ${stats.errors} errors; loop direct I/O ${JSON.parse(obd('device', 'ls', '--json'))[0].directIo}`);
+    console.log(`m0: ${stats.readOps} reads, ${stats.coalescedReads} coalesced, ${stats.errors} errors; loop direct I/O ${JSON.parse(obd('device', 'ls', '--json'))[0].directIo}, cache ${JSON.parse(obd('device', 'ls', '--json'))[0].cache}`);
     for (let i = 0; i < 20; i++) obd('device', 'detach', `m${i}`);
     await last.stop();
   } finally {
