@@ -120,7 +120,7 @@ const SCHEMA: Schema = {
   deviceAddress: { type: 'string', default: '/run/obd/deviced.sock', check: absolutePath },
   transport: { type: 'string', default: 'auto', check: oneOf('auto', 'tcmu', 'fuse-loop') },
   fuseIoUring: { type: 'boolean', default: false },
-  deviceCache: { type: 'string', default: 'direct', check: oneOf('auto', 'page', 'direct') },
+  deviceCache: { type: 'string', default: 'auto', check: oneOf('auto', 'page', 'direct') },
   nativeFetch: { type: 'boolean', default: false },
   cacheConfig: {
     type: 'object',

@@ -38,6 +38,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   const transport = decideTransport(cfg.transport, o.tcmu ?? (() => addon.tcmuSupported(true)));
   checks.push(...kernelChecks({ root: o.sysRoot ?? '/' }, { fuseLoop: transport.transport !== 'tcmu', fuseIoUring: cfg.fuseIoUring }));
   checks.push(transportCheck(cfg, transport));
+  if (transport.transport === 'fuse-loop') checks.push(deviceCacheCheck(cfg));
   checks.push(...containerdConfigChecks(o.containerdConfig, cfg.address));
   checks.push(await socketCheck('socket: containerd', o.containerdAddress, 'containerd is not running or listens elsewhere (--containerd-address)'));
   checks.push(await socketCheck('socket: snapshotter', cfg.address, 'start `obd snapshotter` (obd-snapshotter.service)'));
@@ -53,6 +54,16 @@ function transportCheck(cfg: ObdConfig, d: ReturnType<typeof decideTransport>): 
   if (cfg.transport === 'auto')
     return { name, status: 'ok', detail: `auto picks ${d.transport}: ${d.transport === 'tcmu' ? d.reason : `tcmu is not usable (${d.reason})`}` };
   return { name, status: 'ok', detail: `${d.transport} (configured)` };
+}
+
+/** The cache mode new fuse-loop devices get (config deviceCache); `obd device ls` shows each device's. */
+function deviceCacheCheck(cfg: ObdConfig): Check {
+  const how = {
+    auto: 'page-cached when all lowers are local, direct I/O for lazy (registry-backed) devices',
+    page: 'page-cached',
+    direct: 'direct I/O',
+  }[cfg.deviceCache];
+  return { name: 'device cache', status: 'ok', detail: `deviceCache ${cfg.deviceCache}: new fuse-loop devices are ${how}` };
 }
 
 function socketCheck(name: string, address: string, hint: string): Promise<Check> {

@@ -47,6 +47,7 @@ describe('obd doctor on a healthy node', () => {
     assert.match(check(rep, 'containerd: proxy plugin').detail, /\[proxy_plugins\.obd\] type = "snapshot"/);
     assert.match(check(rep, 'containerd: CRI').detail, /CRI plugin is disabled/); // the test containerd runs without CRI
     assert.equal(check(rep, 'transport').detail, 'fuse-loop (configured)');
+    assert.match(check(rep, 'device cache').detail, /^deviceCache auto: new fuse-loop devices are page-cached when all lowers are local, direct I\/O for lazy/);
     assert.match(check(rep, 'kernel: FUSE over io_uring').detail, /enable_uring|not in this kernel/);
   });
 
