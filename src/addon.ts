@@ -190,6 +190,7 @@ export interface DeviceAttachOptions {
   rawFile?: string; // serve a raw disk image instead of a stack (baseline/bench)
   rawWritable?: boolean;
   pageCache?: boolean; // fuse-loop: buffered loop device on the FUSE file's page cache (default: direct I/O)
+  cacheableFile?: boolean; // fuse-loop, read-only, direct: can become page-cached later (deviceUsePageCache)
   threads?: number; // FUSE reader threads, default 2
   fuseIoUring?: boolean; // fuse-loop: FUSE over io_uring when the kernel offers it
   transport?: 'fuse-loop' | 'tcmu'; // default fuse-loop
@@ -262,6 +263,11 @@ export function deviceDetach(handle: DeviceHandle, force: boolean): Promise<void
  * Process exit: stops serving; a tcmu device stays in the kernel for the next deviced to adopt, a
  * fuse-loop device too when handOver (its descriptors are in the fd store), else it is torn down.
  */
+/** A direct fuse-loop device attached with cacheableFile becomes page-cached (no-op if it is already). */
+export function deviceUsePageCache(handle: DeviceHandle): Promise<void> {
+  return native.deviceUsePageCache(handle);
+}
+
 export function deviceRelease(handle: DeviceHandle, handOver: boolean): Promise<void> {
   return native.deviceRelease(handle, handOver);
 }

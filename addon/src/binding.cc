@@ -1494,6 +1494,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     return reject(obd::InvalidArg("deviceAttach: id and mountDir are required"));
   }
   if (o.Get("pageCache").IsBoolean()) opts.pageCache = o.Get("pageCache").ToBoolean();
+  if (o.Get("cacheableFile").IsBoolean()) opts.cacheableFile = o.Get("cacheableFile").ToBoolean();
   if (o.Get("threads").IsNumber()) opts.threads = o.Get("threads").ToNumber().Int32Value();
   if (o.Get("fuseIoUring").IsBoolean()) opts.fuseIoUring = o.Get("fuseIoUring").ToBoolean();
   if (o.Get("takeover").IsObject()) {
@@ -1619,6 +1620,24 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
       [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
 }
 
+// deviceUsePageCache(handle) → Promise<void>: a direct fuse-loop device attached with cacheableFile
+// becomes page-cached (its loop device's queue drains first: off the JS thread, which remote misses need).
+Napi::Value UsePageCache(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Handle* h = info.Length() > 0 ? handleOf(info[0]) : nullptr;
+  auto dev = h ? h->dev : nullptr;
+  return runOnOwnThread<bool>(
+      env, "obd.deviceUsePageCache",
+      [dev]() -> obd::Result<bool> {
+        auto* fl = dynamic_cast<obd::FuseLoopDevice*>(dev.get());
+        if (!fl) return obd::InvalidArg("deviceUsePageCache: not a fuse-loop device handle");
+        Status st = fl->usePageCache();
+        if (!st.ok()) return st;
+        return true;
+      },
+      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+}
+
 // deviceRelease(handle, handOver) → Promise<void>: process exit; a tcmu device stays in the kernel for
 // the next deviced to adopt, a fuse-loop device too when handOver (its descriptors are in the fd store),
 // else it is torn down as by a forced detach.
@@ -1682,6 +1701,7 @@ void registerAll(Napi::Env env, Napi::Object exports) {
   exports.Set("deviceAttach", Napi::Function::New(env, Attach));
   exports.Set("deviceDetach", Napi::Function::New(env, Detach));
   exports.Set("deviceRelease", Napi::Function::New(env, Release));
+  exports.Set("deviceUsePageCache", Napi::Function::New(env, UsePageCache));
   exports.Set("deviceStats", Napi::Function::New(env, Stats));
   exports.Set("loopClear", Napi::Function::New(env, LoopClear));
   exports.Set("unmountLazy", Napi::Function::New(env, UnmountLazy));

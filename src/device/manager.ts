@@ -74,6 +74,8 @@ interface Attached {
   recording?: RecordingSession;
   prefetch?: TracePrefetch;
   held: boolean; // its descriptors are in the fd store: a successor can take it over
+  /** deviceCache auto, lazy and read-only: becomes page-cached once every remote blob is local. */
+  pageCacheWhenLocal: boolean;
 }
 
 interface AttachmentRecord {
@@ -85,6 +87,8 @@ interface AttachmentRecord {
 function cacheOf(dev: addon.AttachedDevice): DeviceInfo['cache'] {
   return dev.pageCache === undefined ? '' : dev.pageCache ? 'page' : 'direct';
 }
+
+const LOCAL_BLOBS_CHECK_MS = 2000;
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
@@ -136,6 +140,7 @@ export class DeviceManager {
   private readonly devices = new Map<string, Attached>();
   private readonly retired = { readBytes: 0, fetchedBytes: 0, devices: 0 }; // detached devices' last counters
   private readonly busy = new Set<string>(); // ids with an attach/detach in progress
+  private localBlobsTimer?: NodeJS.Timeout;
   readonly devicesDir: string;
   readonly mntDir: string;
 
@@ -402,6 +407,7 @@ export class DeviceManager {
         }
         opts.lowers = lowers;
         opts.pageCache = pageCached(this.deviceCache, remotes.length);
+        opts.cacheableFile = this.deviceCache === 'auto' && !opts.pageCache && !cfg.upper;
         if (cfg.upper?.data) {
           opts.upperData = cfg.upper.data;
           opts.upperIndex = cfg.upper.index;
@@ -421,7 +427,10 @@ export class DeviceManager {
         e.message = e.message.replace(/\/proc\/self\/fd\/(\d+)/g, (m, n: string) => byFd.get(Number(n)) ?? m);
         throw fromAddonError(e, `attach ${id}`);
       }
-      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, releases, recording, held: false };
+      // After a takeover the file's open mode is unknown (the loop device holds it): no switch then.
+      const pageCacheWhenLocal = !!opts.cacheableFile && !takeover && dev.readOnly && dev.pageCache === false;
+      const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, releases, recording, held: false, pageCacheWhenLocal };
+      if (pageCacheWhenLocal) this.watchLocalBlobs();
       if (takeover) {
         addon.closeFd(takeover.fuseFd); // the device serves its own duplicates
         addon.closeFd(takeover.loopFd);
@@ -582,8 +591,45 @@ export class DeviceManager {
     }
   }
 
+  /** Checks now and then whether a lazy device's blobs are all local, then makes it page-cached. */
+  private watchLocalBlobs(): void {
+    if (this.localBlobsTimer) return;
+    this.localBlobsTimer = setInterval(() => void this.pageCacheLocalDevices(), LOCAL_BLOBS_CHECK_MS);
+    this.localBlobsTimer.unref();
+  }
+
+  /**
+   * deviceCache auto: a lazy read-only device whose every remote blob is now in the block cache (read,
+   * prefetched or downloaded) has nothing left to overlap: it becomes page-cached like a local one.
+   */
+  async pageCacheLocalDevices(): Promise<void> {
+    for (const a of this.devices.values()) {
+      if (!a.pageCacheWhenLocal || this.busy.has(a.id)) continue;
+      const local = a.remotes.every((f) => {
+        const s = f.stats();
+        return s.units > 0 && s.presentUnits >= s.units;
+      });
+      if (!local) continue;
+      a.pageCacheWhenLocal = false;
+      this.busy.add(a.id);
+      try {
+        await addon.deviceUsePageCache(a.dev.handle);
+        a.dev.pageCache = true;
+        a.dev.directIo = false;
+        if (a.dev.bdiError) this.log.log('warn', 'page-cached device keeps the kernel\'s FUSE dirty limits', { id: a.id, err: a.dev.bdiError });
+        this.log.log('info', 'device is page-cached now: all its blobs are local', { id: a.id, device: a.dev.path });
+      } catch (err) {
+        this.log.log('warn', 'device stays direct: switching it to the page cache failed', { id: a.id, err: (err as Error).message });
+      } finally {
+        this.busy.delete(a.id);
+      }
+    }
+  }
+
   /** Stops serving every device (process exit). Records stay: the next start re-attaches (tcmu: adopts) them. */
   async closeAll(): Promise<void> {
+    if (this.localBlobsTimer) clearInterval(this.localBlobsTimer);
+    this.localBlobsTimer = undefined;
     await Promise.all(
       [...this.devices.values()].map(async (a) => {
         try {

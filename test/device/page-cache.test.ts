@@ -2,14 +2,31 @@
 // cache, with the writeback cache for writable devices. What a container wrote may sit in the kernel's
 // page cache of that file for a while; it must still reach the layer files on detach without a sync
 // and across a kill -9 of deviced (the dirty pages stay in the kernel, the successor writes them).
+// With deviceCache auto a lazy device starts direct and becomes page-cached, mounted, once its blobs
+// are all local.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { parseConfig } from '../../src/config';
 import type { Cleanup } from '../helpers/loop';
+import { TestRegistry } from '../helpers/registry';
 import { TempDir } from '../helpers/tmp';
-import { Deviced, finishTestDir, leftovers, obdLayer, run, sha256File, startDeviced, startTestDir, writeFileSynced, writeImageConfig } from './harness';
+import {
+  Deviced,
+  finishTestDir,
+  FIXTURES,
+  leftovers,
+  mountDev,
+  obdLayer,
+  run,
+  sha256File,
+  startDeviced,
+  startTestDir,
+  umount,
+  writeFileSynced,
+  writeImageConfig,
+} from './harness';
 
 const MiB = 1 << 20;
 
@@ -97,6 +114,40 @@ describe('page-cached fuse-loop devices', { timeout: 600_000 }, () => {
     assert.equal(deviceSha(again, 0, 8 * MiB), sha256File(tmp.join('synced.bin')), 'synced before the kill');
     assert.equal(deviceSha(again, 16, 16 * MiB), sha256File(tmp.join('dirty.bin')), 'dirty at the kill');
     await d.detach('rw2');
+    await d.stop();
+  });
+
+  it('auto: a lazy device starts direct and, mounted, becomes page-cached once its blobs are downloaded', async () => {
+    const registry = new TestRegistry();
+    await registry.start();
+    cleanup.add('stop registry', () => void registry.stop());
+    run('tar', ['-xzf', path.join(FIXTURES, 'ext4_64.tar.gz'), '-C', tmp.path, 'ext4_64']);
+    const lowers = [];
+    for (const f of [tmp.join('ext4_64'), path.join(FIXTURES, 'e_ext4', 'e1.commit.lz4_bs4k.zfile')]) {
+      const data = fs.readFileSync(f);
+      lowers.push({ digest: await registry.pushBlob('obd/fixture', data), size: data.length });
+    }
+    // The download waits 2 s, so the device is seen direct first.
+    const download = { enable: true, delay: 2, delayExtra: 0, maxMBps: 0, tryCnt: 5, blockSize: 262144 };
+    const d = await startDeviced(tmp, cleanup, { deviceCache: 'auto', download, cacheConfig: { cacheDir: tmp.join('cache'), cacheSizeGB: 1 } });
+    const dev = (await d.client.attach({ id: 'lazy', configPath: writeImageConfig(tmp, 'lazy.json', { repoBlobUrl: `${registry.url}/v2/obd/fixture/blobs`, lowers }) })).path;
+    const cacheOf = async () => (await d.client.list()).find((x) => x.id === 'lazy')?.cache;
+    assert.equal(await cacheOf(), 'direct', 'lazy: direct I/O');
+    const mnt = tmp.join('mnt');
+    mountDev(cleanup, dev, mnt, 'ro,noload');
+    const before = sha256File(path.join(mnt, 'bin/data.bin'));
+    for (let i = 0; (await cacheOf()) !== 'page'; i++) {
+      assert.ok(i < 300, `not page-cached 60 s after the attach:\n${d.logs()}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.match(d.logs(), /device is page-cached now: all its blobs are local id=lazy/);
+    assert.equal(fs.readFileSync(`/sys/block/${path.basename(dev)}/loop/dio`, 'utf8').trim(), '0');
+    // The mounted filesystem lives on: its files read the same, from the page-cached device.
+    run('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+    assert.equal(sha256File(path.join(mnt, 'bin/data.bin')), before);
+    assert.equal(fs.readFileSync(path.join(mnt, 'etc/hello.txt'), 'utf8').length > 0, true);
+    umount(mnt);
+    await d.detach('lazy');
     await d.stop();
   });
 });

@@ -35,14 +35,11 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<B
 
   // This open (LOOKUP + OPEN) is answered by our session threads, which never need the JS thread.
   // Its O_DIRECT flag is what makes the server answer FOPEN_DIRECT_IO rather than KEEP_CACHE.
-  const int mode = (d->readOnly_ ? O_RDONLY : O_RDWR) | O_CLOEXEC | (opts.pageCache ? 0 : O_DIRECT);
+  d->cacheableFile_ = opts.pageCache || (opts.cacheableFile && d->readOnly_);
+  const int mode = (d->readOnly_ ? O_RDONLY : O_RDWR) | O_CLOEXEC | (d->cacheableFile_ ? 0 : O_DIRECT);
   UniqueFd file(::open(d->backingFile_.c_str(), mode));
   if (!file.valid()) return SysError("device " + opts.id + ": open " + d->backingFile_);
-  if (opts.pageCache) {
-    struct stat st;
-    Status bdi = ::fstat(file.get(), &st) == 0 ? applyBdiSettings(st.st_dev, FuseBdiSettings{}) : SysError(d->backingFile_ + ": fstat");
-    if (!bdi.ok()) d->bdiError_ = bdi.message();
-  }
+  if (opts.pageCache) d->raiseBdiLimits(file.get());
   LoopOptions lo;
   lo.readOnly = d->readOnly_;
   lo.directIo = !opts.pageCache;
@@ -75,6 +72,24 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::takeOver(std::unique_ptr
   d->tookOver_ = true;
   d->setLoopInfo();
   return d;
+}
+
+void FuseLoopDevice::raiseBdiLimits(int fileFd) {
+  struct stat st;
+  Status bdi = ::fstat(fileFd, &st) == 0 ? applyBdiSettings(st.st_dev, FuseBdiSettings{}) : SysError(backingFile_ + ": fstat");
+  bdiError_ = bdi.ok() ? std::string() : bdi.message();
+}
+
+Status FuseLoopDevice::usePageCache() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!directIo_) return Status::Ok();
+  if (!cacheableFile_ || !loop_.attached()) return InvalidArg(path_ + ": its FUSE file was opened for direct I/O only");
+  UniqueFd file(::open(backingFile_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file.valid()) return SysError(path_ + ": open " + backingFile_);
+  raiseBdiLimits(file.get());
+  OBD_RETURN_IF_ERROR(loop_.setDirectIo(false));
+  directIo_ = loop_.directIo();
+  return Status::Ok();
 }
 
 void FuseLoopDevice::setLoopInfo() {

@@ -40,6 +40,9 @@ struct FuseLoopOptions {
   // bdi's limits raised) or direct (loop direct I/O on a FOPEN_DIRECT_IO open, nothing cached between
   // the loop device and us). See docs/architecture.md "The fuse-loop data path".
   bool pageCache = false;
+  // Direct mode, but the file opened without O_DIRECT (a KEEP_CACHE open; the loop device's direct I/O
+  // still bypasses its page cache), so that usePageCache() can switch the device later. Read-only only.
+  bool cacheableFile = false;
   int threads = 2;
   bool fuseIoUring = false;  // FUSE over io_uring when the kernel offers it (opt-in: see fuse_ring_channel.h)
   std::optional<FuseTakeover> takeover;
@@ -69,6 +72,11 @@ class FuseLoopDevice : public ServedDevice {
   bool directIo() const { return directIo_; }
   // Buffered loop device on the FUSE file's page cache (read from the kernel, so a successor knows too).
   bool pageCache() const { return !directIo_; }
+  // Direct → page-cached on a live device (a lazy device whose blobs are all local now): the loop
+  // device goes buffered. Only for a device attached here with cacheableFile (an O_DIRECT open stays
+  // uncached whatever the loop device does). No LOOP_CHANGE_FD: it marks the block device dead, which
+  // shuts down a filesystem mounted on it.
+  Status usePageCache();
   // Page-cached device whose bdi limits could not be raised: why (writes then run at FUSE_WRITE speed).
   const std::string& bdiError() const { return bdiError_; }
   const std::string& backingFile() const { return backingFile_; }
@@ -87,10 +95,11 @@ class FuseLoopDevice : public ServedDevice {
   std::shared_ptr<FuseFileServer> server_;
   LoopDevice loop_;
   Status flushDirtyPages();
+  void raiseBdiLimits(int fileFd);
   std::string path_, backingFile_, mountDir_, bdiError_;
   int loopIndex_ = -1;
   dev_t rdev_ = 0;
-  bool directIo_ = false, readOnly_ = true, tookOver_ = false;
+  bool directIo_ = false, readOnly_ = true, tookOver_ = false, cacheableFile_ = false;
   int releaseDrainMs_ = 5000;
   uint64_t size_ = 0;
 };

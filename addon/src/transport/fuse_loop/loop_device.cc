@@ -118,6 +118,11 @@ bool LoopDevice::directIo() const {
   return (in >> v) && v == 1;
 }
 
+Status LoopDevice::setDirectIo(bool on) {
+  if (::ioctl(fd_.get(), LOOP_SET_DIRECT_IO, on ? 1UL : 0UL) != 0) return SysError(path_ + ": LOOP_SET_DIRECT_IO " + (on ? "1" : "0"));
+  return Status::Ok();
+}
+
 Status LoopDevice::detach(bool force) {
   if (!fd_.valid()) return Status::Ok();
   if (!force) {

@@ -37,6 +37,8 @@ class LoopDevice {
   int index() const { return index_; }
   dev_t rdev() const { return rdev_; }
   bool directIo() const;  // what the driver actually chose (it may refuse direct I/O)
+  // Switches a bound device between direct and buffered I/O to its file (the queue is drained first).
+  Status setDirectIo(bool on);
   bool attached() const { return fd_.valid(); }
 
   // Without force: EBUSY if anyone holds the device exclusively (mounted filesystem, mkfs).
