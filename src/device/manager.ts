@@ -7,6 +7,8 @@
 //   devices/<id>/attachment.json  {id, sourcePath, attachedAt}: present ⇔ the device should be attached
 //   devices/<id>/fuse-init        the FUSE_INIT request its connection began with (fuse-loop; a
 //                                 successor replays it when it takes the connection over)
+//   devices/<id>/page-cache-when-local  present ⇔ a lazy device whose FUSE file was opened for a later
+//                                 switch to the page cache (deviceCache auto); a successor may still switch it
 //   mnt/<id>/                     private FUSE mount serving the device's backing file (fuse-loop)
 // A fuse-loop device's /dev/fuse and /dev/loopN descriptors live in a DeviceFdStore as well, so a
 // restart or crash of deviced leaves the device running: the next start takes it over (same
@@ -89,6 +91,7 @@ function cacheOf(dev: addon.AttachedDevice): DeviceInfo['cache'] {
 }
 
 const LOCAL_BLOBS_CHECK_MS = 2000;
+const PAGE_CACHE_WHEN_LOCAL = 'page-cache-when-local';
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
@@ -407,7 +410,10 @@ export class DeviceManager {
         }
         opts.lowers = lowers;
         opts.pageCache = pageCached(this.deviceCache, remotes.length);
-        opts.cacheableFile = this.deviceCache === 'auto' && !opts.pageCache && !cfg.upper;
+        // A successor cannot see how its predecessor opened the file: the record says.
+        opts.cacheableFile = takeover
+          ? fs.existsSync(path.join(dir, PAGE_CACHE_WHEN_LOCAL))
+          : this.deviceCache === 'auto' && !opts.pageCache && !cfg.upper;
         if (cfg.upper?.data) {
           opts.upperData = cfg.upper.data;
           opts.upperIndex = cfg.upper.index;
@@ -427,8 +433,7 @@ export class DeviceManager {
         e.message = e.message.replace(/\/proc\/self\/fd\/(\d+)/g, (m, n: string) => byFd.get(Number(n)) ?? m);
         throw fromAddonError(e, `attach ${id}`);
       }
-      // After a takeover the file's open mode is unknown (the loop device holds it): no switch then.
-      const pageCacheWhenLocal = !!opts.cacheableFile && !takeover && dev.readOnly && dev.pageCache === false;
+      const pageCacheWhenLocal = !!opts.cacheableFile && dev.readOnly && dev.pageCache === false;
       const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, releases, recording, held: false, pageCacheWhenLocal };
       if (pageCacheWhenLocal) this.watchLocalBlobs();
       if (takeover) {
@@ -441,6 +446,7 @@ export class DeviceManager {
       if (trace === 'replay') a.prefetch = this.startPrefetch(id, cfg.recordTracePath!, byDigest);
       if (recording) this.log.log('info', 'recording a trace', { id, trace: cfg.recordTracePath });
       this.devices.set(id, a);
+      if (pageCacheWhenLocal) writeFileAtomic(path.join(dir, PAGE_CACHE_WHEN_LOCAL), '', 0o600);
       writeFileAtomic(path.join(dir, 'attachment.json'), JSON.stringify({ id, sourcePath, attachedAt } satisfies AttachmentRecord) + '\n', 0o600);
       writeResultFile(cfg);
       this.log.log('info', 'attached device', { id, device: dev.path, transport: this.transport, readOnly: dev.readOnly, size: dev.size, directIo: dev.directIo, fusePath: dev.fusePath, cache: cacheOf(dev) });

@@ -117,37 +117,50 @@ describe('page-cached fuse-loop devices', { timeout: 600_000 }, () => {
     await d.stop();
   });
 
-  it('auto: a lazy device starts direct and, mounted, becomes page-cached once its blobs are downloaded', async () => {
-    const registry = new TestRegistry();
-    await registry.start();
-    cleanup.add('stop registry', () => void registry.stop());
-    run('tar', ['-xzf', path.join(FIXTURES, 'ext4_64.tar.gz'), '-C', tmp.path, 'ext4_64']);
-    const lowers = [];
-    for (const f of [tmp.join('ext4_64'), path.join(FIXTURES, 'e_ext4', 'e1.commit.lz4_bs4k.zfile')]) {
-      const data = fs.readFileSync(f);
-      lowers.push({ digest: await registry.pushBlob('obd/fixture', data), size: data.length });
-    }
-    // The download waits 2 s, so the device is seen direct first.
-    const download = { enable: true, delay: 2, delayExtra: 0, maxMBps: 0, tryCnt: 5, blockSize: 262144 };
-    const d = await startDeviced(tmp, cleanup, { deviceCache: 'auto', download, cacheConfig: { cacheDir: tmp.join('cache'), cacheSizeGB: 1 } });
-    const dev = (await d.client.attach({ id: 'lazy', configPath: writeImageConfig(tmp, 'lazy.json', { repoBlobUrl: `${registry.url}/v2/obd/fixture/blobs`, lowers }) })).path;
-    const cacheOf = async () => (await d.client.list()).find((x) => x.id === 'lazy')?.cache;
-    assert.equal(await cacheOf(), 'direct', 'lazy: direct I/O');
-    const mnt = tmp.join('mnt');
-    mountDev(cleanup, dev, mnt, 'ro,noload');
-    const before = sha256File(path.join(mnt, 'bin/data.bin'));
-    for (let i = 0; (await cacheOf()) !== 'page'; i++) {
-      assert.ok(i < 300, `not page-cached 60 s after the attach:\n${d.logs()}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    assert.match(d.logs(), /device is page-cached now: all its blobs are local id=lazy/);
-    assert.equal(fs.readFileSync(`/sys/block/${path.basename(dev)}/loop/dio`, 'utf8').trim(), '0');
-    // The mounted filesystem lives on: its files read the same, from the page-cached device.
-    run('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
-    assert.equal(sha256File(path.join(mnt, 'bin/data.bin')), before);
-    assert.equal(fs.readFileSync(path.join(mnt, 'etc/hello.txt'), 'utf8').length > 0, true);
-    umount(mnt);
-    await d.detach('lazy');
-    await d.stop();
-  });
+  it('auto: a lazy device starts direct and, mounted, becomes page-cached once its blobs are downloaded', () => lazyBecomesPageCached(false));
+
+  it('auto: after a kill -9 of deviced the successor still switches the lazy device it took over', () => lazyBecomesPageCached(true));
 });
+
+/** A lazy two-layer fixture stack, mounted; its blobs are downloaded in the background (after 3 s). */
+async function lazyBecomesPageCached(killFirst: boolean): Promise<void> {
+  const registry = new TestRegistry();
+  await registry.start();
+  cleanup.add('stop registry', () => void registry.stop());
+  run('tar', ['-xzf', path.join(FIXTURES, 'ext4_64.tar.gz'), '-C', tmp.path, 'ext4_64']);
+  const lowers = [];
+  for (const f of [tmp.join('ext4_64'), path.join(FIXTURES, 'e_ext4', 'e1.commit.lz4_bs4k.zfile')]) {
+    const data = fs.readFileSync(f);
+    lowers.push({ digest: await registry.pushBlob('obd/fixture', data), size: data.length });
+  }
+  const download = { enable: true, delay: 3, delayExtra: 0, maxMBps: 0, tryCnt: 5, blockSize: 262144 };
+  const d = await startDeviced(tmp, cleanup, { deviceCache: 'auto', download, cacheConfig: { cacheDir: tmp.join('cache'), cacheSizeGB: 1 } });
+  const cfg = writeImageConfig(tmp, 'lazy.json', { repoBlobUrl: `${registry.url}/v2/obd/fixture/blobs`, lowers });
+  const dev = (await d.client.attach({ id: 'lazy', configPath: cfg })).path;
+  const cacheOf = async () => (await d.client.list()).find((x) => x.id === 'lazy')?.cache;
+  assert.equal(await cacheOf(), 'direct', 'lazy: direct I/O');
+  const mnt = tmp.join('mnt');
+  mountDev(cleanup, dev, mnt, 'ro,noload');
+  const before = sha256File(path.join(mnt, 'bin/data.bin'));
+  if (killFirst) {
+    assert.equal(await cacheOf(), 'direct', 'still direct at the kill');
+    await d.kill9();
+    await d.restart();
+    assert.match(d.logs(), /took over device from the previous deviced id=lazy/);
+  }
+  for (let i = 0; (await cacheOf()) !== 'page'; i++) {
+    assert.ok(i < 300, `not page-cached 60 s after the attach:\n${d.logs()}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const switchedAt = d.logs().search(/device is page-cached now: all its blobs are local id=lazy/);
+  assert.ok(switchedAt > 0, 'the switch is logged');
+  if (killFirst) assert.ok(switchedAt > d.logs().search(/took over device/), 'the successor switched it');
+  assert.equal(fs.readFileSync(`/sys/block/${path.basename(dev)}/loop/dio`, 'utf8').trim(), '0');
+  // The mounted filesystem lives on: its files read the same, from the page-cached device.
+  run('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+  assert.equal(sha256File(path.join(mnt, 'bin/data.bin')), before);
+  assert.ok(fs.readFileSync(path.join(mnt, 'etc/hello.txt'), 'utf8').length > 0);
+  umount(mnt);
+  await d.detach('lazy');
+  await d.stop();
+}

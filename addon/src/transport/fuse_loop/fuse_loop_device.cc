@@ -70,6 +70,7 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::takeOver(std::unique_ptr
   if (!server.ok()) return server.status().wrap("device " + opts.id);
   d->server_ = server.take();
   d->tookOver_ = true;
+  d->cacheableFile_ = opts.cacheableFile && d->readOnly_;  // as the predecessor recorded it
   d->setLoopInfo();
   return d;
 }

@@ -42,6 +42,7 @@ struct FuseLoopOptions {
   bool pageCache = false;
   // Direct mode, but the file opened without O_DIRECT (a KEEP_CACHE open; the loop device's direct I/O
   // still bypasses its page cache), so that usePageCache() can switch the device later. Read-only only.
+  // With takeover: how the predecessor opened it (the caller's record; the kernel does not tell).
   bool cacheableFile = false;
   int threads = 2;
   bool fuseIoUring = false;  // FUSE over io_uring when the kernel offers it (opt-in: see fuse_ring_channel.h)
@@ -73,8 +74,8 @@ class FuseLoopDevice : public ServedDevice {
   // Buffered loop device on the FUSE file's page cache (read from the kernel, so a successor knows too).
   bool pageCache() const { return !directIo_; }
   // Direct → page-cached on a live device (a lazy device whose blobs are all local now): the loop
-  // device goes buffered. Only for a device attached here with cacheableFile (an O_DIRECT open stays
-  // uncached whatever the loop device does). No LOOP_CHANGE_FD: it marks the block device dead, which
+  // device goes buffered. Only for a device whose file was opened with cacheableFile (an O_DIRECT open
+  // stays uncached whatever the loop device does). No LOOP_CHANGE_FD: it marks the block device dead, which
   // shuts down a filesystem mounted on it.
   Status usePageCache();
   // Page-cached device whose bdi limits could not be raised: why (writes then run at FUSE_WRITE speed).
@@ -90,12 +91,12 @@ class FuseLoopDevice : public ServedDevice {
   static Result<std::unique_ptr<FuseLoopDevice>> takeOver(std::unique_ptr<FuseLoopDevice> d, std::shared_ptr<BlockDevice> dev,
                                                           const FuseLoopOptions& opts, const FuseServerOptions& so);
   void setLoopInfo();
+  Status flushDirtyPages();
+  void raiseBdiLimits(int fileFd);
   std::mutex mu_;
   std::shared_ptr<DeviceCounters> counters_ = std::make_shared<DeviceCounters>();
   std::shared_ptr<FuseFileServer> server_;
   LoopDevice loop_;
-  Status flushDirtyPages();
-  void raiseBdiLimits(int fileFd);
   std::string path_, backingFile_, mountDir_, bdiError_;
   int loopIndex_ = -1;
   dev_t rdev_ = 0;
