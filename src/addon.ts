@@ -428,6 +428,7 @@ export interface NativeFetchStats {
   bytes: PerFetchKind; // delivered by native fetches
   fallbacks: number; // native attempts that failed and went to the JS function
   receivedBytes: number; // every body byte the native client received
+  requests: number; // GETs it sent (read-ahead windows of one reader share a streaming GET)
   routes: number; // blobs with a route now
   durationBuckets: number[]; // native fetches per durationBoundsSec bound (cumulative)
   secondsSum: number;

@@ -504,6 +504,7 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
       no.Set("bytes", perKind(n.bytesByKind));
       no.Set("fallbacks", static_cast<double>(n.fallbacks));
       no.Set("receivedBytes", static_cast<double>(n.receivedBytes));
+      no.Set("requests", static_cast<double>(n.requests));
       no.Set("routes", static_cast<double>(n.routes));
       Napi::Array b = Napi::Array::New(env, n.durationBuckets.size());
       for (size_t i = 0; i < n.durationBuckets.size(); i++) b.Set(static_cast<uint32_t>(i), static_cast<double>(n.durationBuckets[i]));

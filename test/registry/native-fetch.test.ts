@@ -189,6 +189,69 @@ describe('native fetch path on a slow link', () => {
   });
 });
 
+describe('native streaming GETs of a sequential reader', () => {
+  const reg = new TestRegistry();
+  const data = crypto.randomBytes(96 * UNIT);
+  let digest = '';
+  before(async () => {
+    await reg.start();
+    digest = await reg.pushBlob('lib/stream', data);
+  });
+  after(() => reg.stop());
+
+  /** A byte-counting proxy at `bytesPerSec` and a remote file with read-ahead behind it. */
+  async function streamed(t: { after: (fn: () => void | Promise<void>) => void }, bytesPerSec: number) {
+    const [host, port] = reg.host.split(':');
+    const proxy = new ThrottleProxy({ host, port: Number(port) }, bytesPerSec, 0);
+    await proxy.start();
+    t.after(() => proxy.stop());
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    const source = new BlobSource(client);
+    source.add({ host: proxy.host, repo: 'lib/stream', digest, size: data.length });
+    const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB, unitSize: UNIT, sync: false });
+    const fetcher = sourceFetcher(source, true);
+    t.after(() => fetcher.close());
+    const file = openRemoteFile({ digest, size: data.length, cache, fetcher });
+    const received = () => source.receivedBytes + fetcher.stats().native!.receivedBytes;
+    const read = async (from: number, to: number) => {
+      for (let off = from; off < to; off += MiB) {
+        const got = await file.read(off, MiB);
+        assert.ok(got.equals(data.subarray(off, off + MiB)), `bytes at ${off} differ`);
+      }
+    };
+    return { proxy, fetcher, file, received, read };
+  }
+
+  it('reads its read-ahead windows through one streaming GET, and obd counts what the wire carried', async (t) => {
+    // A link (the proxy holds at most 100 ms of it), not an unthrottled proxy that takes everything the registry sends.
+    const { proxy, fetcher, received, read } = await streamed(t, 64 * MiB);
+    await read(0, data.length);
+    await settle();
+    const n = fetcher.stats().native!;
+    assert.ok(n.bytes.readahead > data.length / 2, `read-ahead fetched ${n.bytes.readahead} bytes`);
+    assert.ok(n.fetches >= 5, `${n.fetches} native fetches`);
+    assert.ok(n.requests <= 3, `${n.requests} native GETs for ${n.fetches} fetches (demand misses and one stream)`);
+    const wire = proxy.bytes;
+    assert.ok(Math.abs(wire - received()) <= 0.05 * wire, `wire ${wire} bytes, obd received ${received()}`);
+  });
+
+  it('a reader that stops leaves its stream paused, then closed: the wire carries little past the last window', async (t) => {
+    const { proxy, fetcher, file, received, read } = await streamed(t, 16 * MiB);
+    await read(0, 8 * MiB);
+    await new Promise((r) => setTimeout(r, 500));
+    const fetched = file.stats().fetchedBytes;
+    const wire = proxy.bytes;
+    assert.ok(fetched < 16 * MiB, `fetched ${fetched} bytes for an 8 MiB read`);
+    // What obd never receives: the proxy's own queue (100 ms of link) and the stream's 20 ms grace.
+    assert.ok(wire - received() <= 4 * MiB, `wire ${wire} bytes, obd received ${received()}: the paused stream was closed`);
+    const wireLater = proxy.bytes;
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(proxy.bytes, wireLater, 'nothing more crosses the wire once the stream is closed');
+    assert.ok(fetcher.stats().native!.requests <= 3);
+  });
+});
+
 describe('native fetch path with bearer tokens', () => {
   const tokens = new TokenServer({ users: { alice: 'secret' } });
   let reg: TestRegistry;

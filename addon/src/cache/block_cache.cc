@@ -438,7 +438,12 @@ void BlockCache::persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t fi
     return;
   }
   Status st = blob->withFiles([&] {
-    OBD_RETURN_IF_ERROR(pwriteAll(blob->data_.get(), data.data(), data.size(), off, blob->digest_ + " cache"));
+    // A direct descriptor only for the time of the write: the entry keeps one descriptor per file.
+    UniqueFd direct = DirectIo::open(blob->stem_ + ".data", O_WRONLY);
+    if (direct.valid())
+      OBD_RETURN_IF_ERROR(directIo_.write(direct.get(), blob->data_.get(), data.data(), data.size(), off, blob->digest_ + " cache"));
+    else
+      OBD_RETURN_IF_ERROR(pwriteAll(blob->data_.get(), data.data(), data.size(), off, blob->digest_ + " cache"));
     if (opts_.sync && ::fdatasync(blob->data_.get()) != 0) return SysError(blob->digest_ + " cache: fdatasync");
     return blob->setPresent(firstUnit, count);
   });
@@ -525,17 +530,28 @@ void BlockCache::evictIfNeeded(uint64_t extraBytes) {
 void BlockCache::verify(const std::shared_ptr<CachedBlob>& blob) {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1;
-  std::vector<uint8_t> buf(4 << 20);
+  std::vector<uint8_t> buf;
   uint64_t epoch;
   {
     std::lock_guard<std::mutex> g(blob->mu_);
     epoch = blob->epoch_;
   }
   Status st = blob->withFiles([&] {
-    for (uint64_t off = 0; ok && off < blob->size_; off += buf.size()) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), blob->size_ - off));
-      OBD_RETURN_IF_ERROR(preadOrZero(blob->data_.get(), buf.data(), n, off, blob->digest_ + " cache"));
-      ok = EVP_DigestUpdate(ctx, buf.data(), n) == 1;
+    // Direct reads where the file allows: hashing must not fill the page cache either.
+    const uint64_t chunk = DirectIo::kBounce;
+    UniqueFd direct = DirectIo::open(blob->stem_ + ".data", O_RDONLY);
+    if (!direct.valid()) buf.resize(chunk);
+    for (uint64_t off = 0; ok && off < blob->size_; off += chunk) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, blob->size_ - off));
+      const uint8_t* bytes = buf.data();
+      if (direct.valid()) {
+        auto r = directIo_.read(direct.get(), n, off, blob->digest_ + " cache");
+        if (!r.ok()) return r.status();
+        bytes = r.value();
+      } else {
+        OBD_RETURN_IF_ERROR(preadOrZero(blob->data_.get(), buf.data(), n, off, blob->digest_ + " cache"));
+      }
+      ok = EVP_DigestUpdate(ctx, bytes, n) == 1;
     }
     return Status::Ok();
   });

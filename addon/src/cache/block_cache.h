@@ -7,6 +7,10 @@
 // megabytes (read amplification), while sequential reads are coalesced into multi-unit GETs by
 // the remote file's read-ahead, so the small unit costs no throughput.
 //
+// Writes bypass the page cache where the filesystem allows (cache/direct_io.h): filling it through
+// the page cache cost more CPU than receiving the bytes, and the container's filesystem caches them
+// above the device anyway. Reads of present units go through the page cache.
+//
 // Crash safety: a unit's bit is set only after its data was written and fdatasync'ed; an evicted
 // unit's bit is cleared and the bitmap synced before the hole is punched. So after kill -9 or a
 // power cut every bit that says "present" covers durable, correct bytes.
@@ -41,6 +45,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache/direct_io.h"
 #include "util/status.h"
 #include "util/unique_fd.h"
 
@@ -193,6 +198,7 @@ class BlockCache {
   std::condition_variable qcv_;
   std::condition_variable idle_;
   std::deque<Job> queue_;
+  DirectIo directIo_;  // writer thread only
   bool busy_ = false;
   bool stopping_ = false;
   std::thread writer_;

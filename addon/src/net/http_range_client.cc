@@ -1,8 +1,10 @@
 #include "net/http_range_client.h"
 
 #include <curl/curl.h>
+#include <sys/ioctl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 
@@ -13,6 +15,8 @@ namespace obd {
 namespace {
 
 constexpr uint64_t kMaxErrorBody = 64 << 10;  // an error answer's body is read this far, then dropped
+// A stream that has delivered every part stays paused this long for the next one, then closes.
+constexpr auto kStreamGrace = std::chrono::milliseconds(20);
 
 void initCurlOnce() {
   static std::once_flag once;
@@ -39,22 +43,57 @@ std::string headerValue(const char* line, size_t n) {
 
 }  // namespace
 
+// One consumer of a transfer's bytes: a plain GET has one covering its range, a stream one per append().
+struct HttpRangeClient::Part {
+  uint64_t length = 0;
+  std::vector<uint8_t> body;
+  Done done;
+  Progress progress;
+  uint64_t step = 0;
+  uint64_t reported = 0;  // progress steps reported so far
+
+  bool complete() const { return body.size() == length; }
+  // Takes up to the rest of this part from [p, p + n); returns how many bytes it took.
+  size_t take(const char* p, size_t n) {
+    size_t k = static_cast<size_t>(std::min<uint64_t>(n, length - body.size()));
+    body.insert(body.end(), reinterpret_cast<const uint8_t*>(p), reinterpret_cast<const uint8_t*>(p) + k);
+    return k;
+  }
+  // True when another progress step has arrived (and the part is not complete: `done` has the rest).
+  bool progressDue() {
+    if (!progress || complete()) return false;
+    uint64_t steps = body.size() / std::max<uint64_t>(1, step);
+    if (steps <= reported) return false;
+    reported = steps;
+    return true;
+  }
+};
+
 struct HttpRangeClient::Transfer {
   HttpRangeClient* client = nullptr;
-  HttpRangeRequest req;
-  Done done;
+  HttpRangeRequest req;       // the whole range of the GET
+  bool stream = false;
+  uint64_t streamId = 0;
   CURL* easy = nullptr;
   curl_slist* headers = nullptr;
   char errbuf[CURL_ERROR_SIZE] = {0};
-  HttpRangeAnswer answer;
+  long httpStatus = 0;
   std::string contentRange;
   std::string contentLength;
   bool accepting = false;   // the answer's headers matched the request: its body is ours
   std::string refusal;      // why the headers did not match (the transfer is aborted)
-  uint64_t got = 0;
-  uint64_t reported = 0;    // progress steps reported so far
+  uint64_t got = 0;         // body bytes taken (by parts or the surplus)
+  uint64_t counted = 0;     // body bytes counted as received (a chunk refused while paused comes again)
   uint64_t errorBody = 0;
   bool overflow = false;
+
+  std::mutex mu;            // parts, appended, surplus, closed, paused, drySince (append() runs on any thread)
+  std::deque<std::unique_ptr<Part>> parts;
+  uint64_t appended = 0;    // bytes of the range given to parts so far
+  std::vector<uint8_t> surplus;  // bytes that came past the last part of a stream
+  bool closed = false;      // no more parts: ended, failed, or an idle stream
+  bool paused = false;
+  std::chrono::steady_clock::time_point drySince{};
 
   std::string what() const {
     return "GET " + printableUrl(req.url) + " bytes " + std::to_string(req.offset) + "-" + std::to_string(req.offset + req.length - 1);
@@ -62,7 +101,7 @@ struct HttpRangeClient::Transfer {
 
   // At the end of the headers: decides whether the body is the requested bytes.
   void judgeHeaders() {
-    long s = answer.httpStatus;
+    long s = httpStatus;
     if (s == 206) {
       unsigned long long a = 0, b = 0;
       char total[32] = {0};
@@ -81,6 +120,26 @@ struct HttpRangeClient::Transfer {
       if (req.offset == 0 && !contentLength.empty() && std::strtoull(contentLength.c_str(), nullptr, 10) == req.length) accepting = true;
       else refusal = "server ignored Range (200 with " + (contentLength.empty() ? std::string("?") : contentLength) + " bytes)";
     }
+  }
+
+  // Parts that the bytes of [p, p + n) complete, in order; the rest of a stream's bytes go to the
+  // surplus. mu held. `progressed`: the part still in progress if it reached another step.
+  std::vector<std::unique_ptr<Part>> deliver(const char* p, size_t n, Part** progressed) {
+    std::vector<std::unique_ptr<Part>> done;
+    *progressed = nullptr;
+    got += n;
+    while (n > 0 && !parts.empty()) {
+      size_t k = parts.front()->take(p, n);
+      p += k;
+      n -= k;
+      if (parts.front()->complete()) {
+        done.push_back(std::move(parts.front()));
+        parts.pop_front();
+      }
+    }
+    if (n > 0) surplus.insert(surplus.end(), reinterpret_cast<const uint8_t*>(p), reinterpret_cast<const uint8_t*>(p) + n);
+    if (!parts.empty() && parts.front()->progressDue()) *progressed = parts.front().get();
+    return done;
   }
 };
 
@@ -106,10 +165,71 @@ HttpRangeClient::~HttpRangeClient() {
 }
 
 void HttpRangeClient::get(HttpRangeRequest req, Done done) {
-  auto t = std::make_unique<Transfer>();
+  auto t = std::make_shared<Transfer>();
   t->client = this;
+  auto part = std::make_unique<Part>();
+  part->length = req.length;
+  part->body = FetchBufferPool::shared().take(req.length);  // filled by appends: no zeroing first
+  part->done = std::move(done);
+  part->progress = std::move(req.onProgress);
+  part->step = req.progressStep;
   t->req = std::move(req);
-  t->done = std::move(done);
+  t->appended = part->length;
+  t->parts.push_back(std::move(part));
+  t->closed = true;  // nothing more to append
+  submit(std::move(t));
+}
+
+uint64_t HttpRangeClient::openStream(HttpRangeRequest req) {
+  auto t = std::make_shared<Transfer>();
+  t->client = this;
+  t->stream = true;
+  req.onProgress = nullptr;
+  t->req = std::move(req);
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    t->streamId = ++nextStream_;
+    if (!closed_ && multi_) streams_[t->streamId] = t;
+  }
+  uint64_t id = t->streamId;
+  submit(std::move(t));
+  return id;
+}
+
+bool HttpRangeClient::append(uint64_t stream, uint64_t length, Done done, Progress progress, uint64_t progressStep) {
+  std::shared_ptr<Transfer> t;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = streams_.find(stream);
+    if (it == streams_.end()) return false;
+    t = it->second;
+  }
+  auto part = std::make_unique<Part>();
+  part->length = length;
+  part->body = FetchBufferPool::shared().take(length);
+  part->done = std::move(done);
+  part->progress = std::move(progress);
+  part->step = progressStep;
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> g(t->mu);
+    if (t->closed || length == 0 || t->appended + length > t->req.length) return false;
+    t->appended += length;
+    // Bytes that came past the previous part are this part's first bytes (if they are all of it, the
+    // client's thread answers it: no callback runs on the caller's thread, which may hold its locks).
+    size_t k = part->take(reinterpret_cast<const char*>(t->surplus.data()), t->surplus.size());
+    t->surplus.erase(t->surplus.begin(), t->surplus.begin() + static_cast<std::ptrdiff_t>(k));
+    t->parts.push_back(std::move(part));
+    wake = t->paused;
+  }
+  if (wake) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (multi_) curl_multi_wakeup(multi_);
+  }
+  return true;
+}
+
+void HttpRangeClient::submit(std::shared_ptr<Transfer> t) {
   {
     std::lock_guard<std::mutex> g(mu_);
     if (!closed_ && multi_) {
@@ -118,9 +238,7 @@ void HttpRangeClient::get(HttpRangeRequest req, Done done) {
       return;
     }
   }
-  HttpRangeAnswer a;
-  a.status = IoError(t->what() + ": native HTTP client is closed");
-  t->done(std::move(a));
+  finish(t.get(), CURLE_OK);  // fails its parts: the client is closed
 }
 
 void HttpRangeClient::close() {
@@ -139,25 +257,34 @@ size_t HttpRangeClient::onHeader(char* p, size_t size, size_t n, void* ud) {
     long code = 0;
     const char* sp = static_cast<const char*>(std::memchr(p, ' ', len));
     if (sp) code = std::strtol(sp + 1, nullptr, 10);
-    t->answer.httpStatus = code;
+    t->httpStatus = code;
   } else if (headerIs(p, len, "Content-Range")) {
     t->contentRange = headerValue(p, len);
   } else if (headerIs(p, len, "Content-Length")) {
     t->contentLength = headerValue(p, len);
   } else if ((len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n')) {
-    if (t->answer.httpStatus >= 100 && t->answer.httpStatus < 200) return len;
+    if (t->httpStatus >= 100 && t->httpStatus < 200) return len;
     t->judgeHeaders();
     if (!t->refusal.empty()) return 0;  // stop a body we would throw away (a whole blob, say)
-    if (t->accepting) t->answer.body = FetchBufferPool::shared().take(t->req.length);  // filled by appends: no zeroing first
   }
   return len;
+}
+
+void HttpRangeClient::answerPart(const Transfer& t, Part& part) {
+  HttpRangeAnswer a;
+  a.httpStatus = t.httpStatus;
+  a.body = std::move(part.body);
+  Done done = std::move(part.done);
+  done(std::move(a));
 }
 
 size_t HttpRangeClient::onBody(char* p, size_t size, size_t n, void* ud) {
   auto* t = static_cast<Transfer*>(ud);
   size_t len = size * n;
-  t->answer.received += len;
-  t->client->received_.fetch_add(len, std::memory_order_relaxed);
+  if (t->got + len > t->counted) {  // a chunk refused while paused comes again: count it once
+    t->client->received_.fetch_add(t->got + len - t->counted, std::memory_order_relaxed);
+    t->counted = t->got + len;
+  }
   if (!t->accepting) {
     t->errorBody += len;
     return t->errorBody > kMaxErrorBody ? 0 : len;
@@ -166,20 +293,28 @@ size_t HttpRangeClient::onBody(char* p, size_t size, size_t n, void* ud) {
     t->overflow = true;
     return 0;
   }
-  t->answer.body.insert(t->answer.body.end(), reinterpret_cast<uint8_t*>(p), reinterpret_cast<uint8_t*>(p) + len);
-  t->got += len;
-  if (t->req.onProgress && t->got < t->req.length) {  // the whole body goes to `done` instead
-    uint64_t steps = t->got / std::max<uint64_t>(1, t->req.progressStep);
-    if (steps > t->reported) {
-      t->reported = steps;
-      t->req.onProgress(t->answer.body.data(), t->got);
+  std::vector<std::unique_ptr<Part>> done;
+  Part* progressed = nullptr;
+  {
+    std::lock_guard<std::mutex> g(t->mu);
+    if (t->parts.empty() && t->stream) {
+      // Every part appended so far is delivered: hold the sender until the next one (or close).
+      if (!t->paused) t->drySince = std::chrono::steady_clock::now();
+      t->paused = true;
+      return CURL_WRITEFUNC_PAUSE;
     }
+    t->paused = false;
+    done = t->deliver(p, len, &progressed);
   }
+  // Outside mu: these calls may append to this stream. Only this thread removes parts, so
+  // `progressed` stays valid.
+  if (progressed) progressed->progress(progressed->body.data(), progressed->body.size());
+  for (auto& part : done) answerPart(*t, *part);
   return len;
 }
 
 void HttpRangeClient::startPending() {
-  std::deque<std::unique_ptr<Transfer>> take;
+  std::deque<std::shared_ptr<Transfer>> take;
   {
     std::lock_guard<std::mutex> g(mu_);
     take.swap(pending_);
@@ -187,9 +322,9 @@ void HttpRangeClient::startPending() {
   for (auto& t : take) {
     CURL* e = curl_easy_init();
     if (!e) {
-      HttpRangeAnswer a;
-      a.status = IoError(t->what() + ": curl_easy_init failed");
-      t->done(std::move(a));
+      std::snprintf(t->errbuf, sizeof t->errbuf, "curl_easy_init failed");
+      finish(t.get(), CURLE_FAILED_INIT);
+      release(t.get());
       continue;
     }
     t->easy = e;
@@ -205,7 +340,7 @@ void HttpRangeClient::startPending() {
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L << 10);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, opts_.connectTimeoutMs);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);  // libcurl does not check a paused transfer
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, opts_.stallTimeoutSec);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &HttpRangeClient::onHeader);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
@@ -215,29 +350,65 @@ void HttpRangeClient::startPending() {
     curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
     if (curl_multi_add_handle(multi_, e) != CURLM_OK) {
       finish(t.get(), CURLE_FAILED_INIT);
+      release(t.get());
       continue;
     }
+    requests_.fetch_add(1, std::memory_order_relaxed);
     active_.push_back(std::move(t));
   }
 }
 
+// The transfer is over (or never started): every part not yet answered fails, with why.
 void HttpRangeClient::finish(Transfer* t, int curlCode) {
-  HttpRangeAnswer a = std::move(t->answer);
-  if (!t->refusal.empty()) {
-    a.status = IoError(t->what() + ": " + t->refusal);
-  } else if (t->overflow) {
-    a.status = IoError(t->what() + ": more bytes than requested");
-  } else if (curlCode != CURLE_OK && !(curlCode == CURLE_WRITE_ERROR && !t->accepting && a.httpStatus >= 300)) {
-    std::string why = t->errbuf[0] ? t->errbuf : curl_easy_strerror(static_cast<CURLcode>(curlCode));
-    a.status = IoError(t->what() + ": " + why + (t->accepting ? " (after " + std::to_string(t->got) + " of " + std::to_string(t->req.length) + " bytes)" : ""));
-  } else if (!t->accepting) {
-    a.status = IoError(t->what() + ": HTTP " + std::to_string(a.httpStatus));
-  } else if (t->got != t->req.length) {
-    a.status = IoError(t->what() + ": truncated body (" + std::to_string(t->got) + " of " + std::to_string(t->req.length) + " bytes)");
+  std::deque<std::unique_ptr<Part>> parts;
+  uint64_t appended;
+  {
+    std::lock_guard<std::mutex> g(t->mu);
+    t->closed = true;
+    parts.swap(t->parts);
+    appended = t->appended;
   }
-  if (!a.status.ok()) a.body.clear();
-  Done done = std::move(t->done);
-  done(std::move(a));
+  if (parts.empty()) return;
+  std::string why;
+  bool closedClient;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    closedClient = closed_ || !multi_;
+  }
+  if (!t->refusal.empty()) {
+    why = t->refusal;
+  } else if (t->overflow) {
+    why = "more bytes than requested";
+  } else if (closedClient && !t->easy) {
+    why = "native HTTP client is closed";
+  } else if (curlCode != CURLE_OK && !(curlCode == CURLE_WRITE_ERROR && !t->accepting && t->httpStatus >= 300)) {
+    why = t->errbuf[0] ? t->errbuf : curl_easy_strerror(static_cast<CURLcode>(curlCode));
+    if (t->accepting) why += " (after " + std::to_string(t->got) + " of " + std::to_string(appended) + " bytes)";
+  } else if (!t->accepting) {
+    why = "HTTP " + std::to_string(t->httpStatus);
+  } else {
+    why = "truncated body (" + std::to_string(t->got) + " of " + std::to_string(appended) + " bytes)";
+  }
+  for (auto& part : parts) {
+    HttpRangeAnswer a;
+    a.httpStatus = t->httpStatus;
+    a.status = IoError(t->what() + ": " + why);
+    part->done(std::move(a));
+  }
+}
+
+void HttpRangeClient::release(Transfer* t) {
+  if (t->easy) {
+    curl_multi_remove_handle(multi_, t->easy);
+    curl_easy_cleanup(t->easy);
+    t->easy = nullptr;
+  }
+  curl_slist_free_all(t->headers);
+  t->headers = nullptr;
+  if (t->stream) {
+    std::lock_guard<std::mutex> g(mu_);
+    streams_.erase(t->streamId);
+  }
 }
 
 void HttpRangeClient::finishDone() {
@@ -247,17 +418,54 @@ void HttpRangeClient::finishDone() {
     if (msg->msg != CURLMSG_DONE) continue;
     CURL* e = msg->easy_handle;
     int code = msg->data.result;
-    auto it = std::find_if(active_.begin(), active_.end(), [e](const std::unique_ptr<Transfer>& t) { return t->easy == e; });
-    curl_multi_remove_handle(multi_, e);
+    auto it = std::find_if(active_.begin(), active_.end(), [e](const std::shared_ptr<Transfer>& t) { return t->easy == e; });
     if (it == active_.end()) {
+      curl_multi_remove_handle(multi_, e);
       curl_easy_cleanup(e);
       continue;
     }
-    std::unique_ptr<Transfer> t = std::move(*it);
+    std::shared_ptr<Transfer> t = std::move(*it);
     active_.erase(it);
     finish(t.get(), code);
-    curl_slist_free_all(t->headers);
-    curl_easy_cleanup(e);
+    release(t.get());
+  }
+}
+
+// Paused streams: resumed when a part came, closed when none came within the grace.
+void HttpRangeClient::resumeOrCloseStreams() {
+  auto now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < active_.size();) {
+    std::shared_ptr<Transfer> t = active_[i];
+    bool resume = false, idle = false;
+    std::vector<std::unique_ptr<Part>> done;  // parts the surplus held entirely
+    {
+      std::lock_guard<std::mutex> g(t->mu);
+      if (t->stream && t->paused) {
+        while (!t->parts.empty() && t->parts.front()->complete()) {
+          done.push_back(std::move(t->parts.front()));
+          t->parts.pop_front();
+        }
+        resume = !t->parts.empty();
+        idle = !resume && done.empty() && now - t->drySince >= kStreamGrace;
+        if (idle) t->closed = true;
+        if (resume) t->paused = false;
+        if (!done.empty()) t->drySince = now;
+      }
+    }
+    for (auto& part : done) answerPart(*t, *part);
+    if (resume) curl_easy_pause(t->easy, CURLPAUSE_CONT);  // may deliver the held chunk right here
+    if (idle) {
+      // Bytes already in the socket reached this host: they count as received, as they would for
+      // anyone counting at the wire.
+      curl_socket_t fd = CURL_SOCKET_BAD;
+      int queued = 0;
+      if (curl_easy_getinfo(t->easy, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK && fd != CURL_SOCKET_BAD && ::ioctl(fd, FIONREAD, &queued) == 0 && queued > 0)
+        received_.fetch_add(static_cast<uint64_t>(queued), std::memory_order_relaxed);
+      active_.erase(active_.begin() + static_cast<std::ptrdiff_t>(i));
+      release(t.get());
+      continue;
+    }
+    i++;
   }
 }
 
@@ -272,35 +480,32 @@ void HttpRangeClient::run() {
     int running = 0;
     curl_multi_perform(multi_, &running);
     finishDone();
-    curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
+    resumeOrCloseStreams();
+    bool paused = std::any_of(active_.begin(), active_.end(), [](const std::shared_ptr<Transfer>& t) {
+      std::lock_guard<std::mutex> g(t->mu);
+      return t->paused;
+    });
+    curl_multi_poll(multi_, nullptr, 0, paused ? 10 : 1000, nullptr);
   }
   // Closed: everything queued or in flight fails.
-  std::deque<std::unique_ptr<Transfer>> queued;
+  std::deque<std::shared_ptr<Transfer>> queued;
   {
     std::lock_guard<std::mutex> g(mu_);
     queued.swap(pending_);
   }
   for (auto& t : active_) {
-    curl_multi_remove_handle(multi_, t->easy);
-    t->answer.status = IoError(t->what() + ": native HTTP client closed");
-    HttpRangeAnswer a = std::move(t->answer);
-    a.body.clear();
-    Done done = std::move(t->done);
-    curl_slist_free_all(t->headers);
-    curl_easy_cleanup(t->easy);
-    done(std::move(a));
+    std::snprintf(t->errbuf, sizeof t->errbuf, "native HTTP client closed");
+    finish(t.get(), CURLE_ABORTED_BY_CALLBACK);
+    release(t.get());
   }
   active_.clear();
   {
     std::lock_guard<std::mutex> g(mu_);
     curl_multi_cleanup(multi_);  // closes the cached connections now, not when the last reference goes
     multi_ = nullptr;
+    streams_.clear();
   }
-  for (auto& t : queued) {
-    HttpRangeAnswer a;
-    a.status = IoError(t->what() + ": native HTTP client closed");
-    t->done(std::move(a));
-  }
+  for (auto& t : queued) finish(t.get(), CURLE_OK);
 }
 
 }  // namespace obd

@@ -18,6 +18,7 @@ void NativeBlobFetcher::close() {
   {
     std::lock_guard<std::mutex> g(mu_);
     routes_.clear();
+    streams_.clear();
   }
   client_->close();
 }
@@ -36,6 +37,7 @@ NativeFetchStats NativeBlobFetcher::stats() const {
   std::lock_guard<std::mutex> g(mu_);
   NativeFetchStats s = stats_;
   s.receivedBytes = client_->receivedBytes();
+  s.requests = client_->requests();
   s.routes = routes_.size();
   return s;
 }
@@ -66,14 +68,49 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
     fallback_->fetch(digest, offset, length, priority, std::move(done));
     return;
   }
+  auto self = shared_from_this();
+  auto started = std::chrono::steady_clock::now();
+  HttpRangeClient::Done answer = [self, digest, generation, offset, length, priority, started, done = std::move(done)](HttpRangeAnswer a) mutable {
+    self->answered(digest, generation, offset, length, priority, started, std::move(a), std::move(done));
+  };
+  if (priority == FetchPriority::kReadAhead && req.blobSize > 0 && appendToStream(digest, req, offset, length, answer, progress)) return;
   req.offset = offset;
   req.length = length;
   req.onProgress = std::move(progress);
-  auto self = shared_from_this();
-  auto started = std::chrono::steady_clock::now();
-  client_->get(std::move(req), [self, digest, generation, offset, length, priority, started, done = std::move(done)](HttpRangeAnswer a) mutable {
-    self->answered(digest, generation, offset, length, priority, started, std::move(a), std::move(done));
-  });
+  client_->get(std::move(req), std::move(answer));
+}
+
+bool NativeBlobFetcher::appendToStream(const std::string& digest, const HttpRangeRequest& route, uint64_t offset, uint64_t length,
+                                       HttpRangeClient::Done done, Progress progress) {
+  // A stream spans this many windows of the size of its first: the reader's later windows grow, so
+  // a long sequential read takes a few GETs; a reader that stops leaves the rest unread (the stream
+  // pauses and closes), so the span costs nothing when it is not used.
+  constexpr uint64_t kStreamSpan = 64;
+  // A window may skip units a demand fetch already has in flight: the stream reads past them (the
+  // bytes count as received) rather than ending, up to this many bytes.
+  constexpr uint64_t kMaxSkip = 4 << 20;
+  std::lock_guard<std::mutex> g(mu_);
+  auto& streams = streams_[digest];
+  for (auto it = streams.begin(); it != streams.end(); ++it) {
+    if (offset < it->next || offset - it->next > kMaxSkip || offset + length > it->end) continue;
+    uint64_t skip = offset - it->next;
+    bool ok = skip == 0 || client_->append(it->id, skip, [](HttpRangeAnswer) {});
+    if (ok && client_->append(it->id, length, done, progress)) {
+      it->next = offset + length;
+      return true;
+    }
+    streams.erase(it);  // closed (idle, ended or failed): open a new one below
+    break;
+  }
+  HttpRangeRequest req = route;
+  req.offset = offset;
+  req.length = std::min(route.blobSize - offset, std::max<uint64_t>(length * kStreamSpan, 64 << 20));
+  if (req.length < length) return false;
+  uint64_t id = client_->openStream(req);
+  if (!client_->append(id, length, std::move(done), std::move(progress))) return false;
+  if (streams.size() >= 4) streams.erase(streams.begin());  // the oldest reader's stream ends on its own
+  streams.push_back(Stream{id, offset + length, offset + req.length});
+  return true;
 }
 
 void NativeBlobFetcher::answered(const std::string& digest, uint64_t generation, uint64_t offset, uint64_t length, FetchPriority priority,

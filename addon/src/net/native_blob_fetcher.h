@@ -7,6 +7,9 @@
 // storage URL, a wrong Content-Range, a reset) drops the route and passes that fetch to the
 // fallback, which resolves, retries and hands over a fresh route; so errors, retries and their
 // messages are those of the fallback, and nothing here retries on its own.
+//
+// Read-ahead fetches of a blob that continue one another (a sequential reader's windows) are parts
+// of one streaming GET (HttpRangeClient::openStream) of up to kStreamSpan windows, not a GET each.
 #pragma once
 
 #include <array>
@@ -36,6 +39,7 @@ struct NativeFetchStats {
   std::array<uint64_t, kFetchPriorities> bytesByKind{};
   uint64_t fallbacks = 0;   // native attempts that failed and went to the fallback
   uint64_t receivedBytes = 0;  // every body byte the native client received
+  uint64_t requests = 0;       // GETs the native client sent (a stream serves many fetches)
   uint64_t routes = 0;      // blobs with a route now
   std::vector<uint64_t> durationBuckets;  // native fetches per upper bound (seconds), cumulative
   double secondsSum = 0;
@@ -67,12 +71,21 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
     BlobRoute route;
     uint64_t generation = 0;
   };
+  struct Stream {  // an open streaming GET of a blob
+    uint64_t id = 0;
+    uint64_t next = 0;  // where its next part starts
+    uint64_t end = 0;   // where its range ends
+  };
+  // Appends a read-ahead fetch to the blob's stream that ends where it starts, or opens a new stream.
+  bool appendToStream(const std::string& digest, const HttpRangeRequest& route, uint64_t offset, uint64_t length,
+                      HttpRangeClient::Done done, Progress progress);
   const std::shared_ptr<BlobFetcher> fallback_;
   const std::shared_ptr<HttpRangeClient> client_;
   const std::vector<double> bounds_;
   const OnFetched onFetched_;
   mutable std::mutex mu_;
   std::map<std::string, Entry> routes_;
+  std::map<std::string, std::vector<Stream>> streams_;  // by digest; a few per blob (several readers)
   uint64_t generation_ = 0;
   NativeFetchStats stats_;
 };

@@ -1,0 +1,53 @@
+#include "cache/direct_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "util/fd_io.h"
+
+namespace obd {
+
+void DirectIo::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
+
+DirectIo::DirectIo() : bounce_(static_cast<uint8_t*>(std::aligned_alloc(kAlign, kBounce))) {}
+
+UniqueFd DirectIo::open(const std::string& path, int flags) {
+  return UniqueFd(::open(path.c_str(), flags | O_DIRECT | O_CLOEXEC));
+}
+
+Status DirectIo::write(int directFd, int bufferedFd, const uint8_t* data, size_t n, uint64_t off, const std::string& name) {
+  size_t whole = (off % kAlign == 0 && bounce_) ? n - n % kAlign : 0;
+  for (size_t done = 0; done < whole;) {
+    size_t k = std::min(kBounce, whole - done);
+    std::memcpy(bounce_.get(), data + done, k);  // user buffers are not block aligned
+    OBD_RETURN_IF_ERROR(pwriteAll(directFd, bounce_.get(), k, off + done, name));
+    done += k;
+  }
+  if (whole < n) OBD_RETURN_IF_ERROR(pwriteAll(bufferedFd, data + whole, n - whole, off + whole, name));
+  return Status::Ok();
+}
+
+Result<const uint8_t*> DirectIo::read(int directFd, size_t n, uint64_t off, const std::string& name) {
+  if (!bounce_) return IoError(name + ": no buffer for direct reads");
+  n = std::min(n, kBounce);
+  size_t aligned = (n + kAlign - 1) / kAlign * kAlign;
+  for (size_t done = 0; done < aligned;) {
+    ssize_t r;
+    do r = ::pread(directFd, bounce_.get() + done, aligned - done, static_cast<off_t>(off + done));
+    while (r < 0 && errno == EINTR);
+    if (r < 0) return SysError(name + ": direct read at " + std::to_string(off + done));
+    if (r == 0) {  // end of file
+      std::memset(bounce_.get() + done, 0, aligned - done);
+      break;
+    }
+    done += static_cast<size_t>(r);
+  }
+  return static_cast<const uint8_t*>(bounce_.get());
+}
+
+}  // namespace obd
