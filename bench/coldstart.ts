@@ -24,6 +24,11 @@ export interface ColdStartOptions {
   prefetch?: boolean;
   /** also: a cold cache and a fresh deviced with background download enabled (config `download`, no delay), to show it does not slow the start */
   download?: boolean;
+  /**
+   * also: with a cold cache, a container that only starts (`echo READY`), then one that reads this one
+   * file (a path in the image): the bytes of the start alone and of one cache miss
+   */
+  startAndOneFile?: string;
   /** the image to build instead of appImageSpec(imageMiB, workingSetMiB), and the bytes its workload reads */
   image?: { spec: ImageSpec; readBytes: number };
   log: (line: string) => void;
@@ -44,6 +49,9 @@ export interface ColdStartResult {
   lazy: RunTiming & { fetchedBytes: number; wireBytes: number; deviceReadBytes: number };
   prefetch?: RunTiming & { fetchedBytes: number; wireBytes: number; deviceReadBytes: number; prefetchedBytes: number; traceBytes: number };
   download?: RunTiming & { wireBytes: number; backgroundBytes: number };
+  // wire: the proxy's count; fetched: what deviced received (its totals), for each run alone
+  startAlone?: { wireBytes: number; fetchedBytes: number; output: string };
+  oneFile?: { wireBytes: number; fetchedBytes: number; fileBytes: number; output: string };
   convertSeconds: number;
 }
 
@@ -117,6 +125,7 @@ export async function runColdStart(
     });
     const wireBytes = proxy.bytes - wire0;
     const totals = await env.deviceTotals();
+    const alone = o.startAndOneFile ? await startAloneThenOneFile(env, obdRef, o.startAndOneFile, o, proxy) : undefined;
     const download = o.download ? await withDownload(env, obdRef, o, proxy) : undefined;
     const prefetch = o.prefetch ? await withPrefetch(env, obdRef, o, proxy) : undefined;
     return {
@@ -133,6 +142,8 @@ export async function runColdStart(
       },
       prefetch,
       download,
+      startAlone: alone?.startAlone,
+      oneFile: alone?.oneFile,
       convertSeconds,
     };
   } finally {
@@ -140,6 +151,32 @@ export async function runColdStart(
     await proxy?.stop();
     await env.stop();
   }
+}
+
+/** An empty cache and a fresh deviced (nothing fetched yet, totals from zero). */
+async function coldDeviced(env: LazyEnv): Promise<void> {
+  await waitNoDevices(env);
+  await env.killDeviced('SIGTERM');
+  fs.rmSync(String((env.config.cacheConfig as { cacheDir: string }).cacheDir), { recursive: true, force: true });
+  await env.startDeviced();
+}
+
+/** A cold start that runs nothing (mount, busybox, `echo READY`), then a container that reads one file: what each fetched alone. */
+async function startAloneThenOneFile(env: LazyEnv, ref: string, file: string, o: ColdStartOptions, proxy: ThrottleProxy) {
+  await coldDeviced(env);
+  const measured = async (id: string, script: string) => {
+    const wire0 = proxy.bytes;
+    const fetched0 = (await env.deviceTotals()).receivedBytes;
+    const output = await env.containerd.run(ref, id, ['/bin/sh', '-c', script], ['--snapshotter', 'obd']);
+    await waitNoDevices(env);
+    return { output, wireBytes: proxy.bytes - wire0, fetchedBytes: (await env.deviceTotals()).receivedBytes - fetched0 };
+  };
+  await env.rpull(ref);
+  o.log('container start alone: ctr run --snapshotter obd … echo READY (cold cache)');
+  const startAlone = await measured('start-alone', 'echo READY');
+  o.log(`one file: ctr run --snapshotter obd … cat ${file} (the start's blocks cached)`);
+  const oneFile = await measured('one-file', `cat ${file} | wc -c && echo READY`);
+  return { startAlone, oneFile: { ...oneFile, fileBytes: Number(oneFile.output.trim().split(/\s+/)[0]) } };
 }
 
 async function waitNoDevices(env: LazyEnv): Promise<void> {
@@ -186,10 +223,7 @@ async function withPrefetch(env: LazyEnv, ref: string, o: ColdStartOptions, prox
   await execNode([obdBin(), 'record-trace', '--address', env.containerd.address, '--namespace', env.containerd.namespace, '--no-pull',
     '--runc-root', env.containerd.runcRoot, '--config', env.configPath, '-o', trace, ref], 1_800_000);
   const traceBytes = parseTrace(fs.readFileSync(trace, 'utf8')).reduce((n, r) => n + r.length, 0);
-  await waitNoDevices(env);
-  await env.killDeviced('SIGTERM');
-  fs.rmSync(String((env.config.cacheConfig as { cacheDir: string }).cacheDir), { recursive: true, force: true });
-  await env.startDeviced();
+  await coldDeviced(env);
   o.log('lazy with prefetch: obd rpull + ctr run --snapshotter obd --snapshotter-label …/record-trace-path=<trace>');
   let wire0 = 0;
   const [seconds, output] = await timed(async () => {
