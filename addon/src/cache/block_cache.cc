@@ -540,16 +540,19 @@ void BlockCache::verify(const std::shared_ptr<CachedBlob>& blob) {
     // Direct reads where the file allows: hashing must not fill the page cache either.
     const uint64_t chunk = DirectIo::kBounce;
     UniqueFd direct = DirectIo::open(blob->stem_ + ".data", O_RDONLY);
-    if (!direct.valid()) buf.resize(chunk);
     for (uint64_t off = 0; ok && off < blob->size_; off += chunk) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, blob->size_ - off));
-      const uint8_t* bytes = buf.data();
+      const uint8_t* bytes = nullptr;
       if (direct.valid()) {
         auto r = directIo_.read(direct.get(), n, off, blob->digest_ + " cache");
-        if (!r.ok()) return r.status();
-        bytes = r.value();
-      } else {
+        if (r.ok()) bytes = r.value();
+        else if (r.status().code() != EINVAL) return r.status();
+        else direct.reset();  // opened, yet refused: read through the page cache
+      }
+      if (!bytes) {
+        buf.resize(chunk);
         OBD_RETURN_IF_ERROR(preadOrZero(blob->data_.get(), buf.data(), n, off, blob->digest_ + " cache"));
+        bytes = buf.data();
       }
       ok = EVP_DigestUpdate(ctx, bytes, n) == 1;
     }

@@ -22,13 +22,16 @@ UniqueFd DirectIo::open(const std::string& path, int flags) {
 
 Status DirectIo::write(int directFd, int bufferedFd, const uint8_t* data, size_t n, uint64_t off, const std::string& name) {
   size_t whole = (off % kAlign == 0 && bounce_) ? n - n % kAlign : 0;
-  for (size_t done = 0; done < whole;) {
+  size_t done = 0;
+  while (done < whole) {
     size_t k = std::min(kBounce, whole - done);
     std::memcpy(bounce_.get(), data + done, k);  // user buffers are not block aligned
-    OBD_RETURN_IF_ERROR(pwriteAll(directFd, bounce_.get(), k, off + done, name));
+    Status st = pwriteAll(directFd, bounce_.get(), k, off + done, name);
+    if (st.code() == EINVAL) break;  // opened, yet refused (a block size above 4 KiB): the page cache takes the rest
+    OBD_RETURN_IF_ERROR(st);
     done += k;
   }
-  if (whole < n) OBD_RETURN_IF_ERROR(pwriteAll(bufferedFd, data + whole, n - whole, off + whole, name));
+  if (done < n) OBD_RETURN_IF_ERROR(pwriteAll(bufferedFd, data + done, n - done, off + done, name));
   return Status::Ok();
 }
 
