@@ -9,8 +9,8 @@ constexpr size_t kSmallest = 1 << 20;  // below this malloc reuses memory well e
 }  // namespace
 
 FetchBufferPool& FetchBufferPool::shared() {
-  // Enough for the read-ahead GETs in flight plus those waiting for the cache writer.
-  static FetchBufferPool* pool = new FetchBufferPool(128u << 20);
+  // The read-ahead in flight of one fast reader (4 windows of 16 MiB); kept for the process's life.
+  static FetchBufferPool* pool = new FetchBufferPool(64u << 20);
   return *pool;
 }
 
