@@ -232,18 +232,20 @@ describe('native streaming GETs of a sequential reader', () => {
     assert.ok(n.bytes.readahead > data.length / 2, `read-ahead fetched ${n.bytes.readahead} bytes`);
     assert.ok(n.fetches >= 5, `${n.fetches} native fetches`);
     assert.ok(n.requests <= 3, `${n.requests} native GETs for ${n.fetches} fetches (demand misses and one stream)`);
+    // A stream cut before its end loses what the link still held for it (this proxy queues 100 ms).
     const wire = proxy.bytes;
-    assert.ok(Math.abs(wire - received()) <= 0.05 * wire, `wire ${wire} bytes, obd received ${received()}`);
+    const lost = n.requests * 0.1 * 64 * MiB;
+    assert.ok(wire >= received() && wire - received() <= lost + 0.05 * wire, `wire ${wire} bytes, obd received ${received()}, ${n.requests} GETs`);
   });
 
   it('a reader that stops leaves its stream paused, then closed: the wire carries little past the last window', async (t) => {
     const { proxy, fetcher, file, received, read } = await streamed(t, 16 * MiB);
     await read(0, 8 * MiB);
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 500)); // the stream pauses, and closes after its 20 ms grace
     const fetched = file.stats().fetchedBytes;
     const wire = proxy.bytes;
     assert.ok(fetched < 16 * MiB, `fetched ${fetched} bytes for an 8 MiB read`);
-    // What obd never receives: the proxy's own queue (100 ms of link) and the stream's 20 ms grace.
+    // What obd never receives: the proxy's own queue (100 ms of link) and what the sockets held.
     assert.ok(wire - received() <= 4 * MiB, `wire ${wire} bytes, obd received ${received()}: the paused stream was closed`);
     const wireLater = proxy.bytes;
     await new Promise((r) => setTimeout(r, 300));

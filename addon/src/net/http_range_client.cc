@@ -15,7 +15,9 @@ namespace obd {
 namespace {
 
 constexpr uint64_t kMaxErrorBody = 64 << 10;  // an error answer's body is read this far, then dropped
-// A stream that has delivered every part stays paused this long for the next one, then closes.
+// A stream that has delivered every part stays paused this long for the next one, then closes (what
+// the network still holds for it is lost: a longer grace would keep less of a slow reader's stream
+// from being cut, a shorter one holds a stopped reader's connection for less time).
 constexpr auto kStreamGrace = std::chrono::milliseconds(20);
 
 void initCurlOnce() {
