@@ -948,17 +948,8 @@ class GzWrap : public Napi::ObjectWrap<GzWrap> {
     uint64_t off = 0, len = 0;
     if (info.Length() < 2 || !common::safeU64(info[0], &off) || !common::safeU64(info[1], &len) || len > (1u << 30))
       return common::rejected(env, obd::InvalidArg("GzipFile.read(offset, length)"));
-    // read(offset, length, kind, into): fills the caller's buffer (a reader that reuses its buffers
-    // allocates no memory per read) and resolves to it.
-    Napi::Buffer<uint8_t> out;
-    if (info.Length() > 3 && !info[3].IsUndefined()) {
-      if (!info[3].IsBuffer() || info[3].As<Napi::Buffer<uint8_t>>().Length() != len)
-        return common::rejected(env, obd::InvalidArg("RemoteFile.read(offset, length, kind, into): into must be a Buffer of exactly length bytes"));
-      out = info[3].As<Napi::Buffer<uint8_t>>();
-    } else {
-      out = Napi::Buffer<uint8_t>::New(env, len);
-    }
     auto deferred = Napi::Promise::Deferred::New(env);
+    Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, len);
     uint8_t* data = out.Data();
     auto* ctx = new Ctx{Napi::Persistent(out), Status::Ok(), deferred};
     auto tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "obd-gzip-read", 0, 1);
