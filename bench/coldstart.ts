@@ -83,7 +83,7 @@ async function manifestLayerBytes(registryUrl: string, repo: string, tag: string
 /** Starts everything, measures both contenders, stops everything (also on failure). */
 export async function runColdStart(
   o: ColdStartOptions,
-  env = new LazyEnv({ config: { autoRemoveDev: true, nativeFetch: process.env.OBD_BENCH_NATIVE_FETCH === '1', cacheConfig: { readAheadSize: 16 * MiB } } }),
+  env = new LazyEnv({ config: { autoRemoveDev: true, nativeFetch: process.env.OBD_BENCH_NATIVE_FETCH !== '0', cacheConfig: { readAheadSize: 16 * MiB } } }),
 ): Promise<ColdStartResult> {
   let proxy: ThrottleProxy | undefined;
   try {

@@ -429,9 +429,21 @@ export interface NativeFetchStats {
   fallbacks: number; // native attempts that failed and went to the JS function
   receivedBytes: number; // every body byte the native client received
   requests: number; // GETs it sent (read-ahead windows of one reader share a streaming GET)
+  failedRequests: number; // GETs that failed (each reported once to native.onFailed)
   routes: number; // blobs with a route now
   durationBuckets: number[]; // native fetches per durationBoundsSec bound (cumulative)
   secondsSum: number;
+}
+
+/**
+ * A native GET that failed, once per GET: `status` for an answer with an HTTP status we did not ask
+ * for, or what went wrong on the way (addon/src/net/http_range_client.h).
+ */
+export interface NativeFetchFailure {
+  digest: string;
+  kind: 'status' | 'reset' | 'timeout' | 'network' | 'protocol' | 'size_mismatch' | 'other';
+  status: number; // the HTTP status (0 when none came)
+  message: string;
 }
 
 /** Where a blob's bytes are fetched natively: its final URL and the headers to send there. */
@@ -449,6 +461,12 @@ export interface FetchLimits {
   background?: number; // default 1, and only while nothing else is fetched
 }
 
+export interface NativeFetchOptions {
+  durationBoundsSec?: number[];
+  onFetched?: (digest: string) => void;
+  onFailed?: (failure: NativeFetchFailure) => void;
+}
+
 /** Native handle that serves the addon's cache misses with a JS function (on the main thread). */
 export interface RemoteFetcher {
   close(): void;
@@ -463,10 +481,10 @@ export interface RemoteFetcher {
  * read fails with EIO (the registry client's own deadlines normally end it first). With `native`,
  * blobs given a route (setRoute) are fetched by libcurl on a native thread, and `fn` serves the
  * rest and every fetch whose native attempt failed (it resolves, retries and sets a new route);
- * `native.onFetched` hears each digest a native fetch filled.
+ * `native.onFetched` hears each digest a native fetch filled, `native.onFailed` each native GET
+ * that failed (before its fetches reach `fn`).
  */
-export function createRemoteFetcher(fn: BlobFetchFn,
-  opts: { timeoutMs?: number; limits?: FetchLimits; native?: { durationBoundsSec?: number[]; onFetched?: (digest: string) => void } } = {}): RemoteFetcher {
+export function createRemoteFetcher(fn: BlobFetchFn, opts: { timeoutMs?: number; limits?: FetchLimits; native?: NativeFetchOptions } = {}): RemoteFetcher {
   const timeoutMs = opts.timeoutMs ?? 120_000;
   return new native.RemoteFetcher((digest: string, offset: number, length: number, done: (err: unknown, b?: Uint8Array) => void, kind: FetchKind) => {
     let settled = false;
@@ -483,7 +501,8 @@ export function createRemoteFetcher(fn: BlobFetchFn,
     } catch (e) {
       finish(e instanceof Error ? e : new Error(String(e)));
     }
-  }, opts.limits ?? {}, opts.native ? { native: { durationBoundsSec: opts.native.durationBoundsSec ?? [], onFetched: opts.native.onFetched } } : {});
+  }, opts.limits ?? {}, opts.native ? { native: { durationBoundsSec: opts.native.durationBoundsSec ?? [], onFetched: opts.native.onFetched,
+    onFailed: opts.native.onFailed } } : {});
 }
 
 export interface RemoteFileSpec {

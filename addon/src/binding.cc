@@ -347,6 +347,21 @@ class CacheWrap : public Napi::ObjectWrap<CacheWrap> {
   }
 };
 
+// A thread-safe call of `fn` with the fetcher's close-once guard; it does not keep the process alive.
+std::shared_ptr<JsFetcher::Shared> notifierOf(Napi::Env env, Napi::Function fn, const char* name) {
+  auto notify = std::make_shared<JsFetcher::Shared>();
+  auto* keep = new std::shared_ptr<JsFetcher::Shared>(notify);
+  notify->tsfn = Napi::ThreadSafeFunction::New(env, fn, name, 0, 1, keep, [](Napi::Env, std::shared_ptr<JsFetcher::Shared>* s) {
+    {
+      std::lock_guard<std::mutex> g((*s)->mu);
+      (*s)->closed = true;  // finalized: never Release again
+    }
+    delete s;
+  });
+  notify->tsfn.Unref(env);
+  return notify;
+}
+
 class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
@@ -359,17 +374,7 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
       common::fail(env, obd::InvalidArg("RemoteFetcher(fn(digest, offset, length, done))"));
       return;
     }
-    auto shared = std::make_shared<JsFetcher::Shared>();
-    auto* keep = new std::shared_ptr<JsFetcher::Shared>(shared);
-    shared->tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "obd-remote-fetch", 0, 1, keep,
-                                                 [](Napi::Env, std::shared_ptr<JsFetcher::Shared>* s) {
-                                                   {
-                                                     std::lock_guard<std::mutex> g((*s)->mu);
-                                                     (*s)->closed = true;  // finalized: never Release again
-                                                   }
-                                                   delete s;
-                                                 });
-    shared->tsfn.Unref(env);  // an idle fetcher does not keep the process alive
+    auto shared = notifierOf(env, info[0].As<Napi::Function>(), "obd-remote-fetch");
     fetcher = std::make_shared<JsFetcher>(shared);
     obd::FetchSchedulerLimits limits;
     if (info.Length() > 1 && info[1].IsObject()) {
@@ -391,18 +396,8 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
       }
       obd::NativeBlobFetcher::OnFetched onFetched;
       if (n.Get("onFetched").IsFunction()) {
-        auto notify = std::make_shared<JsFetcher::Shared>();  // the same close-once guard as the fetcher's
-        auto* keepNotify = new std::shared_ptr<JsFetcher::Shared>(notify);
-        notify->tsfn = Napi::ThreadSafeFunction::New(env, n.Get("onFetched").As<Napi::Function>(), "obd-native-fetched", 0, 1, keepNotify,
-                                                     [](Napi::Env, std::shared_ptr<JsFetcher::Shared>* s) {
-                                                       {
-                                                         std::lock_guard<std::mutex> g((*s)->mu);
-                                                         (*s)->closed = true;
-                                                       }
-                                                       delete s;
-                                                     });
-        notify->tsfn.Unref(env);
-        notifier = notify;
+        auto notify = notifierOf(env, n.Get("onFetched").As<Napi::Function>(), "obd-native-fetched");
+        notifiers.push_back(notify);
         onFetched = [notify](const std::string& digest) {
           std::lock_guard<std::mutex> g(notify->mu);
           if (notify->closed) return;
@@ -413,21 +408,46 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
           });
         };
       }
-      native = obd::NativeBlobFetcher::create(fetcher, bounds, onFetched);
+      // onFailed({digest, kind, status, message}) for each native GET that failed (registry error metrics).
+      obd::NativeBlobFetcher::OnFailed onFailed;
+      if (n.Get("onFailed").IsFunction()) {
+        auto notify = notifierOf(env, n.Get("onFailed").As<Napi::Function>(), "obd-native-failed");
+        notifiers.push_back(notify);
+        struct Failed {
+          std::string digest;
+          obd::HttpFailure failure;
+        };
+        onFailed = [notify](const std::string& digest, const obd::HttpFailure& f) {
+          std::lock_guard<std::mutex> g(notify->mu);
+          if (notify->closed) return;
+          notify->tsfn.NonBlockingCall(new Failed{digest, f}, [](Napi::Env e, Napi::Function fn, Failed* raw) {
+            std::unique_ptr<Failed> owned(raw);
+            if (e == nullptr || fn.IsEmpty()) return;
+            Napi::Object o = Napi::Object::New(e);
+            o.Set("digest", owned->digest);
+            o.Set("kind", obd::httpFailureKindName(owned->failure.kind));
+            o.Set("status", static_cast<double>(owned->failure.httpStatus));
+            o.Set("message", owned->failure.message);
+            fn.Call({o});
+            if (e.IsExceptionPending()) e.GetAndClearPendingException();
+          });
+        };
+      }
+      native = obd::NativeBlobFetcher::create(fetcher, bounds, onFetched, onFailed);
     }
     scheduler = native ? obd::FetchScheduler::create(native, limits) : obd::FetchScheduler::create(fetcher, limits);
     info.This().As<Napi::Object>().TypeTag(&kFetcherTag);
   }
   std::shared_ptr<JsFetcher> fetcher;
   std::shared_ptr<obd::NativeBlobFetcher> native;
-  std::shared_ptr<JsFetcher::Shared> notifier;  // native.onFetched
+  std::vector<std::shared_ptr<JsFetcher::Shared>> notifiers;  // native.onFetched, native.onFailed
   std::shared_ptr<obd::FetchScheduler> scheduler;
 
  private:
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (native) native->close();
     if (fetcher) fetcher->close();
-    if (notifier) {
+    for (auto& notifier : notifiers) {
       std::lock_guard<std::mutex> g(notifier->mu);
       if (!notifier->closed) {
         notifier->closed = true;
@@ -505,6 +525,7 @@ class FetcherWrap : public Napi::ObjectWrap<FetcherWrap> {
       no.Set("fallbacks", static_cast<double>(n.fallbacks));
       no.Set("receivedBytes", static_cast<double>(n.receivedBytes));
       no.Set("requests", static_cast<double>(n.requests));
+      no.Set("failedRequests", static_cast<double>(n.failedRequests));
       no.Set("routes", static_cast<double>(n.routes));
       Napi::Array b = Napi::Array::New(env, n.durationBuckets.size());
       for (size_t i = 0; i < n.durationBuckets.size(); i++) b.Set(static_cast<uint32_t>(i), static_cast<double>(n.durationBuckets[i]));

@@ -121,7 +121,7 @@ const SCHEMA: Schema = {
   transport: { type: 'string', default: 'auto', check: oneOf('auto', 'tcmu', 'fuse-loop') },
   fuseIoUring: { type: 'boolean', default: false },
   deviceCache: { type: 'string', default: 'auto', check: oneOf('auto', 'page', 'direct') },
-  nativeFetch: { type: 'boolean', default: false },
+  nativeFetch: { type: 'boolean', default: true },
   cacheConfig: {
     type: 'object',
     nullable: true,

@@ -59,7 +59,8 @@ export function warmLayerEnds(files: addon.RemoteFile[]): void {
 /**
  * The fetcher of a BlobSource. With `native`, the first fetch of a blob goes through JS (URL,
  * mirrors, auth, redirects, retries) and hands its route to the addon, which fetches the blob's
- * later ranges with libcurl straight into the block cache; a native failure comes back to JS.
+ * later ranges with libcurl straight into the block cache; a native failure is counted as the
+ * source's failed attempt and the fetch comes back to JS.
  */
 export function sourceFetcher(source: BlobSource, native: boolean, fetch: addon.BlobFetchFn = source.fetch,
   onFetched?: (digest: string) => void): addon.RemoteFetcher {
@@ -68,7 +69,7 @@ export function sourceFetcher(source: BlobSource, native: boolean, fetch: addon.
     onFetched?.(digest);
     if (native) void source.route(digest).then((r) => r && fetcher.setRoute(digest, r), () => undefined);
     return data;
-  }, native ? { native: { durationBoundsSec: FETCH_SECONDS_BUCKETS, onFetched } } : {});
+  }, native ? { native: { durationBoundsSec: FETCH_SECONDS_BUCKETS, onFetched, onFailed: source.nativeFailed } } : {});
   return fetcher;
 }
 

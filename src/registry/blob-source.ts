@@ -4,8 +4,9 @@
 // of retried or failed requests), which is what a proxy in front of the registry sees. After a fetch
 // it can name the blob's route (final URL + headers) for a native fetcher to read from directly.
 import type { RangeReader } from './range-reader';
-import type { BlobRoute, FetchKind } from '../addon';
+import type { BlobRoute, FetchKind, NativeFetchFailure } from '../addon';
 import type { RegistryClient } from './client';
+import { nativeFetchError } from './errors';
 
 export interface BlobLocation {
   host: string;
@@ -39,6 +40,15 @@ export class BlobSource {
   async route(digest: string): Promise<BlobRoute | undefined> {
     return this.readers.get(digest)?.route();
   }
+
+  /**
+   * A native GET of a blob of this source failed; its fetches come to `fetch` next. Counted as a
+   * failed attempt that is retried, as the registry client counts its own (onRetriedError).
+   */
+  readonly nativeFailed = (f: NativeFetchFailure): void => {
+    const err = nativeFetchError(f, this.readers.get(f.digest)?.registry ?? 'registry');
+    if (err) this.opts.onRetriedError?.(err);
+  };
 
   has(digest: string): boolean {
     return this.readers.has(digest);

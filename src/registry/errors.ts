@@ -1,5 +1,6 @@
 // Errors of the registry client: named classes with a stable `code`, and always the registry host,
 // the repository or blob, and the HTTP status when there was one.
+import type { NativeFetchFailure } from '../addon';
 
 export interface RegistryErrorOptions {
   registry: string;
@@ -72,4 +73,33 @@ const transportCodes = new Set([
 export function isTransportError(err: unknown): boolean {
   const e = err as { code?: string; cause?: { code?: string } } | undefined;
   return !!e && (transportCodes.has(e.code ?? '') || transportCodes.has(e.cause?.code ?? ''));
+}
+
+/**
+ * A failed native GET (addon: NativeFetchFailure) as the registry client's own error for the same
+ * failure, so that metrics count both paths by the same kinds; undefined for answers the client
+ * does not count as failures either: a 401 (it answers the challenge and sends again) and a redirect
+ * (it follows it).
+ */
+export function nativeFetchError(f: NativeFetchFailure, registry: string): Error | undefined {
+  const msg = `${registry}: native ${f.message}`;
+  switch (f.kind) {
+    case 'status':
+      if (f.status === 401 || (f.status >= 300 && f.status < 400)) return undefined;
+      if (f.status === 404) return new RegistryNotFoundError(msg, { registry, status: f.status });
+      if (f.status === 403) return new RegistryAuthError(msg, { registry, status: f.status });
+      return new RegistryHttpError(msg, { registry, status: f.status });
+    case 'reset':
+      return new RegistryNetworkError(msg, { registry, cause: Object.assign(new Error(f.message), { code: 'ECONNRESET' }) });
+    case 'network':
+      return new RegistryNetworkError(msg, { registry });
+    case 'timeout':
+      return new RegistryTimeoutError(msg, { registry });
+    case 'protocol':
+      return new RegistryProtocolError(msg, { registry, status: f.status || undefined });
+    case 'size_mismatch':
+      return new RegistrySizeMismatchError(msg, { registry, status: f.status || undefined });
+    default:
+      return new Error(msg);
+  }
 }

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openBlockCache, openRemoteFile } from '../../src/addon';
 import { sourceFetcher } from '../../src/device/remote';
+import { registryErrorKind } from '../../src/device/state-metrics';
 import { BlobSource, CredentialStore, RegistryClient } from '../../src/registry';
 import { FaultProxy, type Fault } from '../helpers/fault-proxy';
 import { TestRegistry } from '../helpers/registry';
@@ -29,14 +30,15 @@ function tmpDir(t: { after: (fn: () => void) => void }): string {
 
 /** A remote file over `host` read through a native fetcher, without read-ahead (each read is one fetch). */
 function nativeFile(t: { after: (fn: () => void) => void }, client: RegistryClient, host: string, repo: string, digest: string, size: number) {
-  const source = new BlobSource(client);
+  const errors: string[] = []; // failed attempts by metrics kind (obd_registry_errors_total), JS and native
+  const source = new BlobSource(client, { onRetriedError: (err) => errors.push(registryErrorKind(err)) });
   source.add({ host, repo, digest, size });
   const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB, unitSize: UNIT, sync: false });
   const filled: string[] = [];
   const fetcher = sourceFetcher(source, true, source.fetch, (d) => filled.push(d));
   t.after(() => fetcher.close());
   const file = openRemoteFile({ digest, size, cache, fetcher, readAheadUnits: 0 });
-  return { source, fetcher, file, filled };
+  return { source, fetcher, file, filled, errors };
 }
 
 async function readChecked(file: { read(o: number, l: number): Promise<Buffer> }, data: Buffer, unit: number): Promise<void> {
@@ -81,26 +83,29 @@ describe('native fetch path', () => {
     assert.equal(gets.length, 8, 'one GET per fetch');
   });
 
-  for (const [name, fault] of [
-    ['a 500', { kind: 'status', status: 500 }],
-    ['a 401 (expired token)', { kind: 'status', status: 401, headers: { 'www-authenticate': 'Basic realm="x"' } }],
-    ['a 404', { kind: 'status', status: 404 }],
-    ['a dropped connection', { kind: 'drop' }],
-    ['a truncated body', { kind: 'truncate', afterBytes: 1000 }],
-    ['a wrong Content-Range', { kind: 'wrong-content-range' }],
-  ] as [string, Fault][]) {
-    it(`a native fetch answered with ${name} is redone by JS, with the right bytes`, async (t) => {
+  for (const [name, fault, kinds] of [
+    ['a 500', { kind: 'status', status: 500 }, ['5xx']],
+    // The registry client answers a 401 by authenticating and sending again, which it does not count either.
+    ['a 401 (expired token)', { kind: 'status', status: 401, headers: { 'www-authenticate': 'Basic realm="x"' } }, []],
+    ['a 404', { kind: 'status', status: 404 }, ['404']],
+    ['a dropped connection', { kind: 'drop' }, ['reset']],
+    ['a truncated body', { kind: 'truncate', afterBytes: 1000 }, ['reset']],
+    ['a wrong Content-Range', { kind: 'wrong-content-range' }, ['protocol']],
+  ] as [string, Fault, string[]][]) {
+    it(`a native fetch answered with ${name} is counted as a registry error ${JSON.stringify(kinds)} and redone by JS, with the right bytes`, async (t) => {
       const client = new RegistryClient({ retry: { baseDelayMs: 1, maxDelayMs: 5 } });
       t.after(() => client.close());
       proxy.clear();
-      const { source, fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+      const { source, fetcher, file, errors } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
       await readChecked(file, data, 0);
       await settle();
       proxy.inject(fault, 1);
       await readChecked(file, data, 1);
       const n = fetcher.stats().native!;
       assert.equal(n.fallbacks, 1, 'the native attempt failed once');
+      assert.equal(n.failedRequests, 1, 'one native GET failed');
       assert.equal(source.fetches, 2, 'JS did the first fetch and the failed one');
+      assert.deepEqual(errors, kinds, 'the native failure counts as the registry client counts its own (JS itself got the bytes first time)');
       await settle();
       await readChecked(file, data, 2);
       assert.equal(fetcher.stats().native!.fetches, 1, 'JS handed over a new route');
@@ -112,13 +117,14 @@ describe('native fetch path', () => {
   it('a blob of another size than the route says fails the native fetch, and JS reports it', async (t) => {
     const client = new RegistryClient();
     t.after(() => client.close());
-    const { fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    const { fetcher, file, errors } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
     await readChecked(file, data, 0);
     await settle();
     // A route that claims another size: the native client refuses the answer without taking its body.
     fetcher.setRoute(digest, { url: `http://${proxy.host}/v2/lib/native/blobs/${digest}`, headers: [], size: data.length + 1 });
     await readChecked(file, data, 3);
     assert.equal(fetcher.stats().native!.fallbacks, 1);
+    assert.deepEqual(errors, ['size_mismatch']);
   });
 
   it('follows a redirect in JS and then reads the storage URL natively, without Authorization', async (t) => {

@@ -45,6 +45,19 @@ std::string headerValue(const char* line, size_t n) {
 
 }  // namespace
 
+const char* httpFailureKindName(HttpFailure::Kind k) {
+  switch (k) {
+    case HttpFailure::Kind::kStatus: return "status";
+    case HttpFailure::Kind::kReset: return "reset";
+    case HttpFailure::Kind::kTimeout: return "timeout";
+    case HttpFailure::Kind::kNetwork: return "network";
+    case HttpFailure::Kind::kProtocol: return "protocol";
+    case HttpFailure::Kind::kSizeMismatch: return "size_mismatch";
+    case HttpFailure::Kind::kOther: return "other";
+  }
+  return "other";
+}
+
 // One consumer of a transfer's bytes: a plain GET has one covering its range, a stream one per append().
 struct HttpRangeClient::Part {
   uint64_t length = 0;
@@ -84,6 +97,7 @@ struct HttpRangeClient::Transfer {
   std::string contentLength;
   bool accepting = false;   // the answer's headers matched the request: its body is ours
   std::string refusal;      // why the headers did not match (the transfer is aborted)
+  HttpFailure::Kind refusalKind = HttpFailure::Kind::kProtocol;
   uint64_t got = 0;         // body bytes taken (by parts or the surplus)
   uint64_t counted = 0;     // body bytes counted as received (a chunk refused while paused comes again)
   uint64_t errorBody = 0;
@@ -97,6 +111,7 @@ struct HttpRangeClient::Transfer {
   bool paused = false;
   std::chrono::steady_clock::time_point drySince{};
 
+  HttpFailure failure(int curlCode, uint64_t appended) const;
   std::string what() const {
     return "GET " + printableUrl(req.url) + " bytes " + std::to_string(req.offset) + "-" + std::to_string(req.offset + req.length - 1);
   }
@@ -114,6 +129,7 @@ struct HttpRangeClient::Transfer {
       }
       if (req.blobSize && std::strcmp(total, "*") != 0 && std::strtoull(total, nullptr, 10) != req.blobSize) {
         refusal = "blob size is " + std::string(total) + ", expected " + std::to_string(req.blobSize);
+        refusalKind = HttpFailure::Kind::kSizeMismatch;
         return;
       }
       accepting = true;
@@ -360,7 +376,47 @@ void HttpRangeClient::startPending() {
   }
 }
 
-// The transfer is over (or never started): every part not yet answered fails, with why.
+// Why a GET that ended with `curlCode` (after `appended` bytes were asked of it) failed; ok() when it did not.
+HttpFailure HttpRangeClient::Transfer::failure(int curlCode, uint64_t appended) const {
+  HttpFailure f;
+  const bool writeStop = curlCode == CURLE_WRITE_ERROR;  // our callbacks stopped it (refusal, error body, overflow)
+  if (!refusal.empty()) {
+    f.kind = refusalKind;
+    f.message = refusal;
+  } else if (overflow) {
+    f.kind = HttpFailure::Kind::kProtocol;
+    f.message = "more bytes than requested";
+  } else if (!accepting && httpStatus >= 300 && (curlCode == CURLE_OK || writeStop)) {
+    f.kind = HttpFailure::Kind::kStatus;
+    f.httpStatus = httpStatus;
+    f.message = "HTTP " + std::to_string(httpStatus);
+  } else if (curlCode != CURLE_OK) {
+    switch (curlCode) {
+      case CURLE_OPERATION_TIMEDOUT: f.kind = HttpFailure::Kind::kTimeout; break;
+      case CURLE_COULDNT_CONNECT: case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY:
+        f.kind = HttpFailure::Kind::kNetwork; break;
+      case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
+        f.kind = HttpFailure::Kind::kReset; break;
+      case CURLE_WEIRD_SERVER_REPLY: case CURLE_BAD_CONTENT_ENCODING: f.kind = HttpFailure::Kind::kProtocol; break;
+      default: f.kind = HttpFailure::Kind::kOther;
+    }
+    f.message = errbuf[0] ? errbuf : curl_easy_strerror(static_cast<CURLcode>(curlCode));
+    if (accepting) f.message += " (after " + std::to_string(got) + " of " + std::to_string(appended) + " bytes)";
+  } else if (!accepting) {
+    f.kind = HttpFailure::Kind::kProtocol;
+    f.message = "HTTP " + std::to_string(httpStatus);
+  } else if (got < req.length) {
+    f.kind = HttpFailure::Kind::kReset;
+    f.message = "truncated body (" + std::to_string(got) + " of " + std::to_string(appended) + " bytes)";
+  } else {
+    f.message.clear();  // a complete answer
+  }
+  return f;
+}
+
+// The transfer is over (or never started): every part not yet answered fails, with why. A failure
+// of the GET itself (not a closed client's) is reported once to its onFailure first, so that it is
+// counted before any fallback of its parts.
 void HttpRangeClient::finish(Transfer* t, int curlCode) {
   std::deque<std::unique_ptr<Part>> parts;
   uint64_t appended;
@@ -370,31 +426,27 @@ void HttpRangeClient::finish(Transfer* t, int curlCode) {
     parts.swap(t->parts);
     appended = t->appended;
   }
-  if (parts.empty()) return;
-  std::string why;
   bool closedClient;
   {
     std::lock_guard<std::mutex> g(mu_);
     closedClient = closed_ || !multi_;
   }
-  if (!t->refusal.empty()) {
-    why = t->refusal;
-  } else if (t->overflow) {
-    why = "more bytes than requested";
-  } else if (closedClient && !t->easy) {
-    why = "native HTTP client is closed";
-  } else if (curlCode != CURLE_OK && !(curlCode == CURLE_WRITE_ERROR && !t->accepting && t->httpStatus >= 300)) {
-    why = t->errbuf[0] ? t->errbuf : curl_easy_strerror(static_cast<CURLcode>(curlCode));
-    if (t->accepting) why += " (after " + std::to_string(t->got) + " of " + std::to_string(appended) + " bytes)";
-  } else if (!t->accepting) {
-    why = "HTTP " + std::to_string(t->httpStatus);
+  HttpFailure f;
+  if (closedClient && (!t->easy || curlCode == CURLE_ABORTED_BY_CALLBACK)) {
+    f.message = "native HTTP client is closed";
   } else {
-    why = "truncated body (" + std::to_string(t->got) + " of " + std::to_string(appended) + " bytes)";
+    f = t->failure(curlCode, appended);
+    if (!f.message.empty()) {
+      failures_.fetch_add(1, std::memory_order_relaxed);
+      if (t->req.onFailure) t->req.onFailure(f);
+    }
   }
+  if (parts.empty()) return;
+  if (f.message.empty()) f.message = "answer ended before its parts";  // cannot happen: a complete GET answered them
   for (auto& part : parts) {
     HttpRangeAnswer a;
     a.httpStatus = t->httpStatus;
-    a.status = IoError(t->what() + ": " + why);
+    a.status = IoError(t->what() + ": " + f.message);
     part->done(std::move(a));
   }
 }

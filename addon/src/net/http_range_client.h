@@ -32,6 +32,17 @@
 
 namespace obd {
 
+// Why a GET failed, in the registry client's terms (the kinds of obd_registry_errors_total, which
+// the JS side derives from these): the HTTP status of a refused answer, or what went wrong on the
+// way. A GET fails at most once; a client being closed is not a failure of the registry.
+struct HttpFailure {
+  enum class Kind { kStatus, kReset, kTimeout, kNetwork, kProtocol, kSizeMismatch, kOther };
+  Kind kind = Kind::kOther;
+  long httpStatus = 0;  // kStatus: the answer's status
+  std::string message;
+};
+const char* httpFailureKindName(HttpFailure::Kind k);
+
 struct HttpRangeRequest {
   std::string url;
   std::vector<std::string> headers;  // "Name: value" lines (Authorization, User-Agent, ...)
@@ -42,6 +53,8 @@ struct HttpRangeRequest {
   // `progressStep` bytes have arrived; the bytes stay valid only during the call.
   std::function<void(const uint8_t* data, uint64_t arrived)> onProgress;
   uint64_t progressStep = 256 << 10;
+  // Called once, on the client's thread, if the GET fails (before its parts are answered).
+  std::function<void(const HttpFailure&)> onFailure;
 };
 
 struct HttpRangeAnswer {
@@ -79,6 +92,7 @@ class HttpRangeClient {
   void close();
   uint64_t receivedBytes() const { return received_.load(std::memory_order_relaxed); }
   uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }  // GETs sent
+  uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }  // GETs that failed
 
  private:
   struct Part;
@@ -105,6 +119,7 @@ class HttpRangeClient {
   uint64_t nextStream_ = 0;
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t> requests_{0};
+  std::atomic<uint64_t> failures_{0};
   std::thread thread_;
 };
 

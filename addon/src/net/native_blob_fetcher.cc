@@ -3,12 +3,14 @@
 namespace obd {
 
 std::shared_ptr<NativeBlobFetcher> NativeBlobFetcher::create(std::shared_ptr<BlobFetcher> fallback, std::vector<double> durationBoundsSec,
-                                                             OnFetched onFetched) {
-  return std::shared_ptr<NativeBlobFetcher>(new NativeBlobFetcher(std::move(fallback), std::move(durationBoundsSec), std::move(onFetched)));
+                                                             OnFetched onFetched, OnFailed onFailed) {
+  return std::shared_ptr<NativeBlobFetcher>(
+      new NativeBlobFetcher(std::move(fallback), std::move(durationBoundsSec), std::move(onFetched), std::move(onFailed)));
 }
 
-NativeBlobFetcher::NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds, OnFetched onFetched)
-    : fallback_(std::move(fallback)), client_(HttpRangeClient::create()), bounds_(std::move(bounds)), onFetched_(std::move(onFetched)) {
+NativeBlobFetcher::NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds, OnFetched onFetched, OnFailed onFailed)
+    : fallback_(std::move(fallback)), client_(HttpRangeClient::create()), bounds_(std::move(bounds)), onFetched_(std::move(onFetched)),
+      onFailed_(std::move(onFailed)) {
   stats_.durationBuckets.assign(bounds_.size(), 0);
 }
 
@@ -38,6 +40,7 @@ NativeFetchStats NativeBlobFetcher::stats() const {
   NativeFetchStats s = stats_;
   s.receivedBytes = client_->receivedBytes();
   s.requests = client_->requests();
+  s.failedRequests = client_->failures();
   s.routes = routes_.size();
   return s;
 }
@@ -64,6 +67,7 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
       generation = it->second.generation;
     }
   }
+  if (onFailed_) req.onFailure = [onFailed = onFailed_, digest](const HttpFailure& f) { onFailed(digest, f); };
   if (req.url.empty() || length == 0) {
     fallback_->fetch(digest, offset, length, priority, std::move(done));
     return;

@@ -40,6 +40,7 @@ struct NativeFetchStats {
   uint64_t fallbacks = 0;   // native attempts that failed and went to the fallback
   uint64_t receivedBytes = 0;  // every body byte the native client received
   uint64_t requests = 0;       // GETs the native client sent (a stream serves many fetches)
+  uint64_t failedRequests = 0; // GETs that failed (each reported once to onFailed)
   uint64_t routes = 0;      // blobs with a route now
   std::vector<uint64_t> durationBuckets;  // native fetches per upper bound (seconds), cumulative
   double secondsSum = 0;
@@ -48,10 +49,13 @@ struct NativeFetchStats {
 class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_this<NativeBlobFetcher> {
  public:
   using OnFetched = std::function<void(const std::string& digest)>;
+  using OnFailed = std::function<void(const std::string& digest, const HttpFailure& failure)>;
   // durationBoundsSec: upper bounds of the fetch-duration histogram in stats(); onFetched runs (on
-  // the client's thread) after each fetch answered natively, so the owner still sees its blobs fill.
+  // the client's thread) after each fetch answered natively, so the owner still sees its blobs fill;
+  // onFailed runs (there too) once for each native GET that failed, before its fetches go to the
+  // fallback, so that the owner counts registry failures that the fallback then gets past.
   static std::shared_ptr<NativeBlobFetcher> create(std::shared_ptr<BlobFetcher> fallback, std::vector<double> durationBoundsSec = {},
-                                                   OnFetched onFetched = nullptr);
+                                                   OnFetched onFetched = nullptr, OnFailed onFailed = nullptr);
   ~NativeBlobFetcher() override;
   void fetch(const std::string& digest, uint64_t offset, uint64_t length, FetchPriority priority, Done done) override;
   // Native fetches report their bytes as they arrive (every 256 KiB, the default refill unit); fallback ones do not.
@@ -63,7 +67,7 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
   NativeFetchStats stats() const;
 
  private:
-  NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds, OnFetched onFetched);
+  NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std::vector<double> bounds, OnFetched onFetched, OnFailed onFailed);
   void answered(const std::string& digest, uint64_t generation, uint64_t offset, uint64_t length, FetchPriority priority,
                 std::chrono::steady_clock::time_point started, HttpRangeAnswer a, Done done);
 
@@ -83,6 +87,7 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
   const std::shared_ptr<HttpRangeClient> client_;
   const std::vector<double> bounds_;
   const OnFetched onFetched_;
+  const OnFailed onFailed_;
   mutable std::mutex mu_;
   std::map<std::string, Entry> routes_;
   std::map<std::string, std::vector<Stream>> streams_;  // by digest; a few per blob (several readers)
