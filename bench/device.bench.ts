@@ -10,11 +10,21 @@
 // module's enable_uring is switched on for that part and restored afterwards).
 //
 // OBD_BENCH_SECONDS sets the fio runtime per case and side (default 5), split over OBD_BENCH_ROUNDS
-// alternating baseline/obd rounds (default 3; medians are printed); OBD_BENCH_STACKS picks stacks by
-// name ("1-lsmt,10-lz4", default all); OBD_BENCH_FUSE_PATHS picks paths ("/dev/fuse,io_uring");
-// OBD_BENCH_DEVICE_CACHE sets deviced's deviceCache ("page", "direct"; default: the config's default).
-// Each table names the cache mode its devices ran in. Both sides are warmed the same way: every
-// device, obd's and the baseline's, is read once before it is measured.
+// rounds (default 5); OBD_BENCH_STACKS picks stacks by name ("1-lsmt,10-lz4", default all);
+// OBD_BENCH_FUSE_PATHS picks paths ("/dev/fuse,io_uring"); OBD_BENCH_DEVICE_CACHE sets deviced's
+// deviceCache ("page", "direct"; default: the config's default). Each table names the cache mode its
+// devices ran in.
+//
+// Comparable across runs:
+// - Each round runs the baseline and obd back to back (which goes first alternates), and the ratio
+//   printed is the median of the per-round ratios, with their lowest and highest: a shared machine's
+//   load comes and goes within seconds, and a pair sees the same moment of it.
+// - Both sides are warmed the same way: the baseline's files are written back and dropped from the
+//   page cache; then obd's devices and the baseline's read-only one are read once through their loop
+//   devices. How a file's page cache was filled decides its folio sizes (a file written in small
+//   extents keeps small folios, a sequential read leaves large ones), and folio size alone moves warm
+//   reads by 20%. The baseline's writable copy is left cold (see baselineFor).
+// - fio runs with the same options on both sides and drops nothing between rounds (--invalidate=0).
 import crypto from 'node:crypto';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -28,9 +38,8 @@ import { BenchRow, printTable } from './table';
 const MiB = 1 << 20;
 const VSIZE = 256 * MiB;
 const RUNTIME_S = Number(process.env.OBD_BENCH_SECONDS ?? 5);
-// Each case alternates baseline and obd runs this many times (RUNTIME_S split between them) and
-// takes the medians: a shared machine's load comes and goes within seconds.
-const ROUNDS = Math.max(1, Number(process.env.OBD_BENCH_ROUNDS ?? 3));
+// Rounds per case (RUNTIME_S split between them); each is one baseline run and one obd run.
+const ROUNDS = Math.max(1, Number(process.env.OBD_BENCH_ROUNDS ?? 5));
 const ROUND_MS = Math.max(500, Math.round((RUNTIME_S * 1000) / ROUNDS));
 const UPPER_LAYERS = 9; // on top of the full base layer: a 10-layer stack
 const EXTENTS_PER_LAYER = 1500;
@@ -57,6 +66,7 @@ function fio(dev: string, job: FioJob): { iops: number; mibs: number } {
       '--time_based',
       '--randrepeat=0',
       '--norandommap',
+      '--invalidate=0',
       '--output-format=json',
     ],
     { encoding: 'utf8', maxBuffer: 64 * MiB },
@@ -140,6 +150,17 @@ interface Baseline {
   rw: string; // loop device on a copy of it
 }
 
+/** Writes a file's dirty pages back and drops its page cache. */
+function dropPageCache(file: string): void {
+  sh('sync', [file]);
+  sh('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
+}
+
+/** Reads a whole block device once with direct I/O: its loop device fills the backing file's page cache. */
+function warm(dev: string): void {
+  sh('dd', [`if=${dev}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']);
+}
+
 function baselineFor(dir: TempDir, name: string, lowers: string[], cleanup: Cleanup): Baseline {
   const raw = dir.join(`${name}.raw`);
   const st = openStack({ lowers });
@@ -151,7 +172,13 @@ function baselineFor(dir: TempDir, name: string, lowers: string[], cleanup: Clea
   cleanup.add(`detach ${ro}`, () => void spawnSync('losetup', ['-d', ro]));
   const rw = sh('losetup', ['-f', '--show', copy]);
   cleanup.add(`detach ${rw}`, () => void spawnSync('losetup', ['-d', rw]));
-  for (const f of [raw, copy]) sh('dd', [`if=${f}`, 'of=/dev/null', 'bs=1M', 'status=none']); // page cache warm
+  // The export and the copy were written in extents of every size; their folios would be those sizes.
+  for (const f of [raw, copy]) dropPageCache(f);
+  warm(ro);
+  // The copy stays out of the page cache: the 4 KiB writes then make 4 KiB folios, as they do in obd's
+  // FUSE file. Read first, it would hold 2 MiB folios, and the kernel counts a folio dirty as a
+  // whole: every 4 KiB write would count as 2 MiB, and the dirty limits would throttle the baseline
+  // (5x slower, measured).
   return { ro, rw };
 }
 
@@ -184,32 +211,55 @@ async function runStacks(d: Deviced, tmp: TempDir, stacks: Stack[], baselines: M
     const fusePath: string = info.fusePath ?? '?';
     const cache: string = info.cache ?? '?';
     // Warm: the layer files, and a page-cached device's own cache (as the baseline's raw files are).
-    sh('dd', [`if=${ro}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']);
+    warm(ro);
     if (sh('cmp', [base.ro, ro]) !== '') throw new Error(`${s.name}: device and baseline differ`);
     // One fresh upper per stack and FUSE path: the random writes of an earlier run stay out of it.
     const upperData = tmp.join(`${s.name}-${pathTag}-u.data`);
     const upperIndex = tmp.join(`${s.name}-${pathTag}-u.index`);
     obd('layer', 'create', '--vsize', `${VSIZE / MiB}M`, upperData, upperIndex);
     const rw = d.attach(writeImageConfig(tmp, `${s.name}-rw.json`, { lowers, upper: { data: upperData, index: upperIndex } }), `${s.name}-rw`);
-    sh('dd', [`if=${rw}`, 'of=/dev/null', 'bs=1M', 'iflag=direct', 'status=none']);
+    warm(rw);
 
     const rows: BenchRow[] = [];
     for (const [name, job, unit] of CASES) {
       const write = job.rw === 'randwrite';
-      // Baseline and obd runs alternate, so both see the same moments of a shared machine's load.
       const baselines: number[] = [];
       const values: number[] = [];
+      const ratios: number[] = [];
       let cpu = 0;
       let ops = 0;
       for (let i = 0; i < ROUNDS; i++) {
-        baselines.push(fio(write ? base.rw : base.ro, job)[unit]);
-        const cpu0 = cpuNs(pid);
-        const r = fio(write ? rw : ro, job);
-        cpu += cpuNs(pid) - cpu0;
-        ops += (r.iops * ROUND_MS) / 1000;
-        values.push(r[unit]);
+        const runBaseline = () => fio(write ? base.rw : base.ro, job)[unit];
+        const runObd = () => {
+          const cpu0 = cpuNs(pid);
+          const r = fio(write ? rw : ro, job);
+          cpu += cpuNs(pid) - cpu0;
+          ops += (r.iops * ROUND_MS) / 1000;
+          return r[unit];
+        };
+        // Whoever runs second meets a machine the first has just warmed (CPU caches, frequency):
+        // alternating the order cancels that out over the rounds.
+        let b: number;
+        let v: number;
+        if (i % 2 === 0) {
+          b = runBaseline();
+          v = runObd();
+        } else {
+          v = runObd();
+          b = runBaseline();
+        }
+        baselines.push(b);
+        values.push(v);
+        ratios.push(v / b);
       }
-      rows.push({ name, value: median(values), baseline: median(baselines), unit: unit === 'iops' ? 'IOPS' : 'MiB/s' });
+      rows.push({
+        name,
+        value: median(values),
+        baseline: median(baselines),
+        unit: unit === 'iops' ? 'IOPS' : 'MiB/s',
+        ratio: median(ratios),
+        spread: [Math.min(...ratios), Math.max(...ratios)],
+      });
       // CPU time per request is what a lever changes most directly, and a shared machine's noise
       // moves it far less than it moves throughput.
       if (name === '4k randread QD32' || write)
