@@ -190,7 +190,7 @@ export interface DeviceAttachOptions {
   rawFile?: string; // serve a raw disk image instead of a stack (baseline/bench)
   rawWritable?: boolean;
   pageCache?: boolean; // fuse-loop: buffered loop device on the FUSE file's page cache (default: direct I/O)
-  cacheableFile?: boolean; // fuse-loop, read-only, direct: can become page-cached later (deviceUsePageCache)
+  cacheableFile?: boolean; // fuse-loop, direct: can become page-cached later (deviceUsePageCache)
   threads?: number; // FUSE reader threads, default 2
   fuseIoUring?: boolean; // fuse-loop: FUSE over io_uring when the kernel offers it
   transport?: 'fuse-loop' | 'tcmu'; // default fuse-loop

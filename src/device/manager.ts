@@ -121,8 +121,8 @@ export function chooseTransport(wanted: 'auto' | 'tcmu' | 'fuse-loop', log: Logg
 
 /**
  * Whether a new fuse-loop device runs page-cached. auto: only when every lower is local (layer files,
- * fully downloaded blobs); a lazy device stays direct, so its remote misses overlap (see
- * docs/architecture.md "The fuse-loop data path").
+ * fully downloaded blobs); a lazy device starts direct, so its remote misses overlap, and switches once
+ * its blobs are local (see docs/architecture.md "The fuse-loop data path").
  */
 export function pageCached(mode: DeviceCache, remoteLowers: number): boolean {
   return mode === 'page' || (mode === 'auto' && remoteLowers === 0);
@@ -413,7 +413,7 @@ export class DeviceManager {
         // A successor cannot see how its predecessor opened the file: the record says.
         opts.cacheableFile = takeover
           ? fs.existsSync(path.join(dir, PAGE_CACHE_WHEN_LOCAL))
-          : this.deviceCache === 'auto' && !opts.pageCache && !cfg.upper;
+          : this.deviceCache === 'auto' && !opts.pageCache;
         if (cfg.upper?.data) {
           opts.upperData = cfg.upper.data;
           opts.upperIndex = cfg.upper.index;
@@ -433,7 +433,7 @@ export class DeviceManager {
         e.message = e.message.replace(/\/proc\/self\/fd\/(\d+)/g, (m, n: string) => byFd.get(Number(n)) ?? m);
         throw fromAddonError(e, `attach ${id}`);
       }
-      const pageCacheWhenLocal = !!opts.cacheableFile && dev.readOnly && dev.pageCache === false;
+      const pageCacheWhenLocal = !!opts.cacheableFile && dev.pageCache === false;
       const a: Attached = { id, sourcePath, configText: text, attachedAtMs: attachedAt, dev, remotes, releases, recording, held: false, pageCacheWhenLocal };
       if (pageCacheWhenLocal) this.watchLocalBlobs();
       if (takeover) {
@@ -605,7 +605,7 @@ export class DeviceManager {
   }
 
   /**
-   * deviceCache auto: a lazy read-only device whose every remote blob is now in the block cache (read,
+   * deviceCache auto: a lazy device whose every remote blob is now in the block cache (read,
    * prefetched or downloaded) has nothing left to overlap: it becomes page-cached like a local one.
    */
   async pageCacheLocalDevices(): Promise<void> {

@@ -2,8 +2,8 @@
 // cache, with the writeback cache for writable devices. What a container wrote may sit in the kernel's
 // page cache of that file for a while; it must still reach the layer files on detach without a sync
 // and across a kill -9 of deviced (the dirty pages stay in the kernel, the successor writes them).
-// With deviceCache auto a lazy device starts direct and becomes page-cached, mounted, once its blobs
-// are all local.
+// With deviceCache auto a lazy device, read-only or writable, starts direct and becomes page-cached,
+// mounted, once its blobs are all local.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -117,13 +117,23 @@ describe('page-cached fuse-loop devices', { timeout: 600_000 }, () => {
     await d.stop();
   });
 
-  it('auto: a lazy device starts direct and, mounted, becomes page-cached once its blobs are downloaded', () => lazyBecomesPageCached(false));
+  it('auto: a lazy device starts direct and, mounted, becomes page-cached once its blobs are downloaded', () => lazyBecomesPageCached({ killFirst: false }));
 
-  it('auto: after a kill -9 of deviced the successor still switches the lazy device it took over', () => lazyBecomesPageCached(true));
+  it('auto: after a kill -9 of deviced the successor still switches the lazy device it took over', () => lazyBecomesPageCached({ killFirst: true }));
+
+  it('auto: a lazy writable device, mounted and written, becomes page-cached too; what it wrote either way is in its upper', () =>
+    lazyBecomesPageCached({ killFirst: false, writable: true }));
+
+  it('auto: a lazy writable device taken over after a kill -9 is switched by the successor; nothing it wrote is lost', () =>
+    lazyBecomesPageCached({ killFirst: true, writable: true }));
 });
 
-/** A lazy two-layer fixture stack, mounted; its blobs are downloaded in the background (after 3 s). */
-async function lazyBecomesPageCached(killFirst: boolean): Promise<void> {
+/**
+ * A lazy two-layer fixture stack, mounted; its blobs are downloaded in the background (after 3 s).
+ * Writable: over a fresh upper, a file written (and synced) while direct and one written after the
+ * switch (not synced) are both in the upper after unmount and detach.
+ */
+async function lazyBecomesPageCached(o: { killFirst: boolean; writable?: boolean }): Promise<void> {
   const registry = new TestRegistry();
   await registry.start();
   cleanup.add('stop registry', () => void registry.stop());
@@ -135,14 +145,21 @@ async function lazyBecomesPageCached(killFirst: boolean): Promise<void> {
   }
   const download = { enable: true, delay: 3, delayExtra: 0, maxMBps: 0, tryCnt: 5, blockSize: 262144 };
   const d = await startDeviced(tmp, cleanup, { deviceCache: 'auto', download, cacheConfig: { cacheDir: tmp.join('cache'), cacheSizeGB: 1 } });
-  const cfg = writeImageConfig(tmp, 'lazy.json', { repoBlobUrl: `${registry.url}/v2/obd/fixture/blobs`, lowers });
+  const upper = { data: tmp.join('u.data'), index: tmp.join('u.index') };
+  if (o.writable) obdLayer(d, 'create', '--vsize', '64G', upper.data, upper.index);
+  const cfg = writeImageConfig(tmp, 'lazy.json', { repoBlobUrl: `${registry.url}/v2/obd/fixture/blobs`, lowers, ...(o.writable ? { upper } : {}) });
   const dev = (await d.client.attach({ id: 'lazy', configPath: cfg })).path;
   const cacheOf = async () => (await d.client.list()).find((x) => x.id === 'lazy')?.cache;
   assert.equal(await cacheOf(), 'direct', 'lazy: direct I/O');
   const mnt = tmp.join('mnt');
-  mountDev(cleanup, dev, mnt, 'ro,noload');
+  mountDev(cleanup, dev, mnt, o.writable ? 'rw' : 'ro,noload');
   const before = sha256File(path.join(mnt, 'bin/data.bin'));
-  if (killFirst) {
+  if (o.writable) {
+    writeFileSynced(tmp.join('direct.bin'), 4 * MiB, 11);
+    run('cp', [tmp.join('direct.bin'), path.join(mnt, 'direct.bin')]);
+    run('sync', ['-f', mnt]);
+  }
+  if (o.killFirst) {
     assert.equal(await cacheOf(), 'direct', 'still direct at the kill');
     await d.kill9();
     await d.restart();
@@ -154,13 +171,27 @@ async function lazyBecomesPageCached(killFirst: boolean): Promise<void> {
   }
   const switchedAt = d.logs().search(/device is page-cached now: all its blobs are local id=lazy/);
   assert.ok(switchedAt > 0, 'the switch is logged');
-  if (killFirst) assert.ok(switchedAt > d.logs().search(/took over device/), 'the successor switched it');
+  if (o.killFirst) assert.ok(switchedAt > d.logs().search(/took over device/), 'the successor switched it');
   assert.equal(fs.readFileSync(`/sys/block/${path.basename(dev)}/loop/dio`, 'utf8').trim(), '0');
+  if (o.writable) {
+    writeFileSynced(tmp.join('page.bin'), 8 * MiB, 13);
+    run('cp', [tmp.join('page.bin'), path.join(mnt, 'page.bin')]);
+  }
   // The mounted filesystem lives on: its files read the same, from the page-cached device.
   run('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
   assert.equal(sha256File(path.join(mnt, 'bin/data.bin')), before);
   assert.ok(fs.readFileSync(path.join(mnt, 'etc/hello.txt'), 'utf8').length > 0);
   umount(mnt);
   await d.detach('lazy');
+  if (o.writable) {
+    // A new device over the same upper: what the first one wrote, direct and page-cached, is there.
+    const again = (await d.client.attach({ id: 'again', configPath: cfg })).path;
+    mountDev(cleanup, again, mnt, 'ro,noload');
+    assert.equal(sha256File(path.join(mnt, 'direct.bin')), sha256File(tmp.join('direct.bin')), 'written while direct');
+    assert.equal(sha256File(path.join(mnt, 'page.bin')), sha256File(tmp.join('page.bin')), 'written page-cached, not synced');
+    assert.equal(sha256File(path.join(mnt, 'bin/data.bin')), before);
+    umount(mnt);
+    await d.detach('again');
+  }
   await d.stop();
 }

@@ -26,7 +26,8 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<B
   so.fsName = "obd:" + opts.id;
   so.threads = opts.threads;
   so.ioUring = opts.fuseIoUring;
-  so.writebackCache = opts.pageCache && !d->readOnly_;
+  // A device that may become page-cached later needs the writeback cache now: INIT is negotiated once.
+  so.writebackCache = (opts.pageCache || opts.cacheableFile) && !d->readOnly_;
   if (opts.takeover) return takeOver(std::move(d), std::move(dev), opts, so);
   auto server = FuseFileServer::start(std::move(dev), opts.mountDir, so, d->counters_);
   if (!server.ok()) return server.status().wrap("device " + opts.id);
@@ -35,7 +36,7 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::create(std::shared_ptr<B
 
   // This open (LOOKUP + OPEN) is answered by our session threads, which never need the JS thread.
   // Its O_DIRECT flag is what makes the server answer FOPEN_DIRECT_IO rather than KEEP_CACHE.
-  d->cacheableFile_ = opts.pageCache || (opts.cacheableFile && d->readOnly_);
+  d->cacheableFile_ = opts.pageCache || opts.cacheableFile;
   const int mode = (d->readOnly_ ? O_RDONLY : O_RDWR) | O_CLOEXEC | (d->cacheableFile_ ? 0 : O_DIRECT);
   UniqueFd file(::open(d->backingFile_.c_str(), mode));
   if (!file.valid()) return SysError("device " + opts.id + ": open " + d->backingFile_);
@@ -70,7 +71,7 @@ Result<std::unique_ptr<FuseLoopDevice>> FuseLoopDevice::takeOver(std::unique_ptr
   if (!server.ok()) return server.status().wrap("device " + opts.id);
   d->server_ = server.take();
   d->tookOver_ = true;
-  d->cacheableFile_ = opts.cacheableFile && d->readOnly_;  // as the predecessor recorded it
+  d->cacheableFile_ = opts.cacheableFile;  // as the predecessor recorded it
   d->setLoopInfo();
   return d;
 }

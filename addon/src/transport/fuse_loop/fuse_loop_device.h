@@ -41,7 +41,8 @@ struct FuseLoopOptions {
   // the loop device and us). See docs/architecture.md "The fuse-loop data path".
   bool pageCache = false;
   // Direct mode, but the file opened without O_DIRECT (a KEEP_CACHE open; the loop device's direct I/O
-  // still bypasses its page cache), so that usePageCache() can switch the device later. Read-only only.
+  // still bypasses its page cache), so that usePageCache() can switch the device later. A writable
+  // device negotiates the writeback cache at once (INIT is the only moment); its direct writes bypass it.
   // With takeover: how the predecessor opened it (the caller's record; the kernel does not tell).
   bool cacheableFile = false;
   int threads = 2;
