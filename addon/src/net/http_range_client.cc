@@ -1,7 +1,6 @@
 #include "net/http_range_client.h"
 
 #include <curl/curl.h>
-#include <sys/ioctl.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,10 +14,20 @@ namespace obd {
 namespace {
 
 constexpr uint64_t kMaxErrorBody = 64 << 10;  // an error answer's body is read this far, then dropped
-// A stream that has delivered every part stays paused this long for the next one, then closes (what
-// the network still holds for it is lost: a longer grace would keep less of a slow reader's stream
-// from being cut, a shorter one holds a stopped reader's connection for less time).
-constexpr auto kStreamGrace = std::chrono::milliseconds(20);
+// A stream whose GETs are done and that has answered every part waits this long for the next part
+// (a slow reader's next window), then closes; it holds no connection meanwhile, only the bytes its
+// last GET brought past its last part.
+constexpr auto kStreamGrace = std::chrono::milliseconds(250);
+// A stream that has delivered every part asked so far holds its GET paused (TCP holds the sender:
+// bytes go straight to the parts that come, no copy in between) for this long; then it drains the
+// GET to its end into the stream's surplus, so that nothing the registry sends is cut off.
+constexpr auto kDrainGrace = std::chrono::milliseconds(20);
+// A stream's next GET may cover what its GETs so far delivered in this long (and at most
+// kStreamEarned times what its reader asked so far): on a fast link a long read takes a few large
+// GETs (docker-registry spends ~5 ms of CPU per GET, as much as on 30 MB of body), while what a
+// reader that stops leaves unread stays a short time of the link and a part of what it read.
+constexpr double kStreamAheadSec = 0.25;
+constexpr uint64_t kStreamEarned = 8;
 
 void initCurlOnce() {
   static std::once_flag once;
@@ -58,7 +67,8 @@ const char* httpFailureKindName(HttpFailure::Kind k) {
   return "other";
 }
 
-// One consumer of a transfer's bytes: a plain GET has one covering its range, a stream one per append().
+
+// One consumer of bytes: a plain GET has one covering its range, a stream one per append().
 struct HttpRangeClient::Part {
   uint64_t length = 0;
   std::vector<uint8_t> body;
@@ -69,9 +79,9 @@ struct HttpRangeClient::Part {
 
   bool complete() const { return body.size() == length; }
   // Takes up to the rest of this part from [p, p + n); returns how many bytes it took.
-  size_t take(const char* p, size_t n) {
+  size_t take(const uint8_t* p, size_t n) {
     size_t k = static_cast<size_t>(std::min<uint64_t>(n, length - body.size()));
-    body.insert(body.end(), reinterpret_cast<const uint8_t*>(p), reinterpret_cast<const uint8_t*>(p) + k);
+    body.insert(body.end(), p, p + k);
     return k;
   }
   // True when another progress step has arrived (and the part is not complete: `done` has the rest).
@@ -84,11 +94,79 @@ struct HttpRangeClient::Part {
   }
 };
 
+// Where the bytes of GETs go, in order: the one part of a plain GET, or the parts of a stream, whose
+// GETs deliver one after another (only the oldest one in flight delivers; the others wait paused).
+struct HttpRangeClient::Sink {
+  std::mutex mu;
+  std::deque<std::unique_ptr<Part>> parts;  // not yet answered, in order
+  uint64_t appended = 0;   // bytes given to parts so far
+  bool closed = false;     // no more parts: a plain GET's, a failed or idle stream's
+  // A stream's:
+  bool stream = false;
+  uint64_t id = 0;
+  HttpRangeRequest req;    // its span (offset, length) and route
+  uint64_t issued = 0;     // bytes of the span its GETs cover
+  std::vector<uint8_t> surplus;  // bytes its GETs brought past its last part, from surplusAt on
+  size_t surplusAt = 0;
+  std::deque<std::shared_ptr<Transfer>> gets;  // sent and not ended, in order
+  std::chrono::steady_clock::time_point lastActive{};
+  bool draining = false;   // no part came within kDrainGrace: the GET in flight runs on into the surplus
+  std::chrono::steady_clock::time_point drySince{};    // when its oldest GET paused for want of parts
+  std::chrono::steady_clock::time_point frontSince{};  // when the oldest GET in flight began to deliver
+  double deliveredBytes = 0;  // by its GETs that ended well, over the time each spent delivering
+  double deliveringSec = 0;
+
+  uint64_t lastPart = 0;      // length of the last part appended
+  double latencySec = -1;     // from sending a GET to its first body byte (last measured)
+
+  // The stream's next GET if it needs one now (mu held): when its parts reach past what its GETs
+  // cover and the oldest GET in flight (if any) is about to end: it has no more than two first-byte
+  // latencies of the link left to deliver. Sent earlier, the two would share the link and the bytes
+  // needed first would come slower; sent later, the link would idle between them.
+  std::shared_ptr<Transfer> nextGet(HttpRangeClient* client, const std::shared_ptr<Sink>& self);
+
+  // Gives [p, p + n) to the parts in order;  // Gives [p, p + n) to the parts in order; bytes past the last part are kept as surplus. Returns
+  // the parts completed; `progressed`: the part still in progress if it reached another step.
+  std::vector<std::unique_ptr<Part>> deliver(const uint8_t* p, size_t n, Part** progressed) {
+    std::vector<std::unique_ptr<Part>> done;
+    *progressed = nullptr;
+    while (n > 0 && !parts.empty()) {
+      size_t k = parts.front()->take(p, n);
+      p += k;
+      n -= k;
+      if (parts.front()->complete()) {
+        done.push_back(std::move(parts.front()));
+        parts.pop_front();
+      }
+    }
+    if (n > 0) surplus.insert(surplus.end(), p, p + n);
+    if (!parts.empty() && parts.front()->progressDue()) *progressed = parts.front().get();
+    return done;
+  }
+  // A new part takes what the surplus holds for it.
+  void fromSurplus(Part& part) {
+    size_t k = part.take(surplus.data() + surplusAt, surplus.size() - surplusAt);
+    surplusAt += k;
+    if (surplusAt == surplus.size()) {
+      surplus.clear();
+      surplusAt = 0;
+    }
+  }
+  // Parts at the front that are complete (a part the surplus filled entirely).
+  std::vector<std::unique_ptr<Part>> takeComplete() {
+    std::vector<std::unique_ptr<Part>> done;
+    while (!parts.empty() && parts.front()->complete()) {
+      done.push_back(std::move(parts.front()));
+      parts.pop_front();
+    }
+    return done;
+  }
+};
+
 struct HttpRangeClient::Transfer {
   HttpRangeClient* client = nullptr;
-  HttpRangeRequest req;       // the whole range of the GET
-  bool stream = false;
-  uint64_t streamId = 0;
+  HttpRangeRequest req;       // the range of this GET
+  std::shared_ptr<Sink> sink;
   CURL* easy = nullptr;
   curl_slist* headers = nullptr;
   char errbuf[CURL_ERROR_SIZE] = {0};
@@ -98,20 +176,16 @@ struct HttpRangeClient::Transfer {
   bool accepting = false;   // the answer's headers matched the request: its body is ours
   std::string refusal;      // why the headers did not match (the transfer is aborted)
   HttpFailure::Kind refusalKind = HttpFailure::Kind::kProtocol;
-  uint64_t got = 0;         // body bytes taken (by parts or the surplus)
+  uint64_t got = 0;         // body bytes delivered
   uint64_t counted = 0;     // body bytes counted as received (a chunk refused while paused comes again)
   uint64_t errorBody = 0;
   bool overflow = false;
+  bool paused = false;      // a stream's GET waiting for the older ones (client's thread only)
+  bool cut = false;         // an older GET of its stream failed: it ends without being a failure (sink mu)
+  bool firstByte = false;   // a body byte came (sink mu)
+  std::chrono::steady_clock::time_point sentAt = std::chrono::steady_clock::now();
 
-  std::mutex mu;            // parts, appended, surplus, closed, paused, drySince (append() runs on any thread)
-  std::deque<std::unique_ptr<Part>> parts;
-  uint64_t appended = 0;    // bytes of the range given to parts so far
-  std::vector<uint8_t> surplus;  // bytes that came past the last part of a stream
-  bool closed = false;      // no more parts: ended, failed, or an idle stream
-  bool paused = false;
-  std::chrono::steady_clock::time_point drySince{};
-
-  HttpFailure failure(int curlCode, uint64_t appended) const;
+  HttpFailure failure(int curlCode) const;
   std::string what() const {
     return "GET " + printableUrl(req.url) + " bytes " + std::to_string(req.offset) + "-" + std::to_string(req.offset + req.length - 1);
   }
@@ -139,27 +213,67 @@ struct HttpRangeClient::Transfer {
       else refusal = "server ignored Range (200 with " + (contentLength.empty() ? std::string("?") : contentLength) + " bytes)";
     }
   }
-
-  // Parts that the bytes of [p, p + n) complete, in order; the rest of a stream's bytes go to the
-  // surplus. mu held. `progressed`: the part still in progress if it reached another step.
-  std::vector<std::unique_ptr<Part>> deliver(const char* p, size_t n, Part** progressed) {
-    std::vector<std::unique_ptr<Part>> done;
-    *progressed = nullptr;
-    got += n;
-    while (n > 0 && !parts.empty()) {
-      size_t k = parts.front()->take(p, n);
-      p += k;
-      n -= k;
-      if (parts.front()->complete()) {
-        done.push_back(std::move(parts.front()));
-        parts.pop_front();
-      }
-    }
-    if (n > 0) surplus.insert(surplus.end(), reinterpret_cast<const uint8_t*>(p), reinterpret_cast<const uint8_t*>(p) + n);
-    if (!parts.empty() && parts.front()->progressDue()) *progressed = parts.front().get();
-    return done;
-  }
 };
+
+// Why a GET that ended with `curlCode` failed; an empty message when it did not.
+HttpFailure HttpRangeClient::Transfer::failure(int curlCode) const {
+  HttpFailure f;
+  const bool writeStop = curlCode == CURLE_WRITE_ERROR;  // our callbacks stopped it (refusal, error body, overflow)
+  if (!refusal.empty()) {
+    f.kind = refusalKind;
+    f.message = refusal;
+  } else if (overflow) {
+    f.kind = HttpFailure::Kind::kProtocol;
+    f.message = "more bytes than requested";
+  } else if (!accepting && httpStatus >= 300 && (curlCode == CURLE_OK || writeStop)) {
+    f.kind = HttpFailure::Kind::kStatus;
+    f.httpStatus = httpStatus;
+    f.message = "HTTP " + std::to_string(httpStatus);
+  } else if (curlCode != CURLE_OK) {
+    switch (curlCode) {
+      case CURLE_OPERATION_TIMEDOUT: f.kind = HttpFailure::Kind::kTimeout; break;
+      case CURLE_COULDNT_CONNECT: case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY:
+        f.kind = HttpFailure::Kind::kNetwork; break;
+      case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
+        f.kind = HttpFailure::Kind::kReset; break;
+      case CURLE_WEIRD_SERVER_REPLY: case CURLE_BAD_CONTENT_ENCODING: f.kind = HttpFailure::Kind::kProtocol; break;
+      default: f.kind = HttpFailure::Kind::kOther;
+    }
+    f.message = errbuf[0] ? errbuf : curl_easy_strerror(static_cast<CURLcode>(curlCode));
+    if (accepting) f.message += " (after " + std::to_string(got) + " of " + std::to_string(req.length) + " bytes)";
+  } else if (!accepting) {
+    f.kind = HttpFailure::Kind::kProtocol;
+    f.message = "HTTP " + std::to_string(httpStatus);
+  } else if (got < req.length) {
+    f.kind = HttpFailure::Kind::kReset;
+    f.message = "truncated body (" + std::to_string(got) + " of " + std::to_string(req.length) + " bytes)";
+  }
+  return f;
+}
+
+std::shared_ptr<HttpRangeClient::Transfer> HttpRangeClient::Sink::nextGet(HttpRangeClient* client, const std::shared_ptr<Sink>& self) {
+  if (closed || appended <= issued || gets.size() > 1) return nullptr;
+  double rate = deliveringSec > 0 ? deliveredBytes / deliveringSec : 0;
+  if (!gets.empty() && rate > 0 && latencySec >= 0) {
+    const Transfer& front = *gets.front();
+    if (static_cast<double>(front.req.length - front.got) > 2 * rate * latencySec) return nullptr;
+  }
+  // This part's missing bytes and one more part of its size; on a fast link up to kStreamAheadSec
+  // of it, if the reader earned that much.
+  uint64_t size = appended - issued + lastPart;
+  size = std::max(size, std::min(kStreamEarned * appended, static_cast<uint64_t>(rate * kStreamAheadSec)));
+  size = std::min(size, req.length - issued);
+  auto t = std::make_shared<Transfer>();
+  t->client = client;
+  t->req = req;
+  t->req.offset = req.offset + issued;
+  t->req.length = size;
+  t->sink = self;
+  issued += size;
+  if (gets.empty()) frontSince = t->sentAt;
+  gets.push_back(t);
+  return t;
+}
 
 std::shared_ptr<HttpRangeClient> HttpRangeClient::create(HttpRangeClientOptions opts) {
   initCurlOnce();
@@ -183,67 +297,62 @@ HttpRangeClient::~HttpRangeClient() {
 }
 
 void HttpRangeClient::get(HttpRangeRequest req, Done done) {
-  auto t = std::make_shared<Transfer>();
-  t->client = this;
+  auto sink = std::make_shared<Sink>();
   auto part = std::make_unique<Part>();
   part->length = req.length;
   part->body = FetchBufferPool::shared().take(req.length);  // filled by appends: no zeroing first
   part->done = std::move(done);
   part->progress = std::move(req.onProgress);
   part->step = req.progressStep;
+  sink->appended = part->length;
+  sink->parts.push_back(std::move(part));
+  sink->closed = true;  // nothing more to append
+  auto t = std::make_shared<Transfer>();
+  t->client = this;
   t->req = std::move(req);
-  t->appended = part->length;
-  t->parts.push_back(std::move(part));
-  t->closed = true;  // nothing more to append
+  t->sink = std::move(sink);
   submit(std::move(t));
 }
 
 uint64_t HttpRangeClient::openStream(HttpRangeRequest req) {
-  auto t = std::make_shared<Transfer>();
-  t->client = this;
-  t->stream = true;
+  auto s = std::make_shared<Sink>();
+  s->stream = true;
   req.onProgress = nullptr;
-  t->req = std::move(req);
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    t->streamId = ++nextStream_;
-    if (!closed_ && multi_) streams_[t->streamId] = t;
-  }
-  uint64_t id = t->streamId;
-  submit(std::move(t));
-  return id;
+  s->req = std::move(req);
+  s->lastActive = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> g(mu_);
+  s->id = ++nextStream_;
+  if (!closed_ && multi_) streams_[s->id] = s;
+  return s->id;
 }
 
 bool HttpRangeClient::append(uint64_t stream, uint64_t length, Done done, Progress progress, uint64_t progressStep) {
-  std::shared_ptr<Transfer> t;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    auto it = streams_.find(stream);
-    if (it == streams_.end()) return false;
-    t = it->second;
-  }
   auto part = std::make_unique<Part>();
   part->length = length;
-  part->body = FetchBufferPool::shared().take(length);
   part->done = std::move(done);
   part->progress = std::move(progress);
   part->step = progressStep;
-  bool wake = false;
+  // mu_ then the stream's: a GET this append needs is queued before close() can fail the queue, so
+  // no callback ever runs on the caller's thread (which may hold its own locks).
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = streams_.find(stream);
+  if (closed_ || !multi_ || it == streams_.end()) return false;
+  Sink& s = *it->second;
+  std::shared_ptr<Transfer> next;
   {
-    std::lock_guard<std::mutex> g(t->mu);
-    if (t->closed || length == 0 || t->appended + length > t->req.length) return false;
-    t->appended += length;
-    // Bytes that came past the previous part are this part's first bytes (if they are all of it, the
-    // client's thread answers it: no callback runs on the caller's thread, which may hold its locks).
-    size_t k = part->take(reinterpret_cast<const char*>(t->surplus.data()), t->surplus.size());
-    t->surplus.erase(t->surplus.begin(), t->surplus.begin() + static_cast<std::ptrdiff_t>(k));
-    t->parts.push_back(std::move(part));
-    wake = t->paused;
+    std::lock_guard<std::mutex> gs(s.mu);
+    if (s.closed || length == 0 || s.appended + length > s.req.length) return false;
+    part->body = FetchBufferPool::shared().take(length);
+    s.appended += length;
+    s.fromSurplus(*part);  // bytes that came past the previous part are this part's first bytes
+    s.parts.push_back(std::move(part));
+    s.draining = false;
+    s.lastActive = std::chrono::steady_clock::now();
+    s.lastPart = length;
+    next = s.nextGet(this, it->second);
   }
-  if (wake) {
-    std::lock_guard<std::mutex> g(mu_);
-    if (multi_) curl_multi_wakeup(multi_);
-  }
+  if (next) pending_.push_back(std::move(next));
+  curl_multi_wakeup(multi_);  // starts the GET, or answers a part the surplus filled
   return true;
 }
 
@@ -257,6 +366,12 @@ void HttpRangeClient::submit(std::shared_ptr<Transfer> t) {
     }
   }
   finish(t.get(), CURLE_OK);  // fails its parts: the client is closed
+}
+
+void HttpRangeClient::queue(std::shared_ptr<Transfer> t) {
+  std::lock_guard<std::mutex> g(mu_);
+  pending_.push_back(std::move(t));  // a closed client fails it with the rest of the queue
+  if (multi_) curl_multi_wakeup(multi_);
 }
 
 void HttpRangeClient::close() {
@@ -288,9 +403,9 @@ size_t HttpRangeClient::onHeader(char* p, size_t size, size_t n, void* ud) {
   return len;
 }
 
-void HttpRangeClient::answerPart(const Transfer& t, Part& part) {
+void HttpRangeClient::answerPart(long httpStatus, Part& part) {
   HttpRangeAnswer a;
-  a.httpStatus = t.httpStatus;
+  a.httpStatus = httpStatus;
   a.body = std::move(part.body);
   Done done = std::move(part.done);
   done(std::move(a));
@@ -311,23 +426,39 @@ size_t HttpRangeClient::onBody(char* p, size_t size, size_t n, void* ud) {
     t->overflow = true;
     return 0;
   }
+  Sink& s = *t->sink;
   std::vector<std::unique_ptr<Part>> done;
   Part* progressed = nullptr;
+  std::shared_ptr<Transfer> next;
   {
-    std::lock_guard<std::mutex> g(t->mu);
-    if (t->parts.empty() && t->stream) {
-      // Every part appended so far is delivered: hold the sender until the next one (or close).
-      if (!t->paused) t->drySince = std::chrono::steady_clock::now();
-      t->paused = true;
+    std::lock_guard<std::mutex> g(s.mu);
+    if (t->cut) return 0;
+    if (!t->firstByte) {
+      t->firstByte = true;
+      s.latencySec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t->sentAt).count();
+    }
+    if (s.stream && s.gets.front().get() != t) {
+      t->paused = true;  // an older GET of the stream still delivers: resumed when it ends
+      return CURL_WRITEFUNC_PAUSE;
+    }
+    if (s.stream && s.parts.empty() && !s.draining) {
+      if (!t->paused) s.drySince = std::chrono::steady_clock::now();
+      t->paused = true;  // every part is answered: resumed by the next part, or to drain
       return CURL_WRITEFUNC_PAUSE;
     }
     t->paused = false;
-    done = t->deliver(p, len, &progressed);
+    t->got += len;
+    done = s.deliver(reinterpret_cast<const uint8_t*>(p), len, &progressed);
+    if (s.stream) {
+      s.lastActive = std::chrono::steady_clock::now();
+      next = s.nextGet(t->client, t->sink);
+    }
   }
-  // Outside mu: these calls may append to this stream. Only this thread removes parts, so
-  // `progressed` stays valid.
+  if (next) t->client->queue(std::move(next));
+  // Outside the sink's lock: these calls may append to this stream. Only this thread removes parts,
+  // so `progressed` stays valid.
   if (progressed) progressed->progress(progressed->body.data(), progressed->body.size());
-  for (auto& part : done) answerPart(*t, *part);
+  for (auto& part : done) answerPart(t->httpStatus, *part);
   return len;
 }
 
@@ -342,7 +473,6 @@ void HttpRangeClient::startPending() {
     if (!e) {
       std::snprintf(t->errbuf, sizeof t->errbuf, "curl_easy_init failed");
       finish(t.get(), CURLE_FAILED_INIT);
-      release(t.get());
       continue;
     }
     t->easy = e;
@@ -376,73 +506,64 @@ void HttpRangeClient::startPending() {
   }
 }
 
-// Why a GET that ended with `curlCode` (after `appended` bytes were asked of it) failed; ok() when it did not.
-HttpFailure HttpRangeClient::Transfer::failure(int curlCode, uint64_t appended) const {
-  HttpFailure f;
-  const bool writeStop = curlCode == CURLE_WRITE_ERROR;  // our callbacks stopped it (refusal, error body, overflow)
-  if (!refusal.empty()) {
-    f.kind = refusalKind;
-    f.message = refusal;
-  } else if (overflow) {
-    f.kind = HttpFailure::Kind::kProtocol;
-    f.message = "more bytes than requested";
-  } else if (!accepting && httpStatus >= 300 && (curlCode == CURLE_OK || writeStop)) {
-    f.kind = HttpFailure::Kind::kStatus;
-    f.httpStatus = httpStatus;
-    f.message = "HTTP " + std::to_string(httpStatus);
-  } else if (curlCode != CURLE_OK) {
-    switch (curlCode) {
-      case CURLE_OPERATION_TIMEDOUT: f.kind = HttpFailure::Kind::kTimeout; break;
-      case CURLE_COULDNT_CONNECT: case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY:
-        f.kind = HttpFailure::Kind::kNetwork; break;
-      case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
-        f.kind = HttpFailure::Kind::kReset; break;
-      case CURLE_WEIRD_SERVER_REPLY: case CURLE_BAD_CONTENT_ENCODING: f.kind = HttpFailure::Kind::kProtocol; break;
-      default: f.kind = HttpFailure::Kind::kOther;
-    }
-    f.message = errbuf[0] ? errbuf : curl_easy_strerror(static_cast<CURLcode>(curlCode));
-    if (accepting) f.message += " (after " + std::to_string(got) + " of " + std::to_string(appended) + " bytes)";
-  } else if (!accepting) {
-    f.kind = HttpFailure::Kind::kProtocol;
-    f.message = "HTTP " + std::to_string(httpStatus);
-  } else if (got < req.length) {
-    f.kind = HttpFailure::Kind::kReset;
-    f.message = "truncated body (" + std::to_string(got) + " of " + std::to_string(appended) + " bytes)";
-  } else {
-    f.message.clear();  // a complete answer
-  }
-  return f;
-}
-
-// The transfer is over (or never started): every part not yet answered fails, with why. A failure
-// of the GET itself (not a closed client's) is reported once to its onFailure first, so that it is
-// counted before any fallback of its parts.
+// The transfer is over (or never started). A failure of the GET itself (not a closed client's, nor
+// a GET cut because an older one of its stream failed) is reported once to its onFailure, before
+// any part is answered, so that it is counted before the parts' fallbacks. Then the parts it leaves
+// unanswered fail, with why: a plain GET's, or every part of a stream whose GET failed (the stream
+// cannot go on past a hole, and its newer GETs are cut). A stream GET that ended well hands the
+// delivery to the next one.
 void HttpRangeClient::finish(Transfer* t, int curlCode) {
-  std::deque<std::unique_ptr<Part>> parts;
-  uint64_t appended;
-  {
-    std::lock_guard<std::mutex> g(t->mu);
-    t->closed = true;
-    parts.swap(t->parts);
-    appended = t->appended;
-  }
   bool closedClient;
   {
     std::lock_guard<std::mutex> g(mu_);
     closedClient = closed_ || !multi_;
   }
   HttpFailure f;
-  if (closedClient && (!t->easy || curlCode == CURLE_ABORTED_BY_CALLBACK)) {
-    f.message = "native HTTP client is closed";
-  } else {
-    f = t->failure(curlCode, appended);
-    if (!f.message.empty()) {
-      failures_.fetch_add(1, std::memory_order_relaxed);
-      if (t->req.onFailure) t->req.onFailure(f);
+  if (closedClient && (!t->easy || curlCode == CURLE_ABORTED_BY_CALLBACK)) f.message = "native HTTP client is closed";
+  else f = t->failure(curlCode);
+  const bool failed = !f.message.empty();
+  Sink& s = *t->sink;
+  std::deque<std::unique_ptr<Part>> parts;
+  std::vector<std::shared_ptr<Transfer>> resume;
+  std::shared_ptr<Transfer> next;
+  bool cut;
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    cut = t->cut;
+    if (s.stream) {
+      auto it = std::find_if(s.gets.begin(), s.gets.end(), [t](const std::shared_ptr<Transfer>& x) { return x.get() == t; });
+      const bool front = it == s.gets.begin();
+      if (it != s.gets.end()) s.gets.erase(it);
+      auto now = std::chrono::steady_clock::now();
+      if (front && !failed) {
+        s.deliveredBytes += static_cast<double>(t->got);
+        s.deliveringSec += std::chrono::duration<double>(now - s.frontSince).count();
+      }
+      if (front) s.frontSince = now;
+      if (failed && !cut) {
+        for (auto& g2 : s.gets) g2->cut = true;
+        resume.assign(s.gets.begin(), s.gets.end());  // they end at their next byte
+      }
+      // Otherwise the next GET, if paused, is resumed by answerOrCloseStreams once it has parts.
+      s.drySince = now;
+      if (!failed) next = s.nextGet(this, t->sink);
     }
+    if (failed && !cut) {
+      s.closed = true;
+      parts.swap(s.parts);
+    }
+    if (s.stream) s.lastActive = std::chrono::steady_clock::now();
   }
-  if (parts.empty()) return;
-  if (f.message.empty()) f.message = "answer ended before its parts";  // cannot happen: a complete GET answered them
+  if (next) queue(std::move(next));
+  if (failed && !cut && !closedClient) {
+    failures_.fetch_add(1, std::memory_order_relaxed);
+    if (t->req.onFailure) t->req.onFailure(f);
+  }
+  for (auto& r : resume)
+    if (r->easy && r->paused) {
+      r->paused = false;
+      curl_easy_pause(r->easy, CURLPAUSE_CONT);  // may deliver its held chunk right here
+    }
   for (auto& part : parts) {
     HttpRangeAnswer a;
     a.httpStatus = t->httpStatus;
@@ -459,10 +580,6 @@ void HttpRangeClient::release(Transfer* t) {
   }
   curl_slist_free_all(t->headers);
   t->headers = nullptr;
-  if (t->stream) {
-    std::lock_guard<std::mutex> g(mu_);
-    streams_.erase(t->streamId);
-  }
 }
 
 void HttpRangeClient::finishDone() {
@@ -480,86 +597,97 @@ void HttpRangeClient::finishDone() {
     }
     std::shared_ptr<Transfer> t = std::move(*it);
     active_.erase(it);
+    release(t.get());  // before finish: a paused GET resumed there must not be this one's connection
     finish(t.get(), code);
-    release(t.get());
   }
 }
 
-// Paused streams: resumed when a part came, closed when none came within the grace.
-void HttpRangeClient::resumeOrCloseStreams() {
+// Streams: parts the surplus filled are answered; the oldest GET, paused for want of parts, resumes
+// when parts came or drains when none came within kDrainGrace; a stream with nothing in flight and
+// nothing asked for kStreamGrace is closed.
+void HttpRangeClient::answerOrCloseStreams() {
+  std::vector<std::shared_ptr<Sink>> streams;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (auto& [id, s] : streams_) streams.push_back(s);
+  }
   auto now = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < active_.size();) {
-    std::shared_ptr<Transfer> t = active_[i];
-    bool resume = false, idle = false;
-    std::vector<std::unique_ptr<Part>> done;  // parts the surplus held entirely
+  for (auto& s : streams) {
+    std::vector<std::unique_ptr<Part>> done;
+    std::shared_ptr<Transfer> resume;
+    bool gone;
     {
-      std::lock_guard<std::mutex> g(t->mu);
-      if (t->stream && t->paused) {
-        while (!t->parts.empty() && t->parts.front()->complete()) {
-          done.push_back(std::move(t->parts.front()));
-          t->parts.pop_front();
-        }
-        resume = !t->parts.empty();
-        idle = !resume && done.empty() && now - t->drySince >= kStreamGrace;
-        if (idle) t->closed = true;
-        if (resume) t->paused = false;
-        if (!done.empty()) t->drySince = now;
+      std::lock_guard<std::mutex> g(s->mu);
+      done = s->takeComplete();
+      if (!s->gets.empty() && s->gets.front()->paused && s->gets.front()->easy) {
+        if (s->parts.empty() && now - s->drySince >= kDrainGrace) s->draining = true;
+        if (!s->parts.empty() || s->draining) resume = s->gets.front();
       }
+      if (s->parts.empty() && s->gets.empty() && done.empty() && now - s->lastActive >= kStreamGrace) s->closed = true;
+      gone = s->closed && s->gets.empty();
     }
-    for (auto& part : done) answerPart(*t, *part);
-    if (resume) curl_easy_pause(t->easy, CURLPAUSE_CONT);  // may deliver the held chunk right here
-    if (idle) {
-      // Bytes already in the socket reached this host: they count as received, as they would for
-      // anyone counting at the wire.
-      curl_socket_t fd = CURL_SOCKET_BAD;
-      int queued = 0;
-      if (curl_easy_getinfo(t->easy, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK && fd != CURL_SOCKET_BAD && ::ioctl(fd, FIONREAD, &queued) == 0 && queued > 0)
-        received_.fetch_add(static_cast<uint64_t>(queued), std::memory_order_relaxed);
-      active_.erase(active_.begin() + static_cast<std::ptrdiff_t>(i));
-      release(t.get());
-      continue;
+    for (auto& part : done) answerPart(206, *part);
+    if (resume) {
+      resume->paused = false;
+      curl_easy_pause(resume->easy, CURLPAUSE_CONT);  // may deliver its held chunk right here
     }
-    i++;
+    if (gone) {
+      std::lock_guard<std::mutex> g(mu_);
+      streams_.erase(s->id);
+    }
   }
 }
 
 void HttpRangeClient::run() {
   if (!multi_) return;  // get() refuses everything
   for (;;) {
+    bool streams;
     {
       std::lock_guard<std::mutex> g(mu_);
       if (closed_) break;
+      streams = !streams_.empty();
     }
     startPending();
     int running = 0;
     curl_multi_perform(multi_, &running);
     finishDone();
-    resumeOrCloseStreams();
-    bool paused = std::any_of(active_.begin(), active_.end(), [](const std::shared_ptr<Transfer>& t) {
-      std::lock_guard<std::mutex> g(t->mu);
-      return t->paused;
-    });
-    curl_multi_poll(multi_, nullptr, 0, paused ? 10 : 1000, nullptr);
+    answerOrCloseStreams();
+    curl_multi_poll(multi_, nullptr, 0, streams ? 10 : 1000, nullptr);
   }
   // Closed: everything queued or in flight fails.
   std::deque<std::shared_ptr<Transfer>> queued;
+  std::map<uint64_t, std::shared_ptr<Sink>> streams;
   {
     std::lock_guard<std::mutex> g(mu_);
     queued.swap(pending_);
+    streams.swap(streams_);
   }
   for (auto& t : active_) {
     std::snprintf(t->errbuf, sizeof t->errbuf, "native HTTP client closed");
-    finish(t.get(), CURLE_ABORTED_BY_CALLBACK);
     release(t.get());
+    finish(t.get(), CURLE_ABORTED_BY_CALLBACK);
   }
   active_.clear();
   {
     std::lock_guard<std::mutex> g(mu_);
     curl_multi_cleanup(multi_);  // closes the cached connections now, not when the last reference goes
     multi_ = nullptr;
-    streams_.clear();
   }
   for (auto& t : queued) finish(t.get(), CURLE_OK);
+  // Parts of streams that no GET answers any more (filled from the surplus, not yet answered).
+  for (auto& [id, s] : streams) {
+    std::deque<std::unique_ptr<Part>> parts;
+    {
+      std::lock_guard<std::mutex> g(s->mu);
+      s->closed = true;
+      parts.swap(s->parts);
+    }
+    for (auto& part : parts) {
+      HttpRangeAnswer a;
+      a.status = IoError(printableUrl(s->req.url) + ": native HTTP client is closed");
+      part->done(std::move(a));
+    }
+  }
 }
 
 }  // namespace obd

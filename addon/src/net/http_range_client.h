@@ -9,12 +9,15 @@
 // from offset 0) comes back as a failure with its HTTP status, for the caller to resolve elsewhere.
 // Every body byte received is counted, also of answers that fail or are cut short.
 //
-// Streams: one GET of a long range whose bytes go to parts appended over time, in order, each
-// answered on its own as soon as its bytes are in. A sequential reader's read-ahead windows become
-// parts of one GET instead of one GET each (the registry pays per request; docker-registry about
-// 6 ms of CPU). A stream that has delivered every part appended so far pauses (TCP flow control
-// holds the sender) and is closed if no part comes within a short grace, so it does not read ahead
-// beyond what was asked by more than what the network already carries.
+// Streams: a sequential reader's read-ahead windows, appended over time as parts of one stream
+// and answered in order, each as soon as its bytes are in. A stream reads through a chain of
+// bounded range GETs: one is sent when the parts reach past what the earlier ones cover and the one
+// in flight is about to end; it covers the part and one more of its size, or more on a fast link
+// (see Sink::nextGet). A GET that has delivered every part pauses (TCP holds the sender, no copy in
+// between) and, if no part comes within a short grace, runs on to its end into the stream's surplus,
+// which later parts take first. Nothing is cut: every byte the registry sends is received and
+// counted. A stream whose GETs are done and that gets no part for a while is closed (it holds no
+// connection, only its surplus).
 #pragma once
 
 #include <atomic>
@@ -81,12 +84,12 @@ class HttpRangeClient {
 
   // `done` runs exactly once: on the client's thread, or on the caller's when the client is closed.
   void get(HttpRangeRequest req, Done done);
-  // A GET of [req.offset, req.offset + req.length) that delivers to parts added with append();
-  // returns its id. Its onProgress is not used (each part has its own).
+  // A stream over [req.offset, req.offset + req.length) (the span its GETs may read) that delivers
+  // to parts added with append(); returns its id. Its onProgress is not used (each part has its own).
   uint64_t openStream(HttpRangeRequest req);
   // The next `length` bytes of the stream go to `done` (and `progress` as they arrive, in steps of
-  // `progressStep`). False when the stream is closed (ended, failed, idle) or too short: then
-  // neither callback runs.
+  // `progressStep`). False when the stream is closed (failed, idle) or too short: then neither
+  // callback runs.
   bool append(uint64_t stream, uint64_t length, Done done, Progress progress = nullptr, uint64_t progressStep = 256 << 10);
   // Fails what is queued or in flight and lets the thread end (safe from any thread, also the client's).
   void close();
@@ -96,16 +99,18 @@ class HttpRangeClient {
 
  private:
   struct Part;
+  struct Sink;
   struct Transfer;
   explicit HttpRangeClient(HttpRangeClientOptions opts);
   void submit(std::shared_ptr<Transfer> t);
+  void queue(std::shared_ptr<Transfer> t);  // on the client's thread: started by the next loop
   void run();
   void startPending();
   void finishDone();
-  void resumeOrCloseStreams();
+  void answerOrCloseStreams();
   void finish(Transfer* t, int curlCode);
-  void release(Transfer* t);  // out of the multi handle and the stream table
-  static void answerPart(const Transfer& t, Part& part);  // a part with all its bytes
+  void release(Transfer* t);  // out of the multi handle
+  static void answerPart(long httpStatus, Part& part);  // a part with all its bytes
   static size_t onHeader(char* p, size_t size, size_t n, void* ud);
   static size_t onBody(char* p, size_t size, size_t n, void* ud);
 
@@ -115,7 +120,7 @@ class HttpRangeClient {
   bool closed_ = false;
   std::deque<std::shared_ptr<Transfer>> pending_;
   std::vector<std::shared_ptr<Transfer>> active_;  // only the client's thread touches it
-  std::map<uint64_t, std::shared_ptr<Transfer>> streams_;  // open streams by id (mu_)
+  std::map<uint64_t, std::shared_ptr<Sink>> streams_;  // open streams by id (mu_)
   uint64_t nextStream_ = 0;
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t> requests_{0};

@@ -86,10 +86,6 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
 
 bool NativeBlobFetcher::appendToStream(const std::string& digest, const HttpRangeRequest& route, uint64_t offset, uint64_t length,
                                        HttpRangeClient::Done done, Progress progress) {
-  // A stream spans this many windows of the size of its first: the reader's later windows grow, so
-  // a long sequential read takes a few GETs; a reader that stops leaves the rest unread (the stream
-  // pauses and closes), so the span costs nothing when it is not used.
-  constexpr uint64_t kStreamSpan = 64;
   // A window may skip units a demand fetch already has in flight: the stream reads past them (the
   // bytes count as received) rather than ending, up to this many bytes.
   constexpr uint64_t kMaxSkip = 4 << 20;
@@ -108,11 +104,11 @@ bool NativeBlobFetcher::appendToStream(const std::string& digest, const HttpRang
   }
   HttpRangeRequest req = route;
   req.offset = offset;
-  req.length = std::min(route.blobSize - offset, std::max<uint64_t>(length * kStreamSpan, 64 << 20));
+  req.length = route.blobSize - offset;  // the span: the stream's GETs cover only what its parts ask (and one part more)
   if (req.length < length) return false;
   uint64_t id = client_->openStream(req);
   if (!client_->append(id, length, std::move(done), std::move(progress))) return false;
-  if (streams.size() >= 4) streams.erase(streams.begin());  // the oldest reader's stream ends on its own
+  if (streams.size() >= 4) streams.erase(streams.begin());  // the oldest reader's stream idles out on its own
   streams.push_back(Stream{id, offset + length, offset + req.length});
   return true;
 }

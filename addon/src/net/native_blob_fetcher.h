@@ -9,7 +9,8 @@
 // messages are those of the fallback, and nothing here retries on its own.
 //
 // Read-ahead fetches of a blob that continue one another (a sequential reader's windows) are parts
-// of one streaming GET (HttpRangeClient::openStream) of up to kStreamSpan windows, not a GET each.
+// of one stream (HttpRangeClient::openStream): a chain of bounded GETs, one per two windows at
+// plateau, each run to its end, not a GET per window.
 #pragma once
 
 #include <array>
