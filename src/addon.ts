@@ -428,7 +428,7 @@ export interface NativeFetchStats {
   bytes: PerFetchKind; // delivered by native fetches
   fallbacks: number; // native attempts that failed and went to the JS function
   receivedBytes: number; // every body byte the native client received
-  requests: number; // GETs it sent (read-ahead windows of one reader share a streaming GET)
+  requests: number; // GETs it sent (the read-ahead windows of one reader share a few bounded GETs)
   failedRequests: number; // GETs that failed (each reported once to native.onFailed)
   routes: number; // blobs with a route now
   durationBuckets: number[]; // native fetches per durationBoundsSec bound (cumulative)
