@@ -125,7 +125,7 @@ struct HttpRangeClient::Sink {
   // needed first would come slower; sent later, the link would idle between them.
   std::shared_ptr<Transfer> nextGet(HttpRangeClient* client, const std::shared_ptr<Sink>& self);
 
-  // Gives [p, p + n) to the parts in order;  // Gives [p, p + n) to the parts in order; bytes past the last part are kept as surplus. Returns
+  // Gives [p, p + n) to the parts in order; bytes past the last part are kept as surplus. Returns
   // the parts completed; `progressed`: the part still in progress if it reached another step.
   std::vector<std::unique_ptr<Part>> deliver(const uint8_t* p, size_t n, Part** progressed) {
     std::vector<std::unique_ptr<Part>> done;
