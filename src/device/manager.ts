@@ -76,7 +76,7 @@ interface Attached {
   recording?: RecordingSession;
   prefetch?: TracePrefetch;
   held: boolean; // its descriptors are in the fd store: a successor can take it over
-  /** deviceCache auto, lazy and read-only: becomes page-cached once every remote blob is local. */
+  /** deviceCache auto, a lazy device (read-only or writable): becomes page-cached once every remote blob is local. */
   pageCacheWhenLocal: boolean;
 }
 
