@@ -2,14 +2,13 @@
 // 1. cold sequential read of a 256 MiB blob through the remote file (QD4 1 MiB reads into reused
 //    buffers, as the kernel transports read; block cache, read-ahead,
 //    native fetches: config nativeFetch) vs one raw range GET of the whole blob with curl
-//    (baseline), and through the JS fetch path for comparison; the same for the first 64 MiB
+//    (baseline), vs obd-fetch-floor (addon/bench: the least work a cache must do with those bytes,
+//    in C), and through the JS fetch path for comparison; the same for the first 64 MiB
 //    through a throttling proxy (100 Mbit/s, 10 ms: test/helpers/throttle-proxy.ts) in front of it;
 // 2. read amplification (bytes fetched / bytes read) for a random 5 % subset of 4 KiB blocks,
 //    with the default 256 KiB refill unit and with 64 KiB;
 // 3. warm reads (everything cached) vs the same reads from a local file (sequential 1 MiB,
 //    random 4 KiB).
-import { execFile, execFileSync } from 'node:child_process';
-import { promisify } from 'node:util';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,11 +21,13 @@ import { TestRegistry } from '../test/helpers/registry';
 import { ThrottleProxy } from '../test/helpers/throttle-proxy';
 import { request } from 'undici';
 import { BenchRow, printTable } from './table';
+import { CommandShell } from './command-shell';
 
 const MiB = 1 << 20;
 const SIZE = 256 * MiB;
 const THROTTLED_BYTES = 64 * MiB;
 const LINK = { bytesPerSec: 12.5 * MiB, latencyMs: 10 };
+const FETCH_FLOOR = path.join(__dirname, '..', '..', 'build', 'Release', 'obd-fetch-floor');
 
 /** Sequential reads at queue depth `depth`; each lane reuses one buffer (as the kernel's transports do). */
 async function seqRead(read: (off: number, len: number, into: Buffer) => Promise<unknown>, size: number, chunk = MiB, depth = 4): Promise<number> {
@@ -55,6 +56,9 @@ async function randRead(read: (off: number, len: number) => Promise<unknown>, of
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'obd-bench-registry-'));
+  const shell = new CommandShell(); // before the 256 MiB of test data exist in this process
+  const curlSeconds = async (u: string, bytes: number) =>
+    Number(await shell.run(['curl', '-sf', '-o', '/dev/null', '-r', `0-${bytes - 1}`, '-w', '%{time_total}', u]));
   const reg = new TestRegistry();
   const client = new RegistryClient();
   const fetchers: { close(): void }[] = [];
@@ -81,19 +85,25 @@ async function main(): Promise<void> {
     };
 
     // 1. cold sequential
-    execFileSync('curl', ['-s', '-o', '/dev/null', url]); // warm the registry's page cache
-    // The machine is shared: alternate the two and keep the best of three of each.
+    await shell.run(['curl', '-sf', '-o', '/dev/null', url]); // warm the registry's page cache
+    // The machine is shared: alternate them and keep the best of five of each.
     const curlTimes: number[] = [];
+    const floorTimes: number[] = [];
     const coldTimes: number[] = [];
     const jsTimes: number[] = [];
     const undiciTimes: number[] = [];
     let cold!: ReturnType<typeof open>;
-    for (let run = 0; run < 3; run++) {
-      curlTimes.push(Number(execFileSync('curl', ['-s', '-o', '/dev/null', '-r', `0-${SIZE - 1}`, '-w', '%{time_total}', url]).toString()));
-      const u0 = process.hrtime.bigint();
-      const whole = await request(url, { headers: { range: `bytes=0-${SIZE - 1}` } });
-      for await (const _chunk of whole.body) { /* discard */ }
-      undiciTimes.push(Number(process.hrtime.bigint() - u0) / 1e9);
+    for (let run = 0; run < 5; run++) {
+      curlTimes.push(await curlSeconds(url, SIZE));
+      const floorFile = path.join(dir, 'floor.data');
+      floorTimes.push((JSON.parse(await shell.run([FETCH_FLOOR, url, String(SIZE), floorFile])) as { receivedMs: number }).receivedMs / 1000);
+      fs.rmSync(floorFile);
+      if (run < 3) {
+        const u0 = process.hrtime.bigint();
+        const whole = await request(url, { headers: { range: `bytes=0-${SIZE - 1}` } });
+        for await (const _chunk of whole.body) { /* discard */ }
+        undiciTimes.push(Number(process.hrtime.bigint() - u0) / 1e9);
+      }
       cold = open(256 << 10);
       coldTimes.push(await seqRead((o, l, b) => cold.file.read(o, l, undefined, b), SIZE));
       await cold.cache.drain();
@@ -105,8 +115,11 @@ async function main(): Promise<void> {
     }
     const curlS = Math.min(...curlTimes);
     const coldS = Math.min(...coldTimes);
+    const floorS = Math.min(...floorTimes);
     const rows: BenchRow[] = [
       { name: 'cold sequential MB/s: remote file (QD4, 1 MiB) vs curl GET', value: SIZE / MiB / coldS, unit: 'MB/s', baseline: SIZE / MiB / curlS },
+      { name: 'cold sequential MB/s: remote file vs obd-fetch-floor', value: SIZE / MiB / coldS, unit: 'MB/s', baseline: SIZE / MiB / floorS },
+      { name: 'cold sequential MB/s: obd-fetch-floor vs curl GET', value: SIZE / MiB / floorS, unit: 'MB/s', baseline: SIZE / MiB / curlS },
       { name: 'cold sequential MB/s: remote file vs one undici GET in-process', value: SIZE / MiB / coldS, unit: 'MB/s', baseline: SIZE / MiB / Math.min(...undiciTimes) },
       { name: 'cold sequential MB/s: JS fetch path (nativeFetch off) vs curl GET', value: SIZE / MiB / Math.min(...jsTimes), unit: 'MB/s', baseline: SIZE / MiB / curlS },
       { name: 'cold sequential: GETs issued', value: cold.requests(), unit: 'requests' },
@@ -121,9 +134,7 @@ async function main(): Promise<void> {
     const slowCold: number[] = [];
     let slowWire = 0;
     for (let run = 0; run < 2; run++) {
-      // Not execFileSync: the throttle proxy lives in this process and must keep running.
-      const { stdout } = await promisify(execFile)('curl', ['-s', '-o', '/dev/null', '-r', `0-${THROTTLED_BYTES - 1}`, '-w', '%{time_total}', slowUrl]);
-      slowCurl.push(Number(stdout));
+      slowCurl.push(await curlSeconds(slowUrl, THROTTLED_BYTES)); // the throttle proxy lives in this process: never a sync call
       const slow = open(256 << 10, undefined, proxy.host);
       const w0 = proxy.bytes;
       slowCold.push(await seqRead((o, l, b) => slow.file.read(o, l, undefined, b), THROTTLED_BYTES));
@@ -172,6 +183,7 @@ async function main(): Promise<void> {
     );
     printTable('registry: lazy data path (256 MiB blob, docker-registry on 127.0.0.1)', rows);
   } finally {
+    shell.close();
     for (const f of fetchers) f.close();
     await proxy?.stop();
     await client.close();
