@@ -46,7 +46,8 @@ export class BlobSource {
    * failed attempt that is retried, as the registry client counts its own (onRetriedError).
    */
   readonly nativeFailed = (f: NativeFetchFailure): void => {
-    const err = nativeFetchError(f, this.readers.get(f.digest)?.registry ?? 'registry');
+    const reader = this.readers.get(f.digest);
+    const err = nativeFetchError(f, reader?.registry ?? 'registry', reader?.redirected);
     if (err) this.opts.onRetriedError?.(err);
   };
 

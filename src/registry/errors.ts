@@ -78,13 +78,17 @@ export function isTransportError(err: unknown): boolean {
 /**
  * A failed native GET (addon: NativeFetchFailure) as the registry client's own error for the same
  * failure, so that metrics count both paths by the same kinds; undefined for answers the client
- * does not count as failures either: a 401 (it answers the challenge and sends again) and a redirect
- * (it follows it).
+ * does not count as failures either: a 401 from the registry (it answers the challenge and sends
+ * again) and a redirect (it follows it). A redirect target (`redirected`: an object store) that
+ * refuses is a failure whatever it answers below 500 but 429, as the client counts it.
  */
-export function nativeFetchError(f: NativeFetchFailure, registry: string): Error | undefined {
+export function nativeFetchError(f: NativeFetchFailure, registry: string, redirected = false): Error | undefined {
   const msg = `${registry}: native ${f.message}`;
   switch (f.kind) {
     case 'status':
+      if (redirected && f.status < 500 && f.status !== 429) {
+        return new RegistryProtocolError(`${msg} from the redirect target`, { registry, status: f.status });
+      }
       if (f.status === 401 || (f.status >= 300 && f.status < 400)) return undefined;
       if (f.status === 404) return new RegistryNotFoundError(msg, { registry, status: f.status });
       if (f.status === 403) return new RegistryAuthError(msg, { registry, status: f.status });

@@ -50,6 +50,11 @@ export class RangeReader {
     return this.endpoints[this.endpointIndex].host;
   }
 
+  /** Whether reads go to a redirect target (an object store) rather than to the registry itself. */
+  get redirected(): boolean {
+    return !!this.location && this.location.expiresAt > Date.now();
+  }
+
   async size(signal?: AbortSignal): Promise<number> {
     if (this.knownSize === undefined) {
       const r = await this.run(0, 1, signal, true);

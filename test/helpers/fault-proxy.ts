@@ -2,7 +2,8 @@
 // (the private registry) and applies queued faults to matching requests: drop the connection,
 // delay, answer with a status (500, 429 + Retry-After, 401 + challenge), truncate the body, send a
 // wrong Content-Range, or redirect blob GETs to a second port (a fake object store that serves the
-// same bytes and records whether it got an Authorization header).
+// same bytes and records whether it got an Authorization header; faults other than redirects apply
+// there too).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -152,6 +153,11 @@ export class FaultProxy {
     if (exp && exp * 1000 < Date.now()) {
       res.writeHead(403);
       res.end('expired');
+      return;
+    }
+    if (fault?.kind === 'status') {  // the store refuses (a signature it no longer accepts, say)
+      res.writeHead(fault.status, { 'content-type': 'application/xml', ...fault.headers });
+      res.end(fault.body ?? '<Error><Code>AccessDenied</Code></Error>');
       return;
     }
     // The store has its own access; it never needs (or gets) the client's registry credentials.

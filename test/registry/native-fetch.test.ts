@@ -144,6 +144,24 @@ describe('native fetch path', () => {
     assert.equal(proxy.seen.filter((s) => s.server === 'proxy' && s.method === 'GET').length, 1, 'one GET at the registry');
   });
 
+  it('a storage URL that refuses a native GET counts as the registry client counts it, and JS reads on', async (t) => {
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    proxy.clear();
+    proxy.inject({ kind: 'redirect' }, Infinity);
+    t.after(() => proxy.clear());
+    const { fetcher, file, errors } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    await readChecked(file, data, 0);
+    await settle();
+    // The store's next answer is a 401: from the registry the client would answer a challenge, from
+    // a redirect target it is a failure (and so it must be counted when the native GET gets it).
+    proxy.inject({ kind: 'status', status: 401 }, 1);
+    await readChecked(file, data, 1);
+    assert.equal(fetcher.stats().native!.failedRequests, 1, 'the native GET to the store failed');
+    assert.deepEqual(errors, ['401'], 'counted once, by its status');
+    assert.equal(proxy.seen.filter((s) => s.server === 'store' && s.fault === 'status').length, 1, 'the store refused once');
+  });
+
   it('an expired storage URL is refused natively and JS resolves the redirect again', async (t) => {
     const client = new RegistryClient();
     t.after(() => client.close());
