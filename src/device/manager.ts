@@ -630,6 +630,10 @@ export class DeviceManager {
         this.busy.delete(a.id);
       }
     }
+    if (this.localBlobsTimer && ![...this.devices.values()].some((a) => a.pageCacheWhenLocal)) {
+      clearInterval(this.localBlobsTimer); // nothing left to switch: the next such attach starts it again
+      this.localBlobsTimer = undefined;
+    }
   }
 
   /** Stops serving every device (process exit). Records stay: the next start re-attaches (tcmu: adopts) them. */
