@@ -146,6 +146,10 @@ export async function runColdStart(
       oneFile: alone?.oneFile,
       convertSeconds,
     };
+  } catch (err) {
+    // What deviced said last is usually why (its log lives only in this process).
+    o.log(`failed; deviced's log ends with:\n${env.devicedLogs.slice(-6000)}`);
+    throw err;
   } finally {
     o.log('stopping everything');
     await proxy?.stop();
