@@ -67,11 +67,7 @@ export function sourceFetcher(source: BlobSource, native: boolean, fetch: addon.
   const fetcher: addon.RemoteFetcher = addon.createRemoteFetcher(async (digest, offset, length, kind) => {
     const data = await fetch(digest, offset, length, kind);
     onFetched?.(digest);
-    // The route goes over before the bytes: the blob's other fetches wait in the addon for it.
-    if (native) {
-      const route = await source.route(digest).catch(() => undefined);
-      if (route) fetcher.setRoute(digest, route);
-    }
+    if (native) void source.route(digest).then((r) => r && fetcher.setRoute(digest, r), () => undefined);
     return data;
   }, native ? { native: { durationBoundsSec: FETCH_SECONDS_BUCKETS, onFetched, onFailed: source.nativeFailed } } : {});
   return fetcher;

@@ -127,30 +127,6 @@ describe('native fetch path', () => {
     assert.deepEqual(errors, ['size_mismatch']);
   });
 
-  it('fetches made while the first fetch of a blob is with JS wait for its route: one JS GET, the rest native', async (t) => {
-    const client = new RegistryClient();
-    t.after(() => client.close());
-    proxy.clear();
-    const { source, fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
-    await Promise.all([0, 1, 2, 3].map((u) => readChecked(file, data, u)));
-    assert.equal(source.fetches, 1, 'only the first fetch went through JS');
-    assert.equal(fetcher.stats().native!.fetches, 3, 'the three that waited went native');
-    assert.equal(proxy.seen.filter((s) => s.method === 'GET').length, 4, 'one GET per fetch in all');
-  });
-
-  it('when the first fetch of a blob fails, the fetches that waited for it go to JS each, and their reads succeed', async (t) => {
-    const client = new RegistryClient();
-    t.after(() => client.close());
-    proxy.clear();
-    proxy.inject({ kind: 'status', status: 404 }, 1);
-    const { source, fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
-    const reads = [0, 1, 2, 3].map((u) => readChecked(file, data, u));
-    await assert.rejects(reads[0], /404|not found/i);
-    await Promise.all(reads.slice(1));
-    assert.equal(source.fetches, 4, 'no route came: each went through JS');
-    assert.equal(fetcher.stats().native!.fetches, 0);
-  });
-
   it('follows a redirect in JS and then reads the storage URL natively, without Authorization', async (t) => {
     const client = new RegistryClient();
     t.after(() => client.close());

@@ -17,17 +17,12 @@ NativeBlobFetcher::NativeBlobFetcher(std::shared_ptr<BlobFetcher> fallback, std:
 NativeBlobFetcher::~NativeBlobFetcher() { client_->close(); }
 
 void NativeBlobFetcher::close() {
-  std::map<std::string, std::vector<Waiting>> waiting;
   {
     std::lock_guard<std::mutex> g(mu_);
-    closed_ = true;
     routes_.clear();
     streams_.clear();
-    waiting.swap(awaitingRoute_);
   }
   client_->close();
-  for (auto& [digest, ws] : waiting)
-    for (auto& w : ws) fallback_->fetch(digest, w.offset, w.length, w.priority, std::move(w.done));
 }
 
 void NativeBlobFetcher::setRoute(const std::string& digest, BlobRoute route) {
@@ -58,7 +53,6 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
                                        Progress progress) {
   HttpRangeRequest req;
   uint64_t generation = 0;
-  bool first = false;  // the blob's first fetch: the others wait for the route it brings
   {
     std::lock_guard<std::mutex> g(mu_);
     auto it = routes_.find(digest);
@@ -71,27 +65,9 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
       req.headers = it->second.route.headers;
       req.blobSize = it->second.route.size;
       generation = it->second.generation;
-    } else if (length > 0 && !closed_) {
-      auto w = awaitingRoute_.find(digest);
-      if (w != awaitingRoute_.end()) {
-        w->second.push_back(Waiting{offset, length, priority, std::move(done), std::move(progress)});
-        return;
-      }
-      if (priority == FetchPriority::kDemand) {
-        awaitingRoute_[digest];
-        first = true;
-      }
     }
   }
   if (onFailed_) req.onFailure = [onFailed = onFailed_, digest](const HttpFailure& f) { onFailed(digest, f); };
-  if (first) {
-    auto self = shared_from_this();
-    fallback_->fetch(digest, offset, length, priority, [self, digest, done = std::move(done)](Status st, std::vector<uint8_t> data) {
-      self->routeSettled(digest);  // the fallback hands over the route before it answers
-      done(std::move(st), std::move(data));
-    });
-    return;
-  }
   if (req.url.empty() || length == 0) {
     fallback_->fetch(digest, offset, length, priority, std::move(done));
     return;
@@ -106,25 +82,6 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
   req.length = length;
   req.onProgress = std::move(progress);
   client_->get(std::move(req), std::move(answer));
-}
-
-void NativeBlobFetcher::routeSettled(const std::string& digest) {
-  std::vector<Waiting> waiting;
-  bool routed;
-  {
-    std::lock_guard<std::mutex> g(mu_);
-    auto it = awaitingRoute_.find(digest);
-    if (it == awaitingRoute_.end()) return;  // closed meanwhile: close() passed them on
-    waiting.swap(it->second);
-    awaitingRoute_.erase(it);
-    routed = routes_.count(digest) > 0;
-  }
-  for (auto& w : waiting) {
-    // Without a route (the fetch failed, or the fallback has none to give) each goes to the
-    // fallback on its own, rather than waiting behind another first fetch again.
-    if (routed) fetchStreaming(digest, w.offset, w.length, w.priority, std::move(w.done), std::move(w.progress));
-    else fallback_->fetch(digest, w.offset, w.length, w.priority, std::move(w.done));
-  }
 }
 
 bool NativeBlobFetcher::appendToStream(const std::string& digest, const HttpRangeRequest& route, uint64_t offset, uint64_t length,

@@ -8,11 +8,6 @@
 // fallback, which resolves, retries and hands over a fresh route; so errors, retries and their
 // messages are those of the fallback, and nothing here retries on its own.
 //
-// While the first demand fetch of a blob without a route is with the fallback, the blob's other
-// fetches wait for it rather than going to the fallback too: the route it hands over takes them
-// (one fallback GET per blob, not one per fetch made before the route came). If it hands over none,
-// they go to the fallback at once.
-//
 // Read-ahead fetches of a blob that continue one another (a sequential reader's windows) are parts
 // of one stream (HttpRangeClient::openStream): a chain of bounded GETs, one per two windows at
 // plateau, each run to its end, not a GET per window.
@@ -86,16 +81,6 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
     uint64_t next = 0;  // where its next part starts
     uint64_t end = 0;   // where its range ends
   };
-  struct Waiting {  // a fetch waiting for the route its blob's first fetch hands over
-    uint64_t offset = 0;
-    uint64_t length = 0;
-    FetchPriority priority = FetchPriority::kDemand;
-    Done done;
-    Progress progress;
-  };
-  // The first fetch of `digest` came back from the fallback: the fetches waiting for it go native
-  // if it handed over a route, to the fallback otherwise.
-  void routeSettled(const std::string& digest);
   // Appends a read-ahead fetch to the blob's stream that ends where it starts, or opens a new stream.
   bool appendToStream(const std::string& digest, const HttpRangeRequest& route, uint64_t offset, uint64_t length,
                       HttpRangeClient::Done done, Progress progress);
@@ -107,8 +92,6 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
   mutable std::mutex mu_;
   std::map<std::string, Entry> routes_;
   std::map<std::string, std::vector<Stream>> streams_;  // by digest; a few per blob (several readers)
-  std::map<std::string, std::vector<Waiting>> awaitingRoute_;  // by digest: its first fetch is with the fallback
-  bool closed_ = false;
   uint64_t generation_ = 0;
   NativeFetchStats stats_;
 };
