@@ -50,8 +50,7 @@ describe('deviced restarts under running containers', { timeout: 1_800_000 }, ()
       tools.push({ path: p, type: 'file', data });
     };
     for (let i = 0; i < READER_FILES; i++) file(`big/f${i}`, MiB, bigSha);
-    // Past the reader's read-ahead (1 MiB), and 2 MiB each so one round's read-ahead leaves the next
-    // file's blocks to fetch.
+    // Past the reader's read-ahead (1 MiB); the rounds read them last to first (see below).
     file('big/pad', 3 * MiB, []);
     for (let i = 0; i < ROUNDS; i++) file(`cold/c${i}`, 2 * MiB, coldSha);
     const direct = await env.convertImage({ layers: [...(img.spec.layers as TarEntry[][]), tools] }, 'lazy/restarts');
@@ -120,7 +119,9 @@ describe('deviced restarts under running containers', { timeout: 1_800_000 }, ()
   it('a crash in the middle of a remote fetch: the read the dead deviced had taken is resent and answered', async () => {
     await startDetached('rf');
     const stalls: number[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
+    // Last file first: a round's read-ahead runs on into the files after it (already read), never
+    // into the one the next round reads.
+    for (let r = ROUNDS - 1; r >= 0; r--) {
       proxy.clear();
       proxy.inject({ kind: 'delay', ms: 1500 }, 1);
       const t0 = Date.now();
