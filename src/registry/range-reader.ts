@@ -52,7 +52,12 @@ export class RangeReader {
 
   /** Whether reads go to a redirect target (an object store) rather than to the registry itself. */
   get redirected(): boolean {
-    return !!this.location && this.location.expiresAt > Date.now();
+    return this.liveLocation() !== undefined;
+  }
+
+  /** The redirect target reads go to, while it has not expired. */
+  private liveLocation(): Location | undefined {
+    return this.location && this.location.expiresAt > Date.now() ? this.location : undefined;
   }
 
   async size(signal?: AbortSignal): Promise<number> {
@@ -105,8 +110,8 @@ export class RangeReader {
 
   private async request(ep: Endpoint, offset: number, length: number, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
     const range = `bytes=${offset}-${offset + length - 1}`;
-    const loc = this.location;
-    if (loc && loc.expiresAt > Date.now()) return this.requestLocation(loc.url, ep, range, signal);
+    const loc = this.liveLocation();
+    if (loc) return this.requestLocation(loc.url, ep, range, signal);
     this.location = undefined;
     this.stats.requests++;
     const res = await this.transport.send(ep, this.repo, { method: 'GET', path: `/v2/${this.repo}/blobs/${this.digest}`,
@@ -138,7 +143,7 @@ export class RangeReader {
   async route(signal?: AbortSignal): Promise<BlobRoute | undefined> {
     if (this.knownSize === undefined) return undefined;
     const ep = this.endpoints[this.endpointIndex];
-    const loc = this.location && this.location.expiresAt > Date.now() ? this.location : undefined;
+    const loc = this.liveLocation();
     const url = loc?.url ?? new URL(`/v2/${this.repo}/blobs/${this.digest}`, ep.origin);
     const headers = [`User-Agent: ${this.transport.userAgent}`];
     if (url.origin === ep.origin) {
