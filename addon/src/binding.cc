@@ -215,7 +215,7 @@ class JsFetcher : public obd::BlobFetcher {
       if (req->done) req->done(obd::IoError(req->digest + ": remote fetcher went away"), {});
       return;
     }
-    auto finish = [req](Status st, std::vector<uint8_t> data) {
+    auto finish = [req](Status st, obd::AlignedBytes data) {
       if (!req->done) return;  // a second call of done() is ignored
       obd::BlobFetcher::Done d = std::move(req->done);
       req->done = nullptr;
@@ -241,7 +241,7 @@ class JsFetcher : public obd::BlobFetcher {
         return e.Undefined();
       }
       auto a = v.As<Napi::Uint8Array>();
-      finish(Status::Ok(), std::vector<uint8_t>(a.Data(), a.Data() + a.ByteLength()));
+      finish(Status::Ok(), obd::AlignedBytes(a.Data(), a.Data() + a.ByteLength()));
       return e.Undefined();
     });
     fn.Call({Napi::String::New(env, req->digest), Napi::Number::New(env, static_cast<double>(req->offset)),

@@ -59,15 +59,20 @@ export function warmLayerEnds(files: addon.RemoteFile[]): void {
 /**
  * The fetcher of a BlobSource. With `native`, the first fetch of a blob goes through JS (URL,
  * mirrors, auth, redirects, retries) and hands its route to the addon, which fetches the blob's
- * later ranges with libcurl straight into the block cache; a native failure is counted as the
- * source's failed attempt and the fetch comes back to JS.
+ * later ranges with libcurl straight into the block cache (fetches of the blob issued meanwhile wait
+ * for that route); a native failure is counted as the source's failed attempt and the fetch comes
+ * back to JS.
  */
 export function sourceFetcher(source: BlobSource, native: boolean, fetch: addon.BlobFetchFn = source.fetch,
   onFetched?: (digest: string) => void): addon.RemoteFetcher {
   const fetcher: addon.RemoteFetcher = addon.createRemoteFetcher(async (digest, offset, length, kind) => {
     const data = await fetch(digest, offset, length, kind);
     onFetched?.(digest);
-    if (native) void source.route(digest).then((r) => r && fetcher.setRoute(digest, r), () => undefined);
+    // Handed over before the fetch answers: the fetches of this blob that waited for it go native.
+    if (native) {
+      const route = await source.route(digest).catch(() => undefined);
+      if (route) fetcher.setRoute(digest, route);
+    }
     return data;
   }, native ? { native: { durationBoundsSec: FETCH_SECONDS_BUCKETS, onFetched, onFailed: source.nativeFailed } } : {});
   return fetcher;

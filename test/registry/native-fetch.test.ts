@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { openBlockCache, openRemoteFile } from '../../src/addon';
+import { createRemoteFetcher, openBlockCache, openRemoteFile } from '../../src/addon';
 import { sourceFetcher } from '../../src/device/remote';
 import { registryErrorKind } from '../../src/device/state-metrics';
 import { BlobSource, CredentialStore, RegistryClient } from '../../src/registry';
@@ -81,6 +81,54 @@ describe('native fetch path', () => {
     assert.equal(n.routes, 1);
     const gets = proxy.seen.filter((s) => s.method === 'GET');
     assert.equal(gets.length, 8, 'one GET per fetch');
+  });
+
+  it('resolves a blob once: fetches issued while its first fetch is with JS wait for it, then go natively', async (t) => {
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    proxy.clear();
+    const { source, fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    // One batch, as a reader's first requests (or a layer's open) come: the first one resolves the blob.
+    await Promise.all([0, 5, 11, 20, 31].map((u) => readChecked(file, data, u)));
+    assert.equal(source.fetches, 1, 'one fetch through JS, not one per request of the batch');
+    const n = fetcher.stats().native!;
+    assert.equal(n.fetches, 4, 'the others waited for its route and went natively');
+    assert.equal(n.receivedBytes + source.receivedBytes, 5 * UNIT);
+    assert.equal(proxy.seen.filter((s) => s.method === 'GET').length, 5);
+  });
+
+  it('when the resolving fetch fails, the fetches that waited for it go to JS each, and the next ones natively', async (t) => {
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    proxy.clear();
+    proxy.inject({ kind: 'status', status: 404 }, 1);
+    const { source, fetcher, file } = nativeFile(t, client, proxy.host, 'lib/native', digest, data.length);
+    const results = await Promise.allSettled([0, 5, 11].map((u) => readChecked(file, data, u)));
+    assert.equal(results[0].status, 'rejected', 'the resolving read got the 404');
+    assert.match(String((results[0] as PromiseRejectedResult).reason), /404|not found/i);
+    assert.deepEqual(results.slice(1).map((r) => r.status), ['fulfilled', 'fulfilled'], 'the waiting reads were answered');
+    assert.equal(source.fetches, 3, 'each waiting fetch went to JS (which retries on its own), none waited forever');
+    await readChecked(file, data, 20);
+    assert.equal(fetcher.stats().native!.fetches, 1, 'JS handed over a route meanwhile');
+  });
+
+  it('a fetcher whose first fetch of a blob hands over no route does not hold that blob\'s later fetches back', async (t) => {
+    let inFlight = 0;
+    let most = 0;
+    const fetcher = createRemoteFetcher(async (_d, offset, length) => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 30));
+      inFlight--;
+      return data.subarray(offset, offset + length);
+    }, { native: {} });
+    t.after(() => fetcher.close());
+    const cache = openBlockCache({ dir: tmpDir(t), capacityBytes: 64 * MiB, unitSize: UNIT, sync: false });
+    const file = openRemoteFile({ digest, size: data.length, cache, fetcher, readAheadUnits: 0 });
+    await Promise.all([0, 5, 11].map((u) => readChecked(file, data, u)));
+    assert.equal(most, 2, 'the first fetch alone, then the two that waited for it together');
+    most = 0;
+    await Promise.all([1, 6, 12, 21].map((u) => readChecked(file, data, u)));
+    assert.equal(most, 4, 'without a route coming, the next batch goes to JS at once');
   });
 
   for (const [name, fault, kinds] of [
@@ -244,7 +292,7 @@ describe('native streaming GETs of a sequential reader', () => {
         assert.ok(got.equals(data.subarray(off, off + MiB)), `bytes at ${off} differ`);
       }
     };
-    return { proxy, fetcher, file, received, read };
+    return { proxy, fetcher, source, file, received, read };
   }
 
   /** Waits until nothing has crossed the proxy for 300 ms (a stream's last GET ran to its end). */
@@ -266,6 +314,17 @@ describe('native streaming GETs of a sequential reader', () => {
     const wire = proxy.bytes;
     t.diagnostic(`wire ${wire} bytes, obd received ${received()}, ${n.requests} GETs for ${n.fetches} fetches`);
     assert.ok(Math.abs(wire - received()) <= 0.05 * wire, `wire ${wire} bytes, obd received ${received()}, ${n.requests} GETs`);
+  });
+
+  it('sizes a stream\'s second GET by what its first showed of a fast link: a long read takes a few GETs', async (t) => {
+    const { proxy, fetcher, source, received, read } = await streamed(t, 1024 * MiB);
+    await read(0, data.length);
+    await quiet(proxy);
+    const gets = source.fetches + fetcher.stats().native!.requests;
+    // The first request through JS, the second a demand GET, then the stream: a first GET of two
+    // windows, sent blind, and one that covers the rest (24 MiB is far below 250 ms of this link).
+    assert.ok(gets <= 4, `${gets} GETs for ${data.length} bytes`);
+    assert.ok(Math.abs(proxy.bytes - received()) <= 0.05 * proxy.bytes, `wire ${proxy.bytes} bytes, obd received ${received()}`);
   });
 
   it('a reader that stops costs at most 250 ms of the link past its read-ahead, and every byte on the wire reaches obd (within 5%)', async (t) => {

@@ -320,7 +320,7 @@ void BlockCache::release(const std::string& digest, const std::string& scope) {
   if (b->users_ == 0) b->closeFiles();  // unless blob() took it again meanwhile
 }
 
-void BlockCache::persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const std::vector<uint8_t>> data,
+void BlockCache::persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const AlignedBytes> data,
                          std::function<void()> done) {
   enqueue(Job{std::move(blob), firstUnit, std::move(data), std::move(done)});
 }
@@ -424,7 +424,7 @@ void BlockCache::writerLoop() {
   }
 }
 
-void BlockCache::persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t firstUnit, const std::vector<uint8_t>& data) {
+void BlockCache::persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t firstUnit, const AlignedBytes& data) {
   uint64_t off = firstUnit * blob->unitSize_;
   uint64_t count = (data.size() + blob->unitSize_ - 1) / blob->unitSize_;
   if (count == 0 || firstUnit + count > blob->units_ || off + data.size() > blob->size_ ||

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "cache/direct_io.h"
+#include "util/aligned_bytes.h"
 #include "util/status.h"
 #include "util/unique_fd.h"
 
@@ -147,7 +148,7 @@ class BlockCache {
   void setCapacity(uint64_t bytes);
   // Queues units [firstUnit, firstUnit + n) of `blob` whose bytes are `data` (exactly their length)
   // for writing; `done` runs on the writer thread once they are present (or failed to persist).
-  void persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const std::vector<uint8_t>> data,
+  void persist(std::shared_ptr<CachedBlob> blob, uint64_t firstUnit, std::shared_ptr<const AlignedBytes> data,
                std::function<void()> done);
   // Marks units as recently used (reads that hit).
   void touch(CachedBlob* blob, uint64_t firstUnit, uint64_t lastUnit);
@@ -160,7 +161,7 @@ class BlockCache {
   Status load();
   Status loadScope(const std::string& scope);
   void writerLoop();
-  void persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t firstUnit, const std::vector<uint8_t>& data);
+  void persistNow(const std::shared_ptr<CachedBlob>& blob, uint64_t firstUnit, const AlignedBytes& data);
   void account(CachedBlob* blob, uint64_t firstUnit, uint64_t count);  // LRU insert + used bytes
   void evictIfNeeded(uint64_t extraBytes = 0);
   bool makeRoomOnDisk(uint64_t bytes);  // the disk-free floor; false → do not write
@@ -173,7 +174,7 @@ class BlockCache {
   struct Job {
     std::shared_ptr<CachedBlob> blob;
     uint64_t firstUnit = 0;
-    std::shared_ptr<const std::vector<uint8_t>> data;  // null → verification job
+    std::shared_ptr<const AlignedBytes> data;  // null → verification job
     std::function<void()> done;
     enum class Kind { kPersist, kVerify, kEvict, kDrop } kind = Kind::kPersist;
   };

@@ -25,8 +25,9 @@ class DirectIo {
   DirectIo();
   // `path` opened with O_DIRECT and `flags`; invalid when the filesystem refuses it.
   static UniqueFd open(const std::string& path, int flags);
-  // [data, data + n) at `off`: the whole blocks through `directFd`, a partial last block through
-  // `bufferedFd` (the tail of a blob whose size is not a multiple of the block).
+  // [data, data + n) at `off`: the whole blocks through `directFd` (from `data` itself when it is
+  // aligned, else through the bounce buffer), a partial last block through `bufferedFd` (the tail
+  // of a blob whose size is not a multiple of the block).
   Status write(int directFd, int bufferedFd, const uint8_t* data, size_t n, uint64_t off, const std::string& name);
   // min(n, kBounce) bytes at `off` (a multiple of kAlign), in a buffer valid until the next call;
   // bytes past end of file read as zero.

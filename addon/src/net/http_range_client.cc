@@ -28,6 +28,7 @@ constexpr auto kDrainGrace = std::chrono::milliseconds(20);
 // reader that stops leaves unread stays a short time of the link and a part of what it read.
 constexpr double kStreamAheadSec = 0.25;
 constexpr uint64_t kStreamEarned = 8;
+constexpr double kRateSample = 256 << 10;  // bytes a stream's GETs must have delivered before their rate counts
 
 void initCurlOnce() {
   static std::once_flag once;
@@ -71,7 +72,7 @@ const char* httpFailureKindName(HttpFailure::Kind k) {
 // One consumer of bytes: a plain GET has one covering its range, a stream one per append().
 struct HttpRangeClient::Part {
   uint64_t length = 0;
-  std::vector<uint8_t> body;
+  AlignedBytes body;
   Done done;
   Progress progress;
   uint64_t step = 0;
@@ -112,16 +113,19 @@ struct HttpRangeClient::Sink {
   std::chrono::steady_clock::time_point lastActive{};
   bool draining = false;   // no part came within kDrainGrace: the GET in flight runs on into the surplus
   std::chrono::steady_clock::time_point drySince{};    // when its oldest GET paused for want of parts
-  std::chrono::steady_clock::time_point frontSince{};  // when the oldest GET in flight began to deliver
-  double deliveredBytes = 0;  // by its GETs that ended well, over the time each spent delivering
+  std::chrono::steady_clock::time_point frontSince{};  // when the oldest GET in flight became the oldest
+  // By its GETs that ended well, over the time each spent delivering: from its first byte (or from
+  // when it became the oldest, if later) to its end. Not from when it was sent: a registry takes
+  // 5-30 ms to begin an answer, which would make a fast link look slow and keep its GETs small.
+  double deliveredBytes = 0;
   double deliveringSec = 0;
 
   uint64_t lastPart = 0;      // length of the last part appended
   double latencySec = -1;     // from sending a GET to its first body byte (last measured)
 
   // The stream's next GET if it needs one now (mu held): when its parts reach past what its GETs
-  // cover and the oldest GET in flight (if any) is about to end: it has no more than two first-byte
-  // latencies of the link left to deliver. Sent earlier, the two would share the link and the bytes
+  // cover and the oldest GET in flight (if any) has shown the link's rate and is about to end: it
+  // has no more than two first-byte latencies of the link left to deliver. Sent earlier, the two would share the link and the bytes
   // needed first would come slower; sent later, the link would idle between them.
   std::shared_ptr<Transfer> nextGet(HttpRangeClient* client, const std::shared_ptr<Sink>& self);
 
@@ -183,6 +187,7 @@ struct HttpRangeClient::Transfer {
   bool paused = false;      // a stream's GET waiting for the older ones (client's thread only)
   bool cut = false;         // an older GET of its stream failed: it ends without being a failure (sink mu)
   bool firstByte = false;   // a body byte came (sink mu)
+  std::chrono::steady_clock::time_point firstByteAt{};
   std::chrono::steady_clock::time_point sentAt = std::chrono::steady_clock::now();
 
   HttpFailure failure(int curlCode) const;
@@ -253,8 +258,17 @@ HttpFailure HttpRangeClient::Transfer::failure(int curlCode) const {
 
 std::shared_ptr<HttpRangeClient::Transfer> HttpRangeClient::Sink::nextGet(HttpRangeClient* client, const std::shared_ptr<Sink>& self) {
   if (closed || appended <= issued || gets.size() > 1) return nullptr;
-  double rate = deliveringSec > 0 ? deliveredBytes / deliveringSec : 0;
-  if (!gets.empty() && rate > 0 && latencySec >= 0) {
+  // The rate so far, counting the GET delivering now: a stream's second GET is sized by what the
+  // first showed of the link, not blind.
+  double bytes = deliveredBytes, sec = deliveringSec;
+  if (!gets.empty() && gets.front()->firstByte) {
+    const Transfer& front = *gets.front();
+    bytes += static_cast<double>(front.got);
+    sec += std::chrono::duration<double>(std::chrono::steady_clock::now() - std::max(frontSince, front.firstByteAt)).count();
+  }
+  const double rate = sec > 0 && bytes >= kRateSample ? bytes / sec : 0;
+  if (!gets.empty()) {
+    if (rate == 0 || latencySec < 0) return nullptr;  // the link is not known yet: the GET in flight will show it
     const Transfer& front = *gets.front();
     if (static_cast<double>(front.req.length - front.got) > 2 * rate * latencySec) return nullptr;
   }
@@ -435,7 +449,8 @@ size_t HttpRangeClient::onBody(char* p, size_t size, size_t n, void* ud) {
     if (t->cut) return 0;
     if (!t->firstByte) {
       t->firstByte = true;
-      s.latencySec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t->sentAt).count();
+      t->firstByteAt = std::chrono::steady_clock::now();
+      s.latencySec = std::chrono::duration<double>(t->firstByteAt - t->sentAt).count();
     }
     if (s.stream && s.gets.front().get() != t) {
       t->paused = true;  // an older GET of the stream still delivers: resumed when it ends
@@ -537,7 +552,7 @@ void HttpRangeClient::finish(Transfer* t, int curlCode) {
       auto now = std::chrono::steady_clock::now();
       if (front && !failed) {
         s.deliveredBytes += static_cast<double>(t->got);
-        s.deliveringSec += std::chrono::duration<double>(now - s.frontSince).count();
+        s.deliveringSec += std::chrono::duration<double>(now - std::max(s.frontSince, t->firstByteAt)).count();
       }
       if (front) s.frontSince = now;
       if (failed && !cut) {

@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "util/aligned_bytes.h"
 #include "util/status.h"
 
 namespace obd {
@@ -63,7 +64,7 @@ struct HttpRangeRequest {
 struct HttpRangeAnswer {
   Status status;                     // ok: `body` holds exactly the requested bytes
   long httpStatus = 0;               // 0 when no answer came (connect/transport failure)
-  std::vector<uint8_t> body;
+  AlignedBytes body;
 };
 
 struct HttpRangeClientOptions {

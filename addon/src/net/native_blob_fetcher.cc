@@ -28,6 +28,7 @@ void NativeBlobFetcher::close() {
 void NativeBlobFetcher::setRoute(const std::string& digest, BlobRoute route) {
   std::lock_guard<std::mutex> g(mu_);
   routes_[digest] = Entry{std::move(route), ++generation_};
+  unrouted_.erase(digest);
 }
 
 void NativeBlobFetcher::dropRoute(const std::string& digest) {
@@ -53,6 +54,7 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
                                        Progress progress) {
   HttpRangeRequest req;
   uint64_t generation = 0;
+  bool resolver = false;
   {
     std::lock_guard<std::mutex> g(mu_);
     auto it = routes_.find(digest);
@@ -65,7 +67,22 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
       req.headers = it->second.route.headers;
       req.blobSize = it->second.route.size;
       generation = it->second.generation;
+    } else if (length > 0 && !unrouted_.count(digest)) {
+      auto [r, first] = resolving_.try_emplace(digest);
+      if (!first) {
+        r->second.push_back(Waiting{offset, length, priority, std::move(done), std::move(progress)});
+        return;
+      }
+      resolver = true;
     }
+  }
+  if (resolver) {
+    auto self = shared_from_this();
+    fallback_->fetch(digest, offset, length, priority, [self, digest, done = std::move(done)](Status st, AlignedBytes data) {
+      self->resolved(digest, st.ok());
+      done(std::move(st), std::move(data));
+    });
+    return;
   }
   if (onFailed_) req.onFailure = [onFailed = onFailed_, digest](const HttpFailure& f) { onFailed(digest, f); };
   if (req.url.empty() || length == 0) {
@@ -82,6 +99,26 @@ void NativeBlobFetcher::fetchStreaming(const std::string& digest, uint64_t offse
   req.length = length;
   req.onProgress = std::move(progress);
   client_->get(std::move(req), std::move(answer));
+}
+
+void NativeBlobFetcher::resolved(const std::string& digest, bool ok) {
+  std::vector<Waiting> waiting;
+  bool routed;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = resolving_.find(digest);
+    if (it == resolving_.end()) return;
+    waiting = std::move(it->second);
+    resolving_.erase(it);
+    routed = routes_.count(digest) > 0;
+    // A fallback that answers without handing over a route will not hand one over for the next
+    // fetch either; one that failed may (the registry was away for a moment): resolve again then.
+    if (ok && !routed) unrouted_.insert(digest);
+  }
+  for (auto& w : waiting) {
+    if (routed) fetchStreaming(digest, w.offset, w.length, w.priority, std::move(w.done), std::move(w.progress));
+    else fallback_->fetch(digest, w.offset, w.length, w.priority, std::move(w.done));  // each retried there
+  }
 }
 
 bool NativeBlobFetcher::appendToStream(const std::string& digest, const HttpRangeRequest& route, uint64_t offset, uint64_t length,

@@ -8,6 +8,11 @@
 // fallback, which resolves, retries and hands over a fresh route; so errors, retries and their
 // messages are those of the fallback, and nothing here retries on its own.
 //
+// Where a blob lives is resolved once: while a blob without a route has a fetch with the fallback,
+// later fetches of it wait for that one instead of going to the fallback too (a sequential reader's
+// first requests come together, and each through JS would cost a GET and a copy through JS); when it
+// ends they go out natively with the route it handed over, or all to the fallback if it brought none.
+//
 // Read-ahead fetches of a blob that continue one another (a sequential reader's windows) are parts
 // of one stream (HttpRangeClient::openStream): a chain of bounded GETs, one per two windows at
 // plateau, each run to its end, not a GET per window.
@@ -19,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -72,6 +78,15 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
   void answered(const std::string& digest, uint64_t generation, uint64_t offset, uint64_t length, FetchPriority priority,
                 std::chrono::steady_clock::time_point started, HttpRangeAnswer a, Done done);
 
+  struct Waiting {  // a fetch of a blob whose route is being resolved
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    FetchPriority priority = FetchPriority::kDemand;
+    Done done;
+    Progress progress;
+  };
+  // The fallback fetch that resolves `digest` has ended: the fetches that waited for it go out.
+  void resolved(const std::string& digest, bool ok);
   struct Entry {
     BlobRoute route;
     uint64_t generation = 0;
@@ -91,6 +106,8 @@ class NativeBlobFetcher : public BlobFetcher, public std::enable_shared_from_thi
   const OnFailed onFailed_;
   mutable std::mutex mu_;
   std::map<std::string, Entry> routes_;
+  std::map<std::string, std::vector<Waiting>> resolving_;  // blobs whose route a fallback fetch is resolving
+  std::set<std::string> unrouted_;  // blobs whose resolving fetch brought no route: their fetches do not wait
   std::map<std::string, std::vector<Stream>> streams_;  // by digest; a few per blob (several readers)
   uint64_t generation_ = 0;
   NativeFetchStats stats_;

@@ -14,8 +14,8 @@ FetchBufferPool& FetchBufferPool::shared() {
   return *pool;
 }
 
-std::vector<uint8_t> FetchBufferPool::take(size_t bytes) {
-  std::vector<uint8_t> out;
+AlignedBytes FetchBufferPool::take(size_t bytes) {
+  AlignedBytes out;
   if (bytes >= kSmallest) {
     std::lock_guard<std::mutex> g(mu_);
     auto best = kept_.end();
@@ -32,17 +32,24 @@ std::vector<uint8_t> FetchBufferPool::take(size_t bytes) {
   return out;
 }
 
-void FetchBufferPool::give(std::vector<uint8_t> buf) {
-  if (buf.capacity() < kSmallest) return;
+void FetchBufferPool::give(AlignedBytes buf) {
+  if (buf.capacity() < kSmallest || buf.capacity() > keepBytes_) return;
   std::lock_guard<std::mutex> g(mu_);
-  if (keptBytes_ + buf.capacity() > keepBytes_) return;
+  // Full: smaller kept buffers make room for a larger one (a window fits where they would not:
+  // kept small, a read's ramp-up buffers would leave every full-size window to fresh pages).
+  while (keptBytes_ + buf.capacity() > keepBytes_) {
+    auto smallest = std::min_element(kept_.begin(), kept_.end(), [](const AlignedBytes& a, const AlignedBytes& b) { return a.capacity() < b.capacity(); });
+    if (smallest == kept_.end() || smallest->capacity() >= buf.capacity()) return;
+    keptBytes_ -= smallest->capacity();
+    kept_.erase(smallest);
+  }
   keptBytes_ += buf.capacity();
   kept_.push_back(std::move(buf));
 }
 
-std::shared_ptr<const std::vector<uint8_t>> FetchBufferPool::share(std::vector<uint8_t> buf) {
-  return std::shared_ptr<const std::vector<uint8_t>>(new std::vector<uint8_t>(std::move(buf)), [this](const std::vector<uint8_t>* v) {
-    give(std::move(*const_cast<std::vector<uint8_t>*>(v)));
+std::shared_ptr<const AlignedBytes> FetchBufferPool::share(AlignedBytes buf) {
+  return std::shared_ptr<const AlignedBytes>(new AlignedBytes(std::move(buf)), [this](const AlignedBytes* v) {
+    give(std::move(*const_cast<AlignedBytes*>(v)));
     delete v;
   });
 }

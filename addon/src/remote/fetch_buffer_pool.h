@@ -11,6 +11,8 @@
 #include <mutex>
 #include <vector>
 
+#include "util/aligned_bytes.h"
+
 namespace obd {
 
 class FetchBufferPool {
@@ -18,17 +20,17 @@ class FetchBufferPool {
   static FetchBufferPool& shared();
   explicit FetchBufferPool(size_t keepBytes) : keepBytes_(keepBytes) {}
   // An empty buffer with room for at least `bytes` (a kept one when there is one large enough).
-  std::vector<uint8_t> take(size_t bytes);
+  AlignedBytes take(size_t bytes);
   // Keeps `buf` for reuse while the pool holds less than its limit; small buffers are not kept.
-  void give(std::vector<uint8_t> buf);
+  void give(AlignedBytes buf);
   // `buf` as shared read-only bytes that go back to this pool when the last reference drops.
-  std::shared_ptr<const std::vector<uint8_t>> share(std::vector<uint8_t> buf);
+  std::shared_ptr<const AlignedBytes> share(AlignedBytes buf);
   size_t keptBytes() const;
 
  private:
   const size_t keepBytes_;
   mutable std::mutex mu_;
-  std::vector<std::vector<uint8_t>> kept_;
+  std::vector<AlignedBytes> kept_;
   size_t keptBytes_ = 0;
 };
 

@@ -111,7 +111,7 @@ void FetchScheduler::promote(const std::shared_ptr<Ticket>& t) {
 void FetchScheduler::start(const std::vector<std::shared_ptr<Ticket>>& ts) {
   auto self = shared_from_this();
   for (const auto& t : ts) {
-    auto done = [self, t](Status st, std::vector<uint8_t> data) {
+    auto done = [self, t](Status st, AlignedBytes data) {
       self->finished(t, st.ok(), st.ok() ? data.size() : 0);
       BlobFetcher::Done d = std::move(t->done);
       t->progress = nullptr;

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "util/aligned_bytes.h"
 #include "util/status.h"
 
 namespace obd {
@@ -29,7 +30,7 @@ const char* fetchPriorityName(FetchPriority p);
 // or an error. `priority` is passed on so that the bytes can be accounted per kind.
 class BlobFetcher {
  public:
-  using Done = std::function<void(Status, std::vector<uint8_t>)>;
+  using Done = std::function<void(Status, AlignedBytes)>;
   // The bytes received so far: `arrived` bytes from the requested offset at `data`, valid only
   // during the call (a large GET hands its first units to readers long before it ends).
   using Progress = std::function<void(const uint8_t* data, uint64_t arrived)>;

@@ -50,7 +50,7 @@ struct RemoteFile::Fetch {
   uint64_t arrived = 0;  // bytes received so far (a fetcher that streams reports them before the end)
   bool landed = false;
   std::shared_ptr<FetchScheduler::Ticket> ticket;
-  std::shared_ptr<const std::vector<uint8_t>> data;
+  std::shared_ptr<const AlignedBytes> data;
   std::vector<std::shared_ptr<ReadOp>> waiters;
 };
 
@@ -119,7 +119,7 @@ void RemoteFile::readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint
   const uint64_t unit = blob_->unitSize();
   const uint64_t first = off / unit, last = (off + n - 1) / unit;
   std::vector<std::shared_ptr<Fetch>> toStart;
-  std::vector<std::shared_ptr<const std::vector<uint8_t>>> landed;
+  std::vector<std::shared_ptr<const AlignedBytes>> landed;
   std::vector<uint64_t> landedOff;
   std::vector<std::pair<uint64_t, uint64_t>> hitRuns;  // [first, last] units present in the cache
   std::vector<std::shared_ptr<FetchScheduler::Ticket>> toPromote;
@@ -230,7 +230,7 @@ void RemoteFile::startFetch(const std::shared_ptr<Fetch>& f) {
   auto self = shared_from_this();  // alive until the fetcher answers
   auto ticket = fetcher_->submit(
       blob_->digest(), f->off, f->len, priority,
-      [self, f](Status st, std::vector<uint8_t> data) { self->onFetched(f, std::move(st), std::move(data)); },
+      [self, f](Status st, AlignedBytes data) { self->onFetched(f, std::move(st), std::move(data)); },
       [self, f](const uint8_t* data, uint64_t arrived) { self->onArrived(f, data, arrived); });
   bool promote;
   {
@@ -258,7 +258,7 @@ void RemoteFile::onArrived(const std::shared_ptr<Fetch>& f, const uint8_t* data,
   }
 }
 
-void RemoteFile::onFetched(const std::shared_ptr<Fetch>& f, Status st, std::vector<uint8_t> data) {
+void RemoteFile::onFetched(const std::shared_ptr<Fetch>& f, Status st, AlignedBytes data) {
   if (st.ok() && data.size() != f->len)
     st = IoError("fetcher returned " + std::to_string(data.size()) + " bytes, expected " + std::to_string(f->len));
   std::vector<std::shared_ptr<ReadOp>> waiters;

@@ -78,7 +78,7 @@ class RemoteFile : public ReadableFile, public std::enable_shared_from_this<Remo
   void readOp(void* buf, size_t n, uint64_t off, FetchPriority priority, IoCallback cb);
   void readRange(const std::shared_ptr<ReadOp>& op, uint64_t off, uint64_t n, FetchPriority priority, bool track);
   void startFetch(const std::shared_ptr<Fetch>& f);
-  void onFetched(const std::shared_ptr<Fetch>& f, Status st, std::vector<uint8_t> data);
+  void onFetched(const std::shared_ptr<Fetch>& f, Status st, AlignedBytes data);
   void onArrived(const std::shared_ptr<Fetch>& f, const uint8_t* data, uint64_t arrived);
   void readAhead(const ReadAheadWindow& w, std::vector<std::shared_ptr<Fetch>>* out);  // mu_ held
   std::shared_ptr<Fetch> newFetch(uint64_t first, uint64_t end, FetchPriority priority);  // mu_ held
