@@ -45,7 +45,8 @@ export type OpenedLower = { kind: 'remote'; file: addon.RemoteFile; release(): v
  * Fetches the first and the last byte of every remote lower at once, before the stack is opened.
  * Opening a layer reads its headers at the start and its trailer, jump table and index at the end,
  * one layer after another, each read a round trip to the registry; with their refill units already
- * in flight together, a many-layer image opens in about one round trip instead of one per read.
+ * in flight together, a many-layer image opens in about two round trips instead of one per read
+ * (all layers at once; a blob's trailer fetch waits for its first fetch to resolve where it lives).
  * These units are the ones the open reads anyway. Not awaited: the open's reads join these fetches,
  * and a failure is left to the open, which reports it (no second wait for a registry that is down).
  */
