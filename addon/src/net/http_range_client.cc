@@ -125,8 +125,9 @@ struct HttpRangeClient::Sink {
 
   // The stream's next GET if it needs one now (mu held): when its parts reach past what its GETs
   // cover and the oldest GET in flight (if any) has shown the link's rate and is about to end: it
-  // has no more than two first-byte latencies of the link left to deliver. Sent earlier, the two would share the link and the bytes
-  // needed first would come slower; sent later, the link would idle between them.
+  // has no more than two first-byte latencies of the link left to deliver. Sent earlier, the two
+  // would share the link and the bytes needed first would come slower; sent later, the link would
+  // idle between them.
   std::shared_ptr<Transfer> nextGet(HttpRangeClient* client, const std::shared_ptr<Sink>& self);
 
   // Gives [p, p + n) to the parts in order; bytes past the last part are kept as surplus. Returns

@@ -37,11 +37,14 @@ void FetchBufferPool::give(AlignedBytes buf) {
   std::lock_guard<std::mutex> g(mu_);
   // Full: smaller kept buffers make room for a larger one (a window fits where they would not:
   // kept small, a read's ramp-up buffers would leave every full-size window to fresh pages).
+  size_t room = keepBytes_ - keptBytes_;
+  for (const auto& k : kept_)
+    if (k.capacity() < buf.capacity()) room += k.capacity();
+  if (room < buf.capacity()) return;
+  std::sort(kept_.begin(), kept_.end(), [](const AlignedBytes& a, const AlignedBytes& b) { return a.capacity() < b.capacity(); });
   while (keptBytes_ + buf.capacity() > keepBytes_) {
-    auto smallest = std::min_element(kept_.begin(), kept_.end(), [](const AlignedBytes& a, const AlignedBytes& b) { return a.capacity() < b.capacity(); });
-    if (smallest == kept_.end() || smallest->capacity() >= buf.capacity()) return;
-    keptBytes_ -= smallest->capacity();
-    kept_.erase(smallest);
+    keptBytes_ -= kept_.front().capacity();
+    kept_.erase(kept_.begin());
   }
   keptBytes_ += buf.capacity();
   kept_.push_back(std::move(buf));
