@@ -46,7 +46,7 @@ async function readChecked(file: { read(o: number, l: number): Promise<Buffer> }
   assert.ok(got.equals(data.subarray(unit * UNIT, (unit + 1) * UNIT)), `bytes of unit ${unit} differ`);
 }
 
-const settle = () => new Promise((r) => setTimeout(r, 50)); // the route is handed over after the JS fetch resolves
+const settle = () => new Promise((r) => setTimeout(r, 50)); // native fetches report to JS (onFetched, counters) asynchronously
 
 describe('native fetch path', () => {
   const reg = new TestRegistry();

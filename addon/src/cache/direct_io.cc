@@ -26,9 +26,12 @@ Status DirectIo::write(int directFd, int bufferedFd, const uint8_t* data, size_t
   size_t done = 0;
   if (alignedData && whole > 0) {  // fetched bytes (AlignedBytes): straight from their buffer
     Status st = pwriteAll(directFd, data, whole, off, name);
-    if (st.code() != EINVAL) OBD_RETURN_IF_ERROR(st);
-    else whole = 0;  // opened, yet refused (a block size above 4 KiB): the page cache takes it all
-    done = whole;
+    if (st.code() == EINVAL) {
+      whole = 0;  // opened, yet refused (a block size above 4 KiB): the page cache takes it all
+    } else {
+      OBD_RETURN_IF_ERROR(st);
+      done = whole;
+    }
   }
   while (done < whole) {
     size_t k = std::min(kBounce, whole - done);
